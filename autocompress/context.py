@@ -1,0 +1,43 @@
+"""What techniques and evaluators share and must not recompute."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+T = TypeVar("T")
+
+
+@dataclass
+class CompressionContext:
+    """Tokenizer, calibration/eval token blocks, the base model, cached statistics, seed.
+
+    ``memo`` caches statistics of the model *as a technique sees it*: the key includes
+    ``lineage`` (the digest of the steps applied so far), so a statistic of the base model
+    is reused by every trial whose earlier steps are the same.
+    """
+
+    tokenizer: PreTrainedTokenizerBase
+    calibration: torch.Tensor  # [n, seq_len] token ids
+    evaluation: torch.Tensor  # [m, seq_len] token ids, held out from calibration
+    base_model: nn.Module
+    cache_dir: Path
+    seed: int = 0
+    lineage: str = ""
+    batch_size: int = 8
+    _memo: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
+
+    def memo(self, key: str, compute: Callable[[], T], *, of_base: bool = False) -> T:
+        """Compute once; ``of_base=True`` keys by the base model alone, not the lineage."""
+        full_key = ("" if of_base else self.lineage, key)
+        if full_key not in self._memo:
+            self._memo[full_key] = compute()
+        return self._memo[full_key]
+
+    def batches(self, tokens: torch.Tensor) -> list[torch.Tensor]:
+        return list(tokens.split(self.batch_size))

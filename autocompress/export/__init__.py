@@ -1,0 +1,1 @@
+"""Deployable artifacts of compressed models."""

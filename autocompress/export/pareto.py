@@ -1,0 +1,41 @@
+"""Write the Pareto-optimal trials of a job as deployable checkpoints and register them in MLflow."""
+
+from __future__ import annotations
+
+import shutil
+from typing import TYPE_CHECKING
+
+from autocompress.export.checkpoint import read_record, write_artifact
+from autocompress.pipeline import Session, apply_recipe
+from autocompress.recipe import Recipe
+
+if TYPE_CHECKING:
+    from autocompress.search.front import TrialRecord
+    from autocompress.search.job import Job
+    from autocompress.tracking import Tracker
+
+
+def export_front(job: "Job", session: Session, records: list["TrialRecord"], tracker: "Tracker") -> list[str]:
+    """``<workdir>/<job>/pareto/trial-<N>/`` for each Pareto trial; stale ones are removed."""
+    pareto_dir = job.job_dir / "pareto"
+    written = []
+    keep = set()
+    for record in (r for r in records if r.pareto):
+        recipe = Recipe.parse_obj(record.recipe)
+        dest = pareto_dir / f"trial-{record.number}"
+        keep.add(dest.name)
+        existing = read_record(dest)
+        if existing and existing.get("recipe_digest") == recipe.digest():
+            continue  # exported (and registered) by an earlier run of this job
+        model = apply_recipe(session, recipe)
+        write_artifact(model, session.base.tokenizer, recipe, record.metrics, dest,
+                       extra={"job": job.name, "trial": record.number, "targets": job.targets,
+                              "workload": job.workload.model_dump()})
+        if record.run_id:
+            tracker.log_model(record.run_id, str(dest), job.name)
+        written.append(str(dest))
+    if pareto_dir.is_dir():
+        for stale in pareto_dir.glob("trial-*"):
+            if stale.name not in keep:
+                shutil.rmtree(stale)
+    return written

@@ -1,0 +1,158 @@
+"""What a hardware model needs to know about a (compressed) model: shapes, bits, sparsity, depth.
+
+A :class:`ModelProfile` is plain data, so cost models never touch torch and a profile can be
+written by hand (for a model too large to load) or read from a model with :func:`profile_model`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from autocompress.models.adapter import LinearSite, ModelAdapter
+from autocompress.models.annotations import weight_format
+
+SCALE_BYTES_PER_GROUP = 4  # a scale and a zero point, fp16 each, per quantisation group
+
+
+def stored_bytes(params: int, rows: int, cols: int, bits: int, group_size: int | None) -> float:
+    """Bytes of a ``rows x cols`` weight stored at ``bits``; below 16 bits add per-group scales.
+
+    ``group_size=None`` means one group per row (per output channel).
+    """
+    data = params * bits / 8
+    if bits >= 16:
+        return data
+    groups = rows * (math.ceil(cols / group_size) if group_size else 1)
+    return data + groups * SCALE_BYTES_PER_GROUP
+
+
+@dataclass(frozen=True)
+class LinearProfile:
+    """One linear layer (``layer=None`` for the LM head)."""
+
+    name: str
+    role: str
+    layer: int | None
+    in_features: int
+    out_features: int
+    bits: int = 16
+    group_size: int | None = None
+    sparsity: float = 0.0  # measured fraction of exact zeros
+    sparse_2_4: bool = False  # every 4 consecutive inputs hold at least 2 zeros
+
+    @property
+    def params(self) -> int:
+        return self.in_features * self.out_features
+
+    @property
+    def nnz(self) -> int:
+        return round(self.params * (1.0 - self.sparsity))
+
+    @property
+    def dense_bytes(self) -> float:
+        """Stored bytes without exploiting sparsity."""
+        return stored_bytes(self.params, self.out_features, self.in_features, self.bits, self.group_size)
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    """Geometry and storage format of a decoder-only LM, as a cost model sees it."""
+
+    num_layers: int
+    hidden_size: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate_size: int
+    vocab_size: int
+    linears: tuple[LinearProfile, ...]
+    embedding_bits: int
+    tied_embeddings: bool
+    kv_bits: int = 16
+    avg_exit_layer: float | None = None  # mean depth at which decoding exits (early exit)
+    embedding_group_size: int | None = None
+
+    @property
+    def lm_head(self) -> LinearProfile | None:
+        return next((lin for lin in self.linears if lin.role == "lm_head"), None)
+
+    @property
+    def block_linears(self) -> tuple[LinearProfile, ...]:
+        return tuple(lin for lin in self.linears if lin.layer is not None)
+
+    @property
+    def embedding_params(self) -> int:
+        return self.vocab_size * self.hidden_size
+
+    @property
+    def embedding_bytes(self) -> float:
+        return stored_bytes(self.embedding_params, self.vocab_size, self.hidden_size,
+                            self.embedding_bits, self.embedding_group_size)
+
+    @property
+    def num_parameters(self) -> int:
+        """Embedding and linear weights (norms and biases are negligible); a tied head counts once."""
+        head = self.lm_head
+        shared = head.params if (self.tied_embeddings and head is not None) else 0
+        return self.embedding_params + sum(lin.params for lin in self.linears) - shared
+
+    def weight_bytes(self) -> float:
+        """Dense stored bytes; a tied embedding is the LM head's tensor, stored once."""
+        linears = sum(lin.dense_bytes for lin in self.linears)
+        return linears + (0.0 if self.tied_embeddings and self.lm_head else self.embedding_bytes)
+
+    def kv_cache_bytes(self, tokens: int, batch: int = 1, kv_bits: int | None = None) -> float:
+        """K and V of every layer for ``tokens`` positions."""
+        bits = self.kv_bits if kv_bits is None else kv_bits
+        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * tokens * batch * bits / 8
+
+    @property
+    def exit_fraction(self) -> float:
+        """Share of the blocks a decoded token runs through (1.0 without early exit)."""
+        if self.avg_exit_layer is None or self.num_layers == 0:
+            return 1.0
+        return min(max(self.avg_exit_layer / self.num_layers, 0.0), 1.0)
+
+
+@torch.no_grad()
+def _is_2_4(weight: torch.Tensor) -> bool:
+    if weight.shape[-1] % 4:
+        return False
+    zeros = (weight.reshape(weight.shape[0], -1, 4) == 0).sum(-1)
+    return bool((zeros >= 2).all())
+
+
+@torch.no_grad()
+def _linear_profile(site: LinearSite) -> LinearProfile:
+    weight = site.module.weight
+    fmt = weight_format(site.module)
+    sparsity = float((weight == 0).float().mean()) if weight.numel() else 0.0
+    return LinearProfile(name=site.name, role=site.role, layer=site.layer,
+                         in_features=site.module.in_features, out_features=site.module.out_features,
+                         bits=fmt.bits, group_size=fmt.group_size, sparsity=sparsity,
+                         sparse_2_4=sparsity >= 0.5 and _is_2_4(weight))
+
+
+def _intermediate_size(adapter: ModelAdapter, linears: tuple[LinearProfile, ...]) -> int:
+    widths = [lin.out_features for lin in linears if lin.role in ("mlp.up", "mlp.gate")]
+    widths += [lin.out_features // 2 for lin in linears if lin.role == "mlp.gate_up"]
+    return max(widths, default=getattr(adapter.config, "intermediate_size", 4 * adapter.hidden_size))
+
+
+def profile_model(model: nn.Module, *, kv_bits: int = 16,
+                  avg_exit_layer: float | None = None) -> ModelProfile:
+    """Profile a (compressed) causal LM: real shapes of the remaining blocks, recorded formats,
+    measured sparsity, and the LM head (role ``lm_head``) read at every decode step."""
+    adapter = ModelAdapter(model)
+    linears = tuple(_linear_profile(site) for site in adapter.linear_sites(include_lm_head=True))
+    emb_fmt = weight_format(adapter.input_embedding)
+    return ModelProfile(
+        num_layers=adapter.num_layers, hidden_size=adapter.hidden_size,
+        num_heads=adapter.num_heads, num_kv_heads=adapter.num_kv_heads, head_dim=adapter.head_dim,
+        intermediate_size=_intermediate_size(adapter, linears), vocab_size=adapter.vocab_size,
+        linears=linears, embedding_bits=emb_fmt.bits, embedding_group_size=emb_fmt.group_size,
+        tied_embeddings=adapter.tied_embeddings, kv_bits=kv_bits, avg_exit_layer=avg_exit_layer)

@@ -1,0 +1,127 @@
+"""Map any decoder-only transformers model to roles (blocks, attention/MLP linears, norms, head).
+
+This is the only module that knows attribute paths. Everything else asks an adapter for
+``linear_sites()`` or ``layers`` and works on roles such as ``attn.q`` or ``mlp.down``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+# Leaf module names of the architectures we know, mapped to canonical roles.
+_ROLE_BY_LEAF = {
+    "q_proj": "attn.q", "k_proj": "attn.k", "v_proj": "attn.v", "o_proj": "attn.o",
+    "qkv_proj": "attn.qkv", "query_key_value": "attn.qkv", "dense": "attn.o",
+    "gate_proj": "mlp.gate", "up_proj": "mlp.up", "down_proj": "mlp.down",
+    "gate_up_proj": "mlp.gate_up", "fc1": "mlp.up", "fc2": "mlp.down",
+}
+_ATTN_PARENTS = ("attn", "attention")
+_MLP_PARENTS = ("mlp", "feed_forward", "ffn")
+
+
+@dataclass(frozen=True)
+class LinearSite:
+    """One linear layer inside a decoder block (or the LM head, with ``layer=None``)."""
+
+    name: str
+    module: nn.Linear
+    layer: int | None
+    role: str
+
+
+def _role(path_in_block: str) -> str:
+    parts = path_in_block.split(".")
+    leaf, parents = parts[-1], parts[:-1]
+    family = next((f for f, keys in (("attn", _ATTN_PARENTS), ("mlp", _MLP_PARENTS))
+                   if any(k in p.lower() for p in parents for k in keys)), None)
+    canonical = _ROLE_BY_LEAF.get(leaf)
+    if canonical and (family is None or canonical.startswith(family)):
+        return canonical
+    return f"{family or 'other'}.{leaf}"
+
+
+class ModelAdapter:
+    """Roles and geometry of a causal LM, found through its structure rather than its class."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.config = model.config
+        self.layers_path, self.layers = self._find_layers(model)
+
+    @staticmethod
+    def _find_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
+        n = model.config.num_hidden_layers
+        candidates = [(name, m) for name, m in model.named_modules()
+                      if isinstance(m, nn.ModuleList) and len(m) == n and n > 0]
+        if not candidates:
+            raise ValueError(f"cannot find the {n} decoder layers of {type(model).__name__}")
+        # The decoder stack is the shallowest list of the right length.
+        return min(candidates, key=lambda c: c[0].count("."))
+
+    # ---- geometry -------------------------------------------------------------------
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.config.hidden_size
+
+    @property
+    def num_heads(self) -> int:
+        return self.config.num_attention_heads
+
+    @property
+    def num_kv_heads(self) -> int:
+        return getattr(self.config, "num_key_value_heads", None) or self.num_heads
+
+    @property
+    def head_dim(self) -> int:
+        return getattr(self.config, "head_dim", None) or self.hidden_size // self.num_heads
+
+    @property
+    def vocab_size(self) -> int:
+        return self.input_embedding.weight.shape[0]
+
+    # ---- modules --------------------------------------------------------------------
+    @property
+    def input_embedding(self) -> nn.Embedding:
+        return self.model.get_input_embeddings()
+
+    @property
+    def lm_head(self) -> nn.Linear:
+        return self.model.get_output_embeddings()
+
+    @property
+    def tied_embeddings(self) -> bool:
+        return self.lm_head.weight is self.input_embedding.weight
+
+    def linear_sites(self, include_lm_head: bool = False) -> list[LinearSite]:
+        """Every ``nn.Linear`` inside the decoder blocks, in execution order."""
+        sites = []
+        for i, block in enumerate(self.layers):
+            for sub, module in block.named_modules():
+                if isinstance(module, nn.Linear):
+                    sites.append(LinearSite(f"{self.layers_path}.{i}.{sub}", module, i, _role(sub)))
+        if include_lm_head:
+            sites.append(LinearSite("lm_head", self.lm_head, None, "lm_head"))
+        return sites
+
+    # ---- structural edits ------------------------------------------------------------
+    def keep_layers(self, keep: list[int]) -> None:
+        """Keep only the given decoder blocks (in order) and make config and caches agree."""
+        kept = [self.layers[i] for i in sorted(keep)]
+        for new_index, block in enumerate(kept):
+            for module in block.modules():
+                if hasattr(module, "layer_idx"):
+                    module.layer_idx = new_index
+        self.layers = nn.ModuleList(kept)
+        parent_path, _, attr = self.layers_path.rpartition(".")
+        parent = self.model.get_submodule(parent_path) if parent_path else self.model
+        setattr(parent, attr, self.layers)
+        self.config.num_hidden_layers = len(kept)
+        layer_types = getattr(self.config, "layer_types", None)
+        if layer_types is not None and len(layer_types) != len(kept):
+            self.config.layer_types = [layer_types[i] for i in sorted(keep)]

@@ -1,0 +1,83 @@
+"""Recipe -> compressed model -> metrics: the path shared by search trials, `reproduce` and `pipeline run`."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+from torch import nn
+
+from autocompress.cache import cache_root, text_digest, weights_digest
+from autocompress.context import CompressionContext
+from autocompress.data.text import load_text
+from autocompress.evaluators import EVALUATORS, evaluator_for_metric
+from autocompress.hardware import cost_metrics
+from autocompress.hardware.profile import profile_model
+from autocompress.hardware.roofline import Workload
+from autocompress.hardware.target import HardwareTarget
+from autocompress.metrics import is_cost_metric
+from autocompress.models.loading import LoadedModel, load_model
+from autocompress.recipe import Recipe, TextSpec
+from autocompress.techniques import TECHNIQUES
+
+
+@dataclass
+class Session:
+    """A loaded base model with its shared context: built once, used by many recipes."""
+
+    base: LoadedModel
+    ctx: CompressionContext
+    model_ref: str
+    calibration: TextSpec
+    seed: int
+
+
+def open_session(model_ref: str, calibration: TextSpec, seed: int) -> Session:
+    base = load_model(model_ref)
+    digest = weights_digest(base.model)
+    text = load_text(calibration, base.tokenizer, base.model, digest, seed)
+    ctx = CompressionContext(tokenizer=base.tokenizer, calibration=text.calibration, evaluation=text.evaluation,
+                             base_model=base.model, cache_dir=cache_root(), seed=seed)
+    return Session(base, ctx, model_ref, calibration, seed)
+
+
+def check_compatible(session: Session, recipe: Recipe) -> None:
+    if (recipe.model, recipe.calibration, recipe.seed) != (session.model_ref, session.calibration, session.seed):
+        raise ValueError("recipe model/calibration/seed differ from the session's")
+
+
+def apply_recipe(session: Session, recipe: Recipe) -> nn.Module:
+    """A compressed copy of the base model; the base model is never modified."""
+    check_compatible(session, recipe)
+    model = copy.deepcopy(session.base.model)
+    ctx = session.ctx
+    lineage = ""
+    try:
+        for i, step in enumerate(recipe.steps):
+            technique = TECHNIQUES[step.technique]
+            params = technique.parse_params(step.params, f"steps[{i}].params")
+            ctx.lineage = lineage
+            model = technique().apply(model, params, ctx)
+            lineage = text_digest(lineage, step.model_dump_json())
+    finally:
+        ctx.lineage = ""
+    return model.eval()
+
+
+def predict_cost(model: nn.Module, targets: list[HardwareTarget], workload: Workload) -> dict[str, float]:
+    """Predicted latency/memory metrics of the model on every target."""
+    return cost_metrics(profile_model(model), targets, workload)
+
+
+def measure_accuracy(model: nn.Module, session: Session, metrics: list[str]) -> dict[str, float]:
+    """The accuracy metrics asked for (and their siblings); each evaluator runs once."""
+    evaluators = {evaluator_for_metric(m, "metrics").name for m in metrics if not is_cost_metric(m)}
+    results: dict[str, float] = {}
+    for name in sorted(evaluators):
+        results.update(EVALUATORS[name]().evaluate(model, session.ctx))
+    return results
+
+
+def evaluate_model(model: nn.Module, session: Session, metrics: list[str], targets: list[HardwareTarget],
+                   workload: Workload) -> dict[str, float]:
+    return predict_cost(model, targets, workload) | measure_accuracy(model, session, metrics)

@@ -1,0 +1,60 @@
+"""Name -> class registries, so dispatch never needs an if-chain over strings."""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from typing import Callable, Generic, Iterator, TypeVar
+
+from autocompress.errors import ConfigError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """A mapping from names to registered classes, with optional entry-point plugins."""
+
+    def __init__(self, kind: str, entry_point_group: str | None = None):
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+        self._entry_point_group = entry_point_group
+        self._plugins_loaded = entry_point_group is None
+
+    def register(self, obj: T, name: str | None = None) -> T:
+        key = name or getattr(obj, "name")
+        if key in self._entries:
+            raise ValueError(f"{self.kind} {key!r} is registered twice")
+        self._entries[key] = obj
+        return obj
+
+    def decorator(self) -> Callable[[T], T]:
+        return lambda obj: self.register(obj)
+
+    def _load_plugins(self) -> None:
+        if self._plugins_loaded:
+            return
+        self._plugins_loaded = True
+        for ep in entry_points(group=self._entry_point_group):
+            if ep.name not in self._entries:
+                self.register(ep.load(), ep.name)
+
+    def get(self, name: str, field: str | None = None) -> T:
+        self._load_plugins()
+        try:
+            return self._entries[name]
+        except KeyError:
+            allowed = ", ".join(sorted(self._entries))
+            raise ConfigError(field or self.kind, f"unknown {self.kind} {name!r}; allowed: {allowed}") from None
+
+    def __getitem__(self, name: str) -> T:
+        return self.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        self._load_plugins()
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        self._load_plugins()
+        return iter(sorted(self._entries))
+
+    def names(self) -> list[str]:
+        return list(self)

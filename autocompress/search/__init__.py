@@ -1,0 +1,1 @@
+"""Search: jobs, spaces, the runner and the Pareto front."""

@@ -1,0 +1,159 @@
+"""The search job: what to compress, over which space, for which targets, under which budgets."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from autocompress.errors import ConfigError
+from autocompress.evaluators import known_metrics
+from autocompress.metrics import COST_METRICS, split_metric_name
+from autocompress.models.loading import DEFAULT_MODEL
+from autocompress.recipe import TextSpec
+from autocompress.validation import parse
+
+JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Metrics that cannot be negative: a budget below zero on them can never be met.
+NON_NEGATIVE = {"kl", "perplexity", "top1_agreement", *COST_METRICS}
+
+
+class Objective(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    metric: str
+    direction: Literal["minimize", "maximize"] = "minimize"
+
+
+class Bound(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max: float | None = None
+    min: float | None = None
+
+    @model_validator(mode="after")
+    def _one_side(self) -> "Bound":
+        if self.max is None and self.min is None:
+            raise ValueError("give max, min or both")
+        if self.max is not None and self.min is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}: no value can meet it")
+        return self
+
+    def violation(self, value: float) -> float:
+        """Optuna's constraint convention: <= 0 means satisfied."""
+        parts = []
+        if self.max is not None:
+            parts.append(value - self.max)
+        if self.min is not None:
+            parts.append(self.min - value)
+        return max(parts) if not math.isnan(value) else math.inf
+
+
+class SearchSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sampler: Literal["nsga2", "tpe", "random"] = "nsga2"
+    trials: int = Field(20, ge=1, le=100_000, description="finished trials the job wants in total")
+    timeout: float | None = Field(None, gt=0, description="seconds for this invocation")
+    seed: int = 0
+    population_size: int = Field(8, ge=2, description="NSGA-II population")
+    heartbeat_seconds: int = Field(10, ge=1, description="how often a running trial says it is alive")
+
+
+class WorkloadSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompt_tokens: int = Field(256, ge=1)
+    context_tokens: int = Field(512, ge=1)
+
+
+class Job(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    model: str = DEFAULT_MODEL
+    space: str = "demo"
+    targets: list[str] = Field(min_length=1)
+    objectives: list[Objective] = Field(min_length=1)
+    budgets: dict[str, Bound] = Field(default_factory=dict)
+    search: SearchSettings = Field(default_factory=SearchSettings)
+    calibration: TextSpec = Field(default_factory=TextSpec)
+    workload: WorkloadSpec = Field(default_factory=WorkloadSpec)
+    storage: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<workdir>/optuna.db")
+    tracking: str | None = Field(None, description="MLflow tracking URI; default sqlite:///<workdir>/mlflow.db; 'none' disables")
+    workdir: str = "./runs"
+    export: bool = Field(True, description="write Pareto-optimal checkpoints")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        if not JOB_NAME.match(value) or ".." in value:
+            raise ValueError("must be 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit")
+        return value
+
+    @model_validator(mode="after")
+    def _known_metrics(self) -> "Job":
+        for i, objective in enumerate(self.objectives):
+            self._check_metric(objective.metric, f"objectives[{i}].metric")
+        if len({o.metric for o in self.objectives}) != len(self.objectives):
+            raise ValueError("objectives: each metric may appear once")
+        for metric, bound in self.budgets.items():
+            self._check_metric(metric, f"budgets.{metric}")
+            if metric.rpartition(".")[2] in NON_NEGATIVE and bound.max is not None and bound.max < 0:
+                raise ValueError(f"budgets.{metric}: max {bound.max} can never be met (the metric is never negative)")
+        return self
+
+    def _check_metric(self, metric: str, field: str) -> None:
+        target, name = split_metric_name(metric)
+        if target is None:
+            if name not in known_metrics():
+                raise ValueError(f"{field}: unknown metric {metric!r}; accuracy metrics: {', '.join(known_metrics())}; "
+                                 f"cost metrics: <target>.{{{','.join(COST_METRICS)}}}")
+        elif target not in self.targets:
+            raise ValueError(f"{field}: target {target!r} is not in targets {self.targets}")
+        elif name not in COST_METRICS:
+            raise ValueError(f"{field}: unknown cost metric {name!r}; allowed: {', '.join(COST_METRICS)}")
+
+    # ---- paths --------------------------------------------------------------------------
+    @property
+    def workdir_path(self) -> Path:
+        return Path(self.workdir).expanduser().resolve()
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or f"sqlite:///{self.workdir_path / 'optuna.db'}"
+
+    @property
+    def tracking_uri(self) -> str | None:
+        if self.tracking == "none":
+            return None
+        return self.tracking or f"sqlite:///{self.workdir_path / 'mlflow.db'}"
+
+    @property
+    def job_dir(self) -> Path:
+        return self.workdir_path / self.name
+
+    @property
+    def metric_names(self) -> list[str]:
+        return list(dict.fromkeys([o.metric for o in self.objectives] + list(self.budgets)))
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "Job":
+        if not isinstance(data, dict):
+            raise ConfigError("job", "must be a YAML mapping")
+        return parse(cls, data)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "Job":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError("job", f"file {str(path)!r} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError:
+            raise ConfigError("job", f"{path} is not valid YAML") from None
+        return cls.from_dict(data)

@@ -1,0 +1,239 @@
+"""Drive a job's Optuna study: sample recipes, score them, track them, keep the front current.
+
+Every trial is persisted in the SQL storage as it finishes; a killed search resumes by running
+the same command again: trials left RUNNING are detected by their missing heartbeat, marked
+failed and re-queued with the same parameters, so no finished trial is repeated or lost.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from autocompress.errors import ConfigError
+from autocompress.hardware.roofline import Workload
+from autocompress.hardware.target import HardwareTarget, load_target
+from autocompress.models.loading import resolve_checkpoint
+from autocompress.pipeline import Session, apply_recipe, measure_accuracy, open_session, predict_cost
+from autocompress.metrics import is_cost_metric
+from autocompress.recipe import Recipe
+from autocompress.search.front import TrialRecord, trial_records
+from autocompress.search.job import Job
+from autocompress.search.samplers import make_sampler
+from autocompress.search.space import SearchSpace
+from autocompress.search.storage import open_storage
+from autocompress.tracking import MlflowTracker, NullTracker, Tracker
+
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+@dataclass
+class JobResult:
+    job: Job
+    records: list[TrialRecord]
+
+    @property
+    def front(self) -> list[TrialRecord]:
+        return [r for r in self.records if r.pareto]
+
+
+def counts_as_finished(trial: FrozenTrial) -> bool:
+    """COMPLETE and PRUNED trials count; FAIL counts only when the trial itself failed (not a kill)."""
+    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
+        trial.state == TrialState.FAIL and "error" in trial.user_attrs)
+
+
+def job_fingerprint(job: Job, space: SearchSpace) -> dict[str, Any]:
+    """What must not change between runs of the same job name."""
+    return {"model": job.model, "space": space.model_dump(mode="json"), "targets": job.targets,
+            "objectives": [o.model_dump() for o in job.objectives],
+            "budgets": {m: b.model_dump(exclude_none=True) for m, b in job.budgets.items()}, "calibration": job.calibration.model_dump(),
+            "workload": job.workload.model_dump(), "seed": job.search.seed}
+
+
+class TrialObjective:
+    """Recipe -> compressed model -> cost (always) -> accuracy (only if the cost meets the budgets)."""
+
+    def __init__(self, job: Job, space: SearchSpace, session: Session, targets: list[HardwareTarget],
+                 tracker: Tracker):
+        self.job, self.space, self.session, self.targets, self.tracker = job, space, session, targets, tracker
+        self.workload = Workload(**job.workload.model_dump())
+
+    def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
+        job = self.job
+        recipe = self.space.sample(trial, job.model, job.search.seed, job.calibration)
+        trial.set_user_attr("recipe", recipe.to_dict())
+        trial.set_user_attr("run_id", self.tracker.start_trial(trial.number, recipe))
+        try:
+            model = apply_recipe(self.session, recipe)
+            metrics = predict_cost(model, self.targets, self.workload)
+            over = {m: b for m, b in job.budgets.items() if is_cost_metric(m) and b.violation(metrics[m]) > 0}
+            if over:
+                trial.set_user_attr("metrics", metrics)
+                raise optuna.TrialPruned("cost over budget: " + ", ".join(f"{m}={metrics[m]:.4g}" for m in over))
+            metrics |= measure_accuracy(model, self.session, job.metric_names)
+            values = tuple(float(metrics[o.metric]) for o in job.objectives)
+            bad = [o.metric for o, v in zip(job.objectives, values) if not math.isfinite(v)]
+            if bad:
+                raise ValueError(f"objective {', '.join(bad)} is not finite")
+        except optuna.TrialPruned as exc:
+            trial.set_user_attr("pruned_reason", str(exc))
+            raise
+        except Exception as exc:
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:5000])
+            raise
+        trial.set_user_attr("metrics", metrics)
+        constraints = {m: b.violation(metrics[m]) for m, b in job.budgets.items()}
+        trial.set_user_attr("constraints", list(constraints.values()))
+        for metric, violation in constraints.items():
+            trial.set_constraint(metric, violation)  # what NSGA-II and TPE read
+        return values
+
+
+class JobRunner:
+    """Opens (or resumes) the study for a job and runs it to its trial count."""
+
+    def __init__(self, job: Job, console: Console | None = None, progress: bool = True):
+        self.job = job
+        self.console = console or Console(stderr=True)
+        self.progress = progress
+        # Validate everything the user wrote before anything is created on disk or in a database.
+        self.space = SearchSpace.load(job.space)
+        self.targets = [load_target(t, f"targets[{i}]") for i, t in enumerate(job.targets)]
+        resolve_checkpoint(job.model)
+
+    # ---- set-up ----------------------------------------------------------------------------
+    def _open_study(self, storage: optuna.storages.BaseStorage) -> optuna.Study:
+        job = self.job
+        sampler = make_sampler(job.search)
+        fingerprint = job_fingerprint(job, self.space)
+        try:
+            study = optuna.load_study(study_name=job.name, storage=storage, sampler=sampler)
+        except KeyError:
+            study = optuna.create_study(study_name=job.name, storage=storage, sampler=sampler,
+                                        directions=[o.direction for o in job.objectives])
+            study.set_user_attr("job", fingerprint)
+            return study
+        if study.user_attrs.get("job") != fingerprint:
+            raise ConfigError("name", f"a job named {job.name!r} with a different model, space, targets, objectives, "
+                                      "calibration, workload or seed already exists in this storage; use another name")
+        return study
+
+    def _open_tracker(self) -> Tracker:
+        uri = self.job.tracking_uri
+        if uri is None:
+            return NullTracker()
+        try:
+            return MlflowTracker(uri, self.job.name, artifact_location=str(self.job.workdir_path / "mlartifacts"
+                                                                          / self.job.name))
+        except Exception as exc:
+            raise ConfigError("tracking", f"cannot open MLflow tracking URI {uri!r}: {str(exc)[:200]}") from None
+
+    def _recover(self, study: optuna.Study, tracker: Tracker) -> None:
+        """Fail trials whose worker died (no heartbeat), re-queue them, and close their MLflow runs."""
+        if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            grace = 2 * self.job.search.heartbeat_seconds + 1
+            self.console.print(f"[yellow]found running trials; waiting {grace} s to tell live workers from killed ones[/]")
+            time.sleep(grace + 1)
+            optuna.storages.fail_stale_trials(study)
+        trials = study.get_trials(deepcopy=False)
+        requeued = {t.user_attrs.get("retry_of") for t in trials}
+        for t in trials:
+            if t.state == TrialState.FAIL and "error" not in t.user_attrs and t.number not in requeued:
+                study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+                self.console.print(f"[yellow]trial {t.number} was interrupted; re-queued with the same parameters[/]")
+        by_number = {t.number: t for t in trials}
+        for number, run_id in tracker.running_trials().items():
+            t = by_number.get(number)
+            if t is not None and counts_as_finished(t):
+                self._log_outcome(tracker, t)
+        tracker.close_interrupted({t.number for t in trials if t.state == TrialState.RUNNING or counts_as_finished(t)})
+
+    # ---- per trial -------------------------------------------------------------------------
+    def _log_outcome(self, tracker: Tracker, trial: FrozenTrial) -> None:
+        run_id = trial.user_attrs.get("run_id")
+        if not run_id:
+            return
+        from autocompress.search.front import is_feasible
+
+        tags = {"autocompress.pruned_reason": trial.user_attrs["pruned_reason"]} if "pruned_reason" in trial.user_attrs else None
+        tracker.log_trial(run_id, trial.user_attrs.get("metrics", {}), trial.state.name, is_feasible(trial),
+                          error=trial.user_attrs.get("error"), extra_tags=tags)
+
+    # ---- run -------------------------------------------------------------------------------
+    def run(self) -> JobResult:
+        job = self.job
+        if job.storage is None or job.tracking is None:
+            job.workdir_path.mkdir(parents=True, exist_ok=True)
+        storage = open_storage(job.storage_url, job.search.heartbeat_seconds)
+        tracker = self._open_tracker()
+        study = self._open_study(storage)
+        tracker.start_job(job.model_dump(mode="json"))
+        self._recover(study, tracker)
+
+        with self.console.status(f"loading {job.model} and calibration text..."):
+            session = open_session(job.model, job.calibration, job.search.seed)
+        objective = TrialObjective(job, self.space, session, self.targets, tracker)
+
+        def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+            self._log_outcome(tracker, trial)
+            tracker.mark_pareto({r.number for r in trial_records(study, job.objectives) if r.pareto})
+
+        deadline = time.monotonic() + job.search.timeout if job.search.timeout else math.inf
+        done = sum(counts_as_finished(t) for t in study.get_trials(deepcopy=False))
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TextColumn("{task.fields[last]}"), console=self.console, disable=not self.progress) as bar:
+            task = bar.add_task(f"search {job.name}", total=job.search.trials, completed=done, last="")
+            while done < job.search.trials and time.monotonic() < deadline:
+                study.optimize(objective, n_trials=1, callbacks=[after_trial], catch=(Exception,),
+                               gc_after_trial=True, show_progress_bar=False)
+                trials = study.get_trials(deepcopy=False)
+                done = sum(counts_as_finished(t) for t in trials)
+                bar.update(task, completed=done, last=_summary(trials[-1], job))
+
+        records = trial_records(study, job.objectives)
+        tracker.mark_pareto({r.number for r in records if r.pareto})
+        tracker.log_front([r.row() for r in records], [(o.metric, o.direction) for o in job.objectives])
+        if job.export:
+            from autocompress.export.pareto import export_front
+
+            with self.console.status("exporting Pareto-optimal checkpoints..."):
+                export_front(job, session, records, tracker)
+        tracker.finish_job()
+        return JobResult(job, records)
+
+
+def _summary(trial: FrozenTrial, job: Job) -> str:
+    if trial.state == TrialState.COMPLETE:
+        metrics = trial.user_attrs.get("metrics", {})
+        return f"trial {trial.number}: " + ", ".join(f"{o.metric}={metrics.get(o.metric, math.nan):.4g}"
+                                                      for o in job.objectives)
+    return f"trial {trial.number}: {trial.state.name.lower()}"
+
+
+def run_job(job: Job, console: Console | None = None, progress: bool = True) -> JobResult:
+    return JobRunner(job, console, progress).run()
+
+
+def load_result(job: Job) -> JobResult:
+    """The trials of a job as stored, without running anything."""
+    storage = open_storage(job.storage_url, job.search.heartbeat_seconds)
+    try:
+        study = optuna.load_study(study_name=job.name, storage=storage)
+    except KeyError:
+        raise ConfigError("name", f"no job named {job.name!r} in {job.storage_url}") from None
+    return JobResult(job, trial_records(study, job.objectives))
+
+
+def recipe_of(record: TrialRecord) -> Recipe:
+    return Recipe.parse_obj(record.recipe)

@@ -1,0 +1,67 @@
+"""Depth pruning: drop the decoder blocks that change the hidden state least (ShortGPT).
+
+Block influence BI_i = 1 - mean over tokens of cos(h_i, h_{i+1}), measured on calibration text
+(Men et al., 2024, "ShortGPT"). The ``drop_layers`` blocks with the lowest BI are removed.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from autocompress.context import CompressionContext
+from autocompress.errors import ConfigError
+from autocompress.models.adapter import ModelAdapter
+from autocompress.techniques.base import Technique, register_technique
+
+
+@torch.no_grad()
+def block_influence(model: nn.Module, batches: list[torch.Tensor]) -> torch.Tensor:
+    """Per-block influence ``[num_layers]``: 1 - cos(block input, block output), token mean."""
+    layers = ModelAdapter(model).layers
+    totals = torch.zeros(len(layers), dtype=torch.float64)
+
+    def hook(index: int):
+        def record(module: nn.Module, args: tuple, kwargs: dict, output) -> None:
+            h_in = args[0] if args else kwargs["hidden_states"]
+            h_out = output[0] if isinstance(output, tuple) else output
+            totals[index] += (1 - F.cosine_similarity(h_in, h_out, dim=-1)).sum().double()
+        return record
+
+    handles = [layer.register_forward_hook(hook(i), with_kwargs=True) for i, layer in enumerate(layers)]
+    try:
+        tokens = 0
+        for ids in batches:
+            model(input_ids=ids)
+            tokens += ids.numel()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return (totals / tokens).float()
+
+
+class PruneDepthParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    drop_layers: int = Field(0, ge=0, description="number of decoder blocks to remove")
+    importance: str = Field("block_influence", pattern="^block_influence$")
+
+
+@register_technique
+class PruneDepth(Technique):
+    name = "prune_depth"
+    Params = PruneDepthParams
+
+    def apply(self, model: nn.Module, params: PruneDepthParams, ctx: CompressionContext) -> nn.Module:
+        adapter = ModelAdapter(model)
+        if params.drop_layers >= adapter.num_layers:
+            raise ConfigError("prune_depth.drop_layers",
+                              f"{params.drop_layers} must be less than the model's {adapter.num_layers} layers")
+        if params.drop_layers == 0:
+            return model
+        influence = ctx.memo("block_influence", lambda: block_influence(model, ctx.batches(ctx.calibration)))
+        drop = set(torch.argsort(influence, stable=True)[: params.drop_layers].tolist())
+        adapter.keep_layers([i for i in range(adapter.num_layers) if i not in drop])
+        return model

@@ -1,0 +1,37 @@
+"""Technique names reserved for later issues: they validate to a clear 'not yet available' error."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+from torch import nn
+
+from autocompress.errors import NotYetAvailableError
+from autocompress.techniques.base import Technique, register_technique
+
+PLANNED = {
+    "prune_width": "structured pruning of MLP channels and attention heads",
+    "early_exit": "confidence-based early exit",
+    "distill": "knowledge distillation and QAT",
+}
+
+
+def _reserved(technique: str, what: str) -> type[Technique]:
+    class Reserved(Technique):
+        name = technique
+        Params = BaseModel
+
+        @classmethod
+        def parse_params(cls, params: dict[str, Any], field: str) -> BaseModel:
+            raise NotYetAvailableError(f"{field}: technique {technique!r} ({what}) is not yet available")
+
+        def apply(self, model: nn.Module, params: BaseModel, ctx: Any) -> nn.Module:
+            raise NotYetAvailableError(f"technique {technique!r} is not yet available")
+
+    Reserved.__name__ = f"Reserved_{technique}"
+    return Reserved
+
+
+for _name, _what in PLANNED.items():
+    register_technique(_reserved(_name, _what))
