@@ -74,29 +74,19 @@ def _parse_budgets(items: list[str]) -> dict[str, dict[str, float]]:
 
 
 def _front_table(result: "JobResult") -> Table:
+    from autocompress.recipe import Recipe
+
     job = result.job
     names = list(dict.fromkeys([o.metric for o in job.objectives] + list(job.budgets)))
     table = Table(title=f"Pareto front of {job.name} ({len(result.front)} of {len(result.records)} trials)")
     table.add_column("trial", justify="right")
     for name in names:
-        table.add_column(name, justify="right")
+        table.add_column(name.replace(".", ".\n", 1), justify="right")
     table.add_column("recipe")
     for record in sorted(result.front, key=lambda r: r.metrics.get(names[0], math.inf)):
-        steps = [f"{s['technique']}({_short_params(s['params'])})" for s in record.recipe.get("steps", [])]
-        table.add_row(str(record.number), *[f"{record.metrics.get(n, math.nan):.4g}" for n in names], " ".join(steps))
+        table.add_row(str(record.number), *[f"{record.metrics.get(n, math.nan):.4g}" for n in names],
+                      Recipe.parse_obj(record.recipe).summary())
     return table
-
-
-def _short_params(params: dict[str, Any]) -> str:
-    parts = []
-    for key, value in params.items():
-        if key == "overrides":
-            parts.extend(f"{o.get('match')}{'@' + o['layers'] if o.get('layers') else ''}:"
-                         + "/".join(f"{k}={v}" for k, v in o.items() if k not in ("match", "layers") and v is not None)
-                         for o in value)
-        elif key not in ("method", "importance", "symmetric", "embeddings") or value not in ("rtn", "magnitude", "block_influence", True, False):
-            parts.append(f"{key}={value}")
-    return ",".join(parts)
 
 
 @app.command()
@@ -187,12 +177,12 @@ def reproduce(
     from autocompress.reproduce import reproduce as run_reproduce
 
     provenance = load_provenance(ref, tracking_uri)
+    if check and not provenance.metrics:  # refuse before any work or any file is written
+        raise ConfigError("--check", f"nothing recorded to compare with for {ref!r} (no metrics.json beside it)")
     outcome = run_reproduce(provenance, out_dir)
     _print_metrics(outcome.metrics, provenance.metrics)
     out.print(f"checkpoint: {out_dir}  weights sha256: {outcome.record['weights_sha256'][:16]}")
     if check:
-        if not provenance.metrics:
-            raise ConfigError("--check", f"nothing recorded to compare with for {ref!r} (no metrics.json beside it)")
         if outcome.mismatches:
             for line in outcome.mismatches:
                 err.print(f"[red]mismatch[/] {line}")

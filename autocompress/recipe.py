@@ -49,10 +49,10 @@ class Recipe(BaseModel):
     @model_validator(mode="after")
     def _normalise_steps(self) -> "Recipe":
         """Validate each step's params against its technique and fill in defaults."""
-        from autocompress.techniques import TECHNIQUES
+        from autocompress.techniques import require_technique
 
         for i, step in enumerate(self.steps):
-            technique = TECHNIQUES.get(step.technique, field=f"steps[{i}].technique")
+            technique = require_technique(step.technique, f"steps[{i}].technique")
             params = technique.parse_params(step.params, f"steps[{i}].params")
             step.params = params.model_dump(mode="json")
         return self
@@ -89,6 +89,12 @@ class Recipe(BaseModel):
         """A content hash: equal recipes (after defaults are filled in) hash equally."""
         canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def summary(self) -> str:
+        """One line for tables, e.g. ``drop 2 layers | magnitude 10% | rtn w4g64 mlp.*:w8``."""
+        from autocompress.techniques import TECHNIQUES
+
+        return " | ".join(TECHNIQUES[s.technique].describe(s.params) for s in self.steps) or "base model"
 
     def flatten(self) -> dict[str, str]:
         """Flat ``key -> string`` view for MLflow params, e.g. ``steps.1.quantize.bits``."""

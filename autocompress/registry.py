@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import os
 from importlib.metadata import entry_points
 from typing import Callable, Generic, Iterator, TypeVar
 
@@ -30,9 +32,12 @@ class Registry(Generic[T]):
         return lambda obj: self.register(obj)
 
     def _load_plugins(self) -> None:
+        """Entry points of installed packages, then modules named in ``$AUTOCOMPRESS_PLUGINS``."""
         if self._plugins_loaded:
             return
         self._plugins_loaded = True
+        for module in filter(None, os.environ.get("AUTOCOMPRESS_PLUGINS", "").split(",")):
+            importlib.import_module(module.strip())  # registers itself on import
         for ep in entry_points(group=self._entry_point_group):
             if ep.name not in self._entries:
                 self.register(ep.load(), ep.name)

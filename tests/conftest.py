@@ -74,3 +74,13 @@ def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory, tokenizer: PreTra
 @pytest.fixture
 def tiny_model(arch: str) -> torch.nn.Module:
     return build_model(arch)
+
+
+def make_context(model: torch.nn.Module, tokenizer, n_cal: int = 4, n_eval: int = 4, seq_len: int = 32):
+    """A CompressionContext over random token blocks (techniques' invariants need no real text)."""
+    from autocompress.context import CompressionContext
+
+    gen = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, model.config.vocab_size, (n_cal + n_eval, seq_len), generator=gen)
+    return CompressionContext(tokenizer=tokenizer, calibration=tokens[:n_cal], evaluation=tokens[n_cal:],
+                              base_model=model, cache_dir=Path("."), seed=0)

@@ -21,12 +21,13 @@ class TrialRecord:
     recipe: dict[str, Any]
     run_id: str | None
     error: str | None = None
+    duplicate_of: int | None = None
     pareto: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def row(self) -> dict[str, Any]:
         return {"trial": self.number, "state": self.state, "feasible": self.feasible, "pareto": self.pareto,
-                "metrics": self.metrics, "recipe": self.recipe, "run_id": self.run_id, "error": self.error}
+                "metrics": self.metrics, "recipe": self.recipe, "run_id": self.run_id, "error": self.error, "duplicate_of": self.duplicate_of}
 
 
 def is_feasible(trial: FrozenTrial) -> bool:
@@ -37,7 +38,8 @@ def is_feasible(trial: FrozenTrial) -> bool:
 def _record(trial: FrozenTrial) -> TrialRecord:
     return TrialRecord(number=trial.number, state=trial.state.name, metrics=trial.user_attrs.get("metrics", {}),
                        feasible=is_feasible(trial), recipe=trial.user_attrs.get("recipe", {}),
-                       run_id=trial.user_attrs.get("run_id"), error=trial.user_attrs.get("error"))
+                       run_id=trial.user_attrs.get("run_id"), error=trial.user_attrs.get("error"),
+                       duplicate_of=trial.user_attrs.get("duplicate_of"))
 
 
 def dominates(a: list[float], b: list[float]) -> bool:
@@ -46,12 +48,12 @@ def dominates(a: list[float], b: list[float]) -> bool:
 
 
 def pareto_numbers(records: list[TrialRecord], objectives: list[Objective]) -> set[int]:
-    """Trial numbers of the non-dominated feasible trials (duplicates of a point all stay)."""
+    """Trial numbers of the non-dominated feasible trials; a repeated recipe counts once (its first trial)."""
     signs = [1.0 if o.direction == "minimize" else -1.0 for o in objectives]
     points = {}
     for r in records:
         values = [r.metrics.get(o.metric, math.nan) for o in objectives]
-        if r.feasible and all(math.isfinite(v) for v in values):
+        if r.feasible and r.duplicate_of is None and all(math.isfinite(v) for v in values):
             points[r.number] = [s * v for s, v in zip(signs, values)]
     return {n for n, p in points.items() if not any(dominates(q, p) for q in points.values())}
 

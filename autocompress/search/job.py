@@ -95,6 +95,20 @@ class Job(BaseModel):
             raise ValueError("must be 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit")
         return value
 
+    @field_validator("storage")
+    @classmethod
+    def _storage_url(cls, value: str | None) -> str | None:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        if value is not None:
+            try:
+                make_url(value)
+            except ArgumentError:
+                raise ValueError(f"{value!r} is not a SQLAlchemy URL (e.g. sqlite:///runs/optuna.db or "
+                                 "postgresql://user@127.0.0.1:5432/db)") from None
+        return value
+
     @model_validator(mode="after")
     def _known_metrics(self) -> "Job":
         for i, objective in enumerate(self.objectives):

@@ -32,7 +32,7 @@ from autocompress.search.space import SearchSpace
 from autocompress.search.storage import open_storage
 from autocompress.tracking import MlflowTracker, NullTracker, Tracker
 
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
@@ -73,15 +73,18 @@ class TrialObjective:
         job = self.job
         recipe = self.space.sample(trial, job.model, job.search.seed, job.calibration)
         trial.set_user_attr("recipe", recipe.to_dict())
+        trial.set_user_attr("recipe_digest", recipe.digest())
         trial.set_user_attr("run_id", self.tracker.start_trial(trial.number, recipe))
         try:
-            model = apply_recipe(self.session, recipe)
-            metrics = predict_cost(model, self.targets, self.workload)
-            over = {m: b for m, b in job.budgets.items() if is_cost_metric(m) and b.violation(metrics[m]) > 0}
-            if over:
-                trial.set_user_attr("metrics", metrics)
-                raise optuna.TrialPruned("cost over budget: " + ", ".join(f"{m}={metrics[m]:.4g}" for m in over))
-            metrics |= measure_accuracy(model, self.session, job.metric_names)
+            twin = self._twin(trial, recipe.digest())
+            if twin is not None:  # samplers repeat points of small spaces: reuse, don't recompute
+                trial.set_user_attr("duplicate_of", twin.number)
+                metrics = dict(twin.user_attrs["metrics"])
+                if twin.state == TrialState.PRUNED:
+                    trial.set_user_attr("metrics", metrics)
+                    raise optuna.TrialPruned(twin.user_attrs.get("pruned_reason", "cost over budget"))
+            else:
+                metrics = self._measure(trial, recipe)
             values = tuple(float(metrics[o.metric]) for o in job.objectives)
             bad = [o.metric for o, v in zip(job.objectives, values) if not math.isfinite(v)]
             if bad:
@@ -98,6 +101,23 @@ class TrialObjective:
         for metric, violation in constraints.items():
             trial.set_constraint(metric, violation)  # what NSGA-II and TPE read
         return values
+
+    def _measure(self, trial: optuna.Trial, recipe: Recipe) -> dict[str, float]:
+        model = apply_recipe(self.session, recipe)
+        metrics = predict_cost(model, self.targets, self.workload)
+        over = [m for m, b in self.job.budgets.items() if is_cost_metric(m) and b.violation(metrics[m]) > 0]
+        if over:
+            trial.set_user_attr("metrics", metrics)
+            raise optuna.TrialPruned("cost over budget: " + ", ".join(f"{m}={metrics[m]:.4g}" for m in over))
+        return metrics | measure_accuracy(model, self.session, self.job.metric_names)
+
+    @staticmethod
+    def _twin(trial: optuna.Trial, digest: str) -> FrozenTrial | None:
+        """An earlier finished trial with the same recipe, if any."""
+        for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+            if other.user_attrs.get("recipe_digest") == digest and "duplicate_of" not in other.user_attrs:
+                return other
+        return None
 
 
 class JobRunner:

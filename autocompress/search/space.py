@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from autocompress import catalog
 from autocompress.errors import ConfigError
 from autocompress.recipe import Recipe, Step, TextSpec
-from autocompress.techniques import TECHNIQUES
+from autocompress.techniques import require_technique
 from autocompress.validation import parse
 
 _DISTRIBUTION_KEYS = ("choice", "int", "float")
@@ -103,7 +103,7 @@ class SearchSpace(BaseModel):
         seen = set()
         for i, step in enumerate(self.steps):
             where = f"{field}: steps[{i}]"
-            technique = TECHNIQUES.get(step.technique, field=f"{where}.technique")
+            technique = require_technique(step.technique, f"{where}.technique")
             if step.technique in seen:
                 raise ConfigError(f"{where}.technique", f"{step.technique!r} appears twice; each technique once")
             seen.add(step.technique)

@@ -54,6 +54,10 @@ class PruneDepth(Technique):
     name = "prune_depth"
     Params = PruneDepthParams
 
+    @classmethod
+    def describe(cls, params: dict) -> str:
+        return f"drop {params.get('drop_layers', 0)} layers"
+
     def apply(self, model: nn.Module, params: PruneDepthParams, ctx: CompressionContext) -> nn.Module:
         adapter = ModelAdapter(model)
         if params.drop_layers >= adapter.num_layers:

@@ -92,6 +92,12 @@ class Quantize(Technique):
     name = "quantize"
     Params = QuantizeParams
 
+    @classmethod
+    def describe(cls, params: dict) -> str:
+        p = QuantizeParams.model_validate(params)
+        text = f"{p.method} w{p.bits}g{p.group_size}" + ("" if p.symmetric else " asym") + (" +emb" if p.embeddings else "")
+        return text + "".join(f" {o.label()}:w{o.bits or p.bits}" for o in p.overrides)
+
     def apply(self, model: nn.Module, params: QuantizeParams, ctx: CompressionContext) -> nn.Module:
         quantize = QUANT_METHODS[params.method]
         adapter = ModelAdapter(model)

@@ -1,4 +1,4 @@
-"""Technique names reserved for later issues: they validate to a clear 'not yet available' error."""
+"""Technique names reserved for later issues: using one is a clear 'not yet available' error."""
 
 from __future__ import annotations
 
@@ -21,10 +21,7 @@ def _reserved(technique: str, what: str) -> type[Technique]:
     class Reserved(Technique):
         name = technique
         Params = BaseModel
-
-        @classmethod
-        def parse_params(cls, params: dict[str, Any], field: str) -> BaseModel:
-            raise NotYetAvailableError(f"{field}: technique {technique!r} ({what}) is not yet available")
+        planned = what
 
         def apply(self, model: nn.Module, params: BaseModel, ctx: Any) -> nn.Module:
             raise NotYetAvailableError(f"technique {technique!r} is not yet available")

@@ -28,6 +28,10 @@ class ModuleSelector(BaseModel):
             return value
         raise ValueError("must be 'early', 'late', 'N', 'A-B', 'A-' or '-B'")
 
+    def label(self) -> str:
+        """``mlp.*@late`` style name of the selection, for summaries."""
+        return self.match + (f"@{self.layers}" if self.layers else "")
+
     def layer_range(self, num_layers: int) -> range:
         if self.layers is None:
             return range(num_layers)

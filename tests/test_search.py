@@ -1,0 +1,257 @@
+"""End-to-end searches on tiny models: MLflow runs, the front, resume, failures, reproduce."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+import yaml
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+from transformers import AutoModelForCausalLM
+
+from autocompress.cache import weights_digest
+from autocompress.export.checkpoint import read_record
+from autocompress.pipeline import apply_recipe, open_session
+from autocompress.recipe import Recipe
+from autocompress.reproduce import load_provenance, reproduce
+from autocompress.search.front import dominates
+from autocompress.search.job import Job
+from autocompress.search.runner import run_job
+
+TESTS = Path(__file__).parent
+CALIBRATION = {"seq_len": 32, "calibration_samples": 4, "eval_samples": 4}
+OBJECTIVES = [{"metric": "kl"}, {"metric": "raspberry-pi-5.decode_ms_per_token"}]
+
+
+def make_job(tmp_path: Path, model: Path, **overrides) -> Job:
+    data = {"name": "tiny", "model": str(model), "space": str(TESTS / "data" / "tiny-space.yaml"),
+            "targets": ["raspberry-pi-5"], "objectives": OBJECTIVES, "calibration": CALIBRATION,
+            "search": {"trials": 6, "sampler": "random", "seed": 1, "heartbeat_seconds": 1},
+            "workdir": str(tmp_path / "runs")}
+    data.update(overrides)
+    return Job.from_dict(data)
+
+
+def trial_runs(job: Job) -> dict[int, object]:
+    client = MlflowClient(job.tracking_uri)
+    experiment = client.get_experiment_by_name(job.name)
+    runs = client.search_runs([experiment.experiment_id], "tags.`autocompress.role` = 'trial'")
+    return {int(r.data.tags["autocompress.trial"]): r for r in runs}
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory, tiny_checkpoints):
+    """One search shared by the assertions below (MLflow's first start costs seconds)."""
+    tmp = tmp_path_factory.mktemp("search")
+    job = make_job(tmp, tiny_checkpoints["llama"], budgets={"kl": {"max": 0.5}})
+    return job, run_job(job, progress=False)
+
+
+def test_every_trial_is_an_mlflow_run_with_recipe_params_and_metrics(searched):
+    job, result = searched
+    runs = trial_runs(job)
+    assert sorted(runs) == [r.number for r in result.records] == list(range(6))
+    for record in result.records:
+        run = runs[record.number]
+        assert run.data.tags["autocompress.state"] == record.state
+        assert run.data.params["steps.2.quantize.bits"] == str(record.recipe["steps"][2]["params"]["bits"])
+        if record.state == "COMPLETE":
+            assert run.data.metrics["kl"] == pytest.approx(record.metrics["kl"])
+            assert "raspberry-pi-5.peak_memory_mb" in run.data.metrics
+            assert run.data.tags["autocompress.feasible"] == str(record.metrics["kl"] <= 0.5).lower()
+
+
+def test_exactly_the_pareto_trials_are_tagged(searched):
+    job, result = searched
+    feasible = {r.number: [r.metrics["kl"], r.metrics["raspberry-pi-5.decode_ms_per_token"]]
+                for r in result.records if r.feasible and r.duplicate_of is None}
+    expected = {n for n, p in feasible.items() if not any(dominates(q, p) for q in feasible.values())}
+    assert expected and {r.number for r in result.front} == expected
+    tags = {n: run.data.tags["autocompress.pareto"] for n, run in trial_runs(job).items()}
+    assert {n for n, t in tags.items() if t == "true"} == expected
+    assert all(t in ("true", "false") for t in tags.values())
+
+
+def test_pareto_checkpoints_load_and_reproduce_logits(searched, tiny_checkpoints):
+    job, result = searched
+    exported = sorted(p.name for p in (job.job_dir / "pareto").iterdir())
+    assert exported == sorted(f"trial-{r.number}" for r in result.front)
+    record = result.front[0]
+    folder = job.job_dir / "pareto" / f"trial-{record.number}"
+    assert read_record(folder)["metrics"]["kl"] == pytest.approx(record.metrics["kl"])
+    loaded = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    recipe = Recipe.from_file(folder / "recipe.yaml")
+    session = open_session(recipe.model, recipe.calibration, recipe.seed)
+    compressed = apply_recipe(session, recipe)
+    ids = session.ctx.evaluation[:2]
+    with torch.no_grad():
+        assert torch.allclose(loaded(ids).logits, compressed(ids).logits, atol=1e-5)
+    versions = MlflowClient(job.tracking_uri).search_model_versions(f"name = '{job.name}'")
+    assert sorted(int(v.tags["autocompress.trial"]) for v in versions) == sorted(r.number for r in result.front)
+
+
+def test_job_run_holds_the_front_artifacts(searched):
+    job, _ = searched
+    client = MlflowClient(job.tracking_uri)
+    experiment = client.get_experiment_by_name(job.name)
+    [parent] = client.search_runs([experiment.experiment_id], "tags.`autocompress.role` = 'job'")
+    names = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"pareto.json", "pareto.png", "pareto.html", "job.yaml"} <= names
+
+
+def test_reproduce_check_passes_and_fails_when_it_should(searched, tmp_path):
+    job, result = searched
+    folder = job.job_dir / "pareto" / f"trial-{result.front[0].number}"
+    provenance = load_provenance(str(folder / "recipe.yaml"), "unused")
+    outcome = reproduce(provenance, tmp_path / "again")
+    assert outcome.mismatches == []
+    assert outcome.record["weights_sha256"] == read_record(folder)["weights_sha256"]
+    provenance.metrics["kl"] = provenance.metrics["kl"] * 1.5 + 0.01
+    assert any(m.startswith("kl:") for m in reproduce(provenance, tmp_path / "again2").mismatches)
+
+
+def test_reproduce_from_an_mlflow_run_id(searched, tmp_path):
+    job, result = searched
+    run_id = result.front[0].run_id
+    provenance = load_provenance(run_id, job.tracking_uri)
+    assert provenance.metrics["kl"] == pytest.approx(result.front[0].metrics["kl"])
+    assert reproduce(provenance, tmp_path / "from-run").mismatches == []
+
+
+def test_resume_continues_without_repeating_finished_trials(tmp_path, tiny_checkpoints):
+    first = run_job(make_job(tmp_path, tiny_checkpoints["qwen2"], search={"trials": 3, "sampler": "nsga2",
+                                                                          "population_size": 2}), progress=False)
+    again = run_job(make_job(tmp_path, tiny_checkpoints["qwen2"], search={"trials": 5, "sampler": "nsga2",
+                                                                          "population_size": 2}), progress=False)
+    assert [r.number for r in again.records] == list(range(5))
+    for before, after in zip(first.records, again.records[:3]):
+        assert (before.recipe, before.metrics) == (after.recipe, after.metrics)
+    assert sorted(trial_runs(again.job)) == list(range(5))
+
+
+def test_failing_trials_are_recorded_and_the_search_goes_on(tmp_path, tiny_checkpoints):
+    space = yaml.safe_load((TESTS / "data" / "tiny-space.yaml").read_text())
+    space["steps"][2]["params"]["group_size"] = {"choice": [32, 48]}  # 48 does not divide 64: fails
+    path = tmp_path / "failing.yaml"
+    path.write_text(yaml.safe_dump(space))
+    job = make_job(tmp_path, tiny_checkpoints["llama"], space=str(path), search={"trials": 8, "sampler": "random",
+                                                                                  "seed": 3})
+    result = run_job(job, progress=False)
+    failed = [r for r in result.records if r.state == "FAIL"]
+    assert failed and len(result.records) == 8
+    assert all("does not divide" in r.error for r in failed)
+    runs = trial_runs(job)
+    for r in failed:
+        assert runs[r.number].info.status == "FAILED"
+        assert "does not divide" in runs[r.number].data.tags["autocompress.error"]
+    assert all(r.feasible for r in result.records if r.state == "COMPLETE")
+
+
+def test_cost_budgets_skip_accuracy_evaluation(tmp_path, tiny_checkpoints):
+    job = make_job(tmp_path, tiny_checkpoints["llama"],
+                   budgets={"raspberry-pi-5.decode_ms_per_token": {"max": 0.3}}, search={"trials": 6, "seed": 5})
+    result = run_job(job, progress=False)
+    pruned = [r for r in result.records if r.state == "PRUNED"]
+    complete = [r for r in result.records if r.state == "COMPLETE"]
+    assert pruned and complete
+    assert all(r.metrics["raspberry-pi-5.decode_ms_per_token"] > 0.3 and "kl" not in r.metrics for r in pruned)
+    assert all(r.metrics["raspberry-pi-5.decode_ms_per_token"] <= 0.3 for r in result.front)
+
+
+def test_empty_recipe_is_the_base_model(tiny_checkpoints, tmp_path):
+    recipe = Recipe.parse_obj({"model": str(tiny_checkpoints["llama"]), "calibration": CALIBRATION, "steps": []})
+    outcome = reproduce(load_provenance_for(recipe, tmp_path), tmp_path / "base")
+    base = AutoModelForCausalLM.from_pretrained(tiny_checkpoints["llama"], dtype=torch.float32)
+    assert outcome.record["weights_sha256"] == weights_digest(base)
+    assert outcome.metrics["kl"] == pytest.approx(0.0, abs=1e-7)
+    assert outcome.metrics["top1_agreement"] == 1.0
+
+
+def load_provenance_for(recipe: Recipe, tmp_path: Path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(recipe.to_yaml())
+    return load_provenance(str(path), "unused")
+
+
+def _study_trials(job: Job) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=job.name, storage=job.storage_url).get_trials()
+
+
+def test_resume_after_killing_the_search_mid_trial(tmp_path, tiny_checkpoints):
+    space = yaml.safe_load((TESTS / "data" / "tiny-space.yaml").read_text())
+    space["steps"].insert(0, {"technique": "wait", "params": {"seconds": 1.5}})
+    (tmp_path / "slow.yaml").write_text(yaml.safe_dump(space))
+    job = make_job(tmp_path, tiny_checkpoints["llama"], space=str(tmp_path / "slow.yaml"),
+                   search={"trials": 5, "sampler": "random", "seed": 2, "heartbeat_seconds": 1})
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text(yaml.safe_dump(job.model_dump(mode="json")))
+    env = {**os.environ, "AUTOCOMPRESS_PLUGINS": "plugins_slow", "PYTHONPATH": str(TESTS)}
+    proc = subprocess.Popen([sys.executable, "-m", "autocompress", "search", str(job_file), "--quiet", "--no-export"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:  # wait until 2 trials are done and the 3rd is running
+            time.sleep(0.3)
+            if not job.storage_url or not Path(job.workdir_path / "optuna.db").exists():
+                continue
+            try:
+                states = [t.state for t in _study_trials(job)]
+            except KeyError:
+                continue
+            if states.count(TrialState.COMPLETE) >= 2 and states[-1] == TrialState.RUNNING:
+                time.sleep(0.5)
+                break
+        else:
+            pytest.fail(f"search did not reach a running trial: {proc.stderr.read()[-2000:]!r}")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    before = _study_trials(job)
+    killed = before[-1]
+    assert killed.state == TrialState.RUNNING
+    finished_before = {t.number: t for t in before if t.state == TrialState.COMPLETE}
+
+    import plugins_slow  # noqa: F401  (registers the 'wait' technique in this process too)
+
+    result = run_job(Job.from_dict({**job.model_dump(mode="json"), "export": False}), progress=False)
+    after = {t.number: t for t in _study_trials(job)}
+    assert after[killed.number].state == TrialState.FAIL and "error" not in after[killed.number].user_attrs
+    retries = [t for t in after.values() if t.user_attrs.get("retry_of") == killed.number]
+    assert len(retries) == 1 and retries[0].params == killed.params
+    counted = [r for r in result.records if r.state == "COMPLETE"]
+    assert len(counted) == 5  # the job's total, no more, no less
+    for number, trial in finished_before.items():  # finished trials were kept, not repeated
+        assert after[number].values == trial.values
+    runs = trial_runs(job)
+    assert runs[killed.number].data.tags["autocompress.state"] == "INTERRUPTED"
+    assert all(runs[r.number].data.tags["autocompress.state"] == "COMPLETE" for r in counted)
+    assert not math.isnan(counted[-1].metrics["kl"])
+
+
+def test_repeated_recipes_reuse_metrics_and_count_once_on_the_front(tmp_path, tiny_checkpoints):
+    space = {"name": "one-point", "steps": [{"technique": "quantize", "params": {"bits": 4, "group_size": 32}}]}
+    (tmp_path / "one.yaml").write_text(yaml.safe_dump(space))
+    result = run_job(make_job(tmp_path, tiny_checkpoints["llama"], space=str(tmp_path / "one.yaml"),
+                              search={"trials": 3, "sampler": "random"}), progress=False)
+    assert [r.duplicate_of for r in result.records] == [None, 0, 0]
+    assert all(r.metrics == result.records[0].metrics for r in result.records)
+    assert [r.number for r in result.front] == [0]
+
+
+def test_recipe_summary_names_each_step():
+    recipe = Recipe.parse_obj({"model": "m", "steps": [
+        {"technique": "prune_depth", "params": {"drop_layers": 2}},
+        {"technique": "sparsify", "params": {"sparsity": 0.25}},
+        {"technique": "quantize", "params": {"bits": 4, "group_size": 64,
+                                             "overrides": [{"match": "mlp.*", "layers": "late", "bits": 8}]}}]})
+    assert recipe.summary() == "drop 2 layers | magnitude 25% | rtn w4g64 mlp.*@late:w8"
+    assert Recipe.parse_obj({"model": "m"}).summary() == "base model"
