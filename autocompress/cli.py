@@ -121,8 +121,10 @@ def search(
     if job.export:
         out.print(f"Pareto checkpoints: {job.job_dir / 'pareto'}")
     if job.tracking_uri:
-        out.print(f"Browse in MLflow: [bold]mlflow ui --backend-store-uri {job.tracking_uri} --port 5000[/] "
-                  f"then open http://127.0.0.1:5000 (experiment '{job.name}')")
+        mlflow_bin = Path(sys.executable).parent / "mlflow"
+        command = f"{mlflow_bin if mlflow_bin.exists() else 'mlflow'} ui --backend-store-uri {job.tracking_uri} --port 5000"
+        out.print(f"Browse in MLflow (experiment '{job.name}', then open http://127.0.0.1:5000):")
+        out.print(command, soft_wrap=True, highlight=False, markup=False)
 
 
 @app.command()

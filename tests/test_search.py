@@ -255,3 +255,31 @@ def test_recipe_summary_names_each_step():
                                              "overrides": [{"match": "mlp.*", "layers": "late", "bits": 8}]}}]})
     assert recipe.summary() == "drop 2 layers | magnitude 25% | rtn w4g64 mlp.*@late:w8"
     assert Recipe.parse_obj({"model": "m"}).summary() == "base model"
+
+
+def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "autocompress", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_cli_pareto_json_and_reproduce_check_exit_codes(searched, tmp_path):
+    job, result = searched
+    proc = run_cli(["pareto", job.name, "--workdir", str(job.workdir_path), "--json"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    front = json.loads(proc.stdout)
+    assert sorted(row["trial"] for row in front) == sorted(r.number for r in result.front)
+
+    folder = tmp_path / "copy"
+    import shutil
+
+    shutil.copytree(job.job_dir / "pareto" / f"trial-{result.front[0].number}", folder)
+    assert run_cli(["reproduce", str(folder / "recipe.yaml"), "--out", str(tmp_path / "ok"), "--check"],
+                   tmp_path).returncode == 0
+    record = json.loads((folder / "metrics.json").read_text())
+    record["metrics"]["perplexity"] *= 1.01
+    (folder / "metrics.json").write_text(json.dumps(record))
+    proc = run_cli(["reproduce", str(folder / "recipe.yaml"), "--out", str(tmp_path / "bad"), "--check"], tmp_path)
+    assert proc.returncode == 1
+    assert "mismatch" in proc.stderr and "perplexity" in proc.stderr
