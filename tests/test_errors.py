@@ -420,3 +420,18 @@ def test_cli_reproduce_check_without_record(tmp_path: Path, tiny_checkpoints: di
     proc = run_cli(["reproduce", str(folder / "recipe.yaml"), "--out", str(out_dir), "--check"], tmp_path)
     cli_error(proc, "--check", "nothing recorded", "metrics.json")
     assert not out_dir.exists()  # refused before re-creating anything
+
+
+def test_same_name_with_a_different_job_is_refused_before_anything_is_written(tmp_path, tiny_checkpoints):
+    from autocompress.search.runner import run_job
+
+    first = job_dict(tmp_path / "runs", model=str(tiny_checkpoints["llama"]))
+    first["search"] = {"trials": 1, "sampler": "random"}
+    run_job(Job.from_dict(first), progress=False)
+    changed = {**first, "objectives": [{"metric": "perplexity"}]}
+    client_db = tmp_path / "runs" / "mlflow.db"
+    before = client_db.stat().st_mtime_ns
+    with pytest.raises(ConfigError) as exc:
+        run_job(Job.from_dict(changed), progress=False)
+    raised(exc, "name", "different", "use another name")
+    assert client_db.stat().st_mtime_ns == before

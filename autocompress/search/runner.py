@@ -25,7 +25,7 @@ from autocompress.models.loading import resolve_checkpoint
 from autocompress.pipeline import Session, apply_recipe, measure_accuracy, open_session, predict_cost
 from autocompress.metrics import is_cost_metric
 from autocompress.recipe import Recipe
-from autocompress.search.front import TrialRecord, trial_records
+from autocompress.search.front import TrialRecord, is_feasible, trial_records
 from autocompress.search.job import Job
 from autocompress.search.samplers import make_sampler
 from autocompress.search.space import SearchSpace
@@ -133,20 +133,24 @@ class JobRunner:
         resolve_checkpoint(job.model)
 
     # ---- set-up ----------------------------------------------------------------------------
-    def _open_study(self, storage: optuna.storages.BaseStorage) -> optuna.Study:
+    def _load_study(self, storage: optuna.storages.BaseStorage) -> optuna.Study | None:
+        """The job's existing study (None if new); a different job under the same name is an error."""
         job = self.job
-        sampler = make_sampler(job.search)
-        fingerprint = job_fingerprint(job, self.space)
         try:
-            study = optuna.load_study(study_name=job.name, storage=storage, sampler=sampler)
+            study = optuna.load_study(study_name=job.name, storage=storage, sampler=make_sampler(job.search))
         except KeyError:
-            study = optuna.create_study(study_name=job.name, storage=storage, sampler=sampler,
-                                        directions=[o.direction for o in job.objectives])
-            study.set_user_attr("job", fingerprint)
-            return study
-        if study.user_attrs.get("job") != fingerprint:
+            return None
+        if study.user_attrs.get("job") != job_fingerprint(job, self.space):
             raise ConfigError("name", f"a job named {job.name!r} with a different model, space, targets, objectives, "
-                                      "calibration, workload or seed already exists in this storage; use another name")
+                                      "budgets, calibration, workload or seed already exists in this storage; "
+                                      "use another name")
+        return study
+
+    def _create_study(self, storage: optuna.storages.BaseStorage) -> optuna.Study:
+        job = self.job
+        study = optuna.create_study(study_name=job.name, storage=storage, sampler=make_sampler(job.search),
+                                    directions=[o.direction for o in job.objectives])
+        study.set_user_attr("job", job_fingerprint(job, self.space))
         return study
 
     def _open_tracker(self) -> Tracker:
@@ -184,8 +188,6 @@ class JobRunner:
         run_id = trial.user_attrs.get("run_id")
         if not run_id:
             return
-        from autocompress.search.front import is_feasible
-
         tags = {"autocompress.pruned_reason": trial.user_attrs["pruned_reason"]} if "pruned_reason" in trial.user_attrs else None
         tracker.log_trial(run_id, trial.user_attrs.get("metrics", {}), trial.state.name, is_feasible(trial),
                           error=trial.user_attrs.get("error"), extra_tags=tags)
@@ -196,8 +198,9 @@ class JobRunner:
         if job.storage is None or job.tracking is None:
             job.workdir_path.mkdir(parents=True, exist_ok=True)
         storage = open_storage(job.storage_url, job.search.heartbeat_seconds)
-        tracker = self._open_tracker()
-        study = self._open_study(storage)
+        study = self._load_study(storage)
+        tracker = self._open_tracker()  # only now: every check that can fail has passed
+        study = study or self._create_study(storage)
         tracker.start_job(job.model_dump(mode="json"))
         self._recover(study, tracker)
 
@@ -254,6 +257,3 @@ def load_result(job: Job) -> JobResult:
         raise ConfigError("name", f"no job named {job.name!r} in {job.storage_url}") from None
     return JobResult(job, trial_records(study, job.objectives))
 
-
-def recipe_of(record: TrialRecord) -> Recipe:
-    return Recipe.parse_obj(record.recipe)
