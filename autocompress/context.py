@@ -28,6 +28,8 @@ class CompressionContext:
     base_model: nn.Module
     cache_dir: Path
     seed: int = 0
+    model_digest: str = ""  # SHA-256 of the base model's weights
+    data_digest: str = ""  # digest of the calibration/eval token blocks
     lineage: str = ""
     batch_size: int = 8
     _memo: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
@@ -38,6 +40,12 @@ class CompressionContext:
         if full_key not in self._memo:
             self._memo[full_key] = compute()
         return self._memo[full_key]
+
+    def cache_key(self, *parts: str) -> str:
+        """A content key for on-disk caches: base weights, data and the steps applied so far."""
+        from autocompress.cache import text_digest
+
+        return text_digest(self.model_digest, self.data_digest, self.lineage, *parts)
 
     def batches(self, tokens: torch.Tensor) -> list[torch.Tensor]:
         return list(tokens.split(self.batch_size))

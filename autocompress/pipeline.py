@@ -37,7 +37,8 @@ def open_session(model_ref: str, calibration: TextSpec, seed: int) -> Session:
     digest = weights_digest(base.model)
     text = load_text(calibration, base.tokenizer, base.model, digest, seed)
     ctx = CompressionContext(tokenizer=base.tokenizer, calibration=text.calibration, evaluation=text.evaluation,
-                             base_model=base.model, cache_dir=cache_root(), seed=seed)
+                             base_model=base.model, cache_dir=cache_root(), seed=seed, model_digest=digest,
+                             data_digest=text.digest)
     return Session(base, ctx, model_ref, calibration, seed)
 
 

@@ -1,0 +1,114 @@
+"""Statistics of each linear layer's inputs on the calibration text, computed once and cached.
+
+GPTQ and SparseGPT need the input Hessian ``H = X^T X / n``; AWQ, SmoothQuant and Wanda need
+per-channel input magnitudes. One forward pass over the calibration batches collects all of them;
+linears that read the same tensor (q/k/v, gate/up) share one entry. Results are memoised in the
+context and stored on disk as safetensors keyed by (base weights, data, steps applied so far).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from autocompress.context import CompressionContext
+from autocompress.models.adapter import ModelAdapter
+
+
+@dataclass
+class InputStats:
+    """Per-linear input statistics over ``tokens`` calibration tokens."""
+
+    hessian: torch.Tensor  # [in, in], mean of x x^T
+    sq_norm: torch.Tensor  # [in], sum over tokens of x^2 (Wanda's ||X_j||^2)
+    absmax: torch.Tensor  # [in], max over tokens of |x|
+    absmean: torch.Tensor  # [in], mean over tokens of |x| (AWQ's activation scale)
+    tokens: int
+
+    @property
+    def channel_norm(self) -> torch.Tensor:
+        return self.sq_norm.sqrt()
+
+
+class _Accumulator:
+    def __init__(self, width: int):
+        self.xtx = torch.zeros(width, width, dtype=torch.float64)
+        self.sq = torch.zeros(width, dtype=torch.float64)
+        self.absmax = torch.zeros(width)
+        self.abssum = torch.zeros(width, dtype=torch.float64)
+        self.tokens = 0
+
+    def add(self, x: torch.Tensor) -> None:
+        x = x.detach().reshape(-1, x.shape[-1]).float()
+        self.xtx += (x.T @ x).double()  # fp32 products per batch, fp64 running sums
+        self.sq += x.pow(2).sum(0).double()
+        self.absmax = torch.maximum(self.absmax, x.abs().amax(0))
+        self.abssum += x.abs().sum(0).double()
+        self.tokens += x.shape[0]
+
+    def result(self) -> InputStats:
+        n = max(self.tokens, 1)
+        return InputStats((self.xtx / n).float(), self.sq.float(), self.absmax, (self.abssum / n).float(), self.tokens)
+
+
+@torch.no_grad()
+def collect_input_stats(model: nn.Module, batches: list[torch.Tensor]) -> dict[str, InputStats]:
+    """Statistics of the input of every decoder linear, keyed by module name."""
+    sites = ModelAdapter(model).linear_sites()
+    accumulators: dict[str, _Accumulator] = {}
+    alias: dict[str, str] = {}  # module name -> name of the module whose input it shares
+    seen: dict[int, str] = {}  # id of an input tensor in the current forward -> first reader
+
+    def hook(name: str):
+        def record(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+            x = args[0]
+            first = seen.setdefault(id(x), name)
+            if first != name:
+                alias[name] = first
+                return
+            accumulators.setdefault(name, _Accumulator(x.shape[-1])).add(x)
+        return record
+
+    handles = [site.module.register_forward_hook(hook(site.name)) for site in sites]
+    try:
+        for ids in batches:
+            seen.clear()
+            model(input_ids=ids)
+    finally:
+        for handle in handles:
+            handle.remove()
+    stats = {name: acc.result() for name, acc in accumulators.items()}
+    for name, first in alias.items():
+        stats[name] = stats[first]
+    return stats
+
+
+def input_stats(model: nn.Module, ctx: CompressionContext) -> dict[str, InputStats]:
+    """Cached :func:`collect_input_stats` of ``model`` on the context's calibration batches."""
+    return ctx.memo("input_stats", lambda: _load_or_collect(model, ctx))
+
+
+_FIELDS = ("hessian", "sq_norm", "absmax", "absmean")
+
+
+def _load_or_collect(model: nn.Module, ctx: CompressionContext) -> dict[str, InputStats]:
+    path = ctx.cache_dir / "calibration" / f"input-stats-{ctx.cache_key('input_stats')}.safetensors"
+    if path.is_file() and ctx.model_digest:
+        flat = load_file(str(path))
+        names = {key.rsplit("/", 1)[0] for key in flat}
+        return {n: InputStats(*(flat[f"{n}/{f}"] for f in _FIELDS), int(flat[f"{n}/tokens"].item())) for n in names}
+    stats = collect_input_stats(model, ctx.batches(ctx.calibration))
+    if ctx.model_digest:  # only a context that knows its base model can key a disk cache
+        flat = {}
+        for name, s in stats.items():
+            for field in _FIELDS:
+                flat[f"{name}/{field}"] = getattr(s, field).contiguous().clone()
+            flat[f"{name}/tokens"] = torch.tensor([s.tokens])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file(flat, str(tmp))
+        tmp.rename(path)
+    return stats
