@@ -14,12 +14,14 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from autocompress.cli_hardware import app as hardware_app
 from autocompress.errors import AutocompressError, ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Find the best way to compress a small language model for an edge device.")
 pipeline_app = typer.Typer(no_args_is_help=True, help="Run declarative recipes from pipelines/.")
 app.add_typer(pipeline_app, name="pipeline")
+app.add_typer(hardware_app, name="hardware")
 
 out = Console()
 err = Console(stderr=True)

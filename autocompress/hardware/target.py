@@ -40,9 +40,9 @@ class HardwareTarget(BaseModel, extra="forbid", frozen=True):
     per_op_overhead_us: float = Field(ge=0, description="dispatch/synchronisation cost per op")
     power_w: float = Field(gt=0, description="typical power while decoding, for energy per token")
     features: tuple[Feature, ...] = ()
-    runtime_weight_bits: Literal[16, 32] | None = Field(
-        None, description="the runtime keeps every weight at this width whatever its quantization "
-                          "(e.g. 32 for torch eager running fake-quantized fp32 weights)")
+    runtime_bits: Literal[16, 32] | None = Field(
+        None, description="the runtime stores and computes every weight and the KV cache at this width, whatever "
+                          "the quantization (e.g. 32 for torch eager running fake-quantized fp32 weights)")
     uncertainty: float = Field(0.3, ge=0, le=2, description="relative error of predictions (from validation "
                                                              "where measured): the upper bound is value * (1 + this)")
 

@@ -62,6 +62,9 @@ class SearchSettings(BaseModel):
     seed: int = 0
     population_size: int = Field(8, ge=2, description="NSGA-II population")
     heartbeat_seconds: int = Field(10, ge=1, description="how often a running trial says it is alive")
+    cost_bound: Literal["expected", "upper"] = Field(
+        "expected", description="check cost budgets against the prediction or its upper bound "
+                                "(prediction x (1 + the target's uncertainty))")
 
 
 class WorkloadSpec(BaseModel):

@@ -23,7 +23,7 @@ from autocompress.hardware.roofline import Workload
 from autocompress.hardware.target import HardwareTarget, load_target
 from autocompress.models.loading import resolve_checkpoint
 from autocompress.pipeline import Session, apply_recipe, measure_accuracy, open_session, predict_cost
-from autocompress.metrics import is_cost_metric
+from autocompress.metrics import is_cost_metric, split_metric_name
 from autocompress.recipe import Recipe
 from autocompress.search.front import TrialRecord, is_feasible, trial_records
 from autocompress.search.job import Job
@@ -68,6 +68,7 @@ class TrialObjective:
                  tracker: Tracker):
         self.job, self.space, self.session, self.targets, self.tracker = job, space, session, targets, tracker
         self.workload = Workload(**job.workload.model_dump())
+        self.uncertainty = {t.name: t.uncertainty for t in targets}
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         job = self.job
@@ -96,16 +97,24 @@ class TrialObjective:
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:5000])
             raise
         trial.set_user_attr("metrics", metrics)
-        constraints = {m: b.violation(metrics[m]) for m, b in job.budgets.items()}
+        constraints = {m: self.violation(m, metrics) for m in job.budgets}
         trial.set_user_attr("constraints", list(constraints.values()))
         for metric, violation in constraints.items():
             trial.set_constraint(metric, violation)  # what NSGA-II and TPE read
         return values
 
+    def violation(self, metric: str, metrics: dict[str, float]) -> float:
+        """How far a metric is beyond its budget (<= 0: met); cost metrics may use their upper bound."""
+        value = metrics[metric]
+        target = split_metric_name(metric)[0]
+        if self.job.search.cost_bound == "upper" and target in self.uncertainty:
+            value *= 1 + self.uncertainty[target]
+        return self.job.budgets[metric].violation(value)
+
     def _measure(self, trial: optuna.Trial, recipe: Recipe) -> dict[str, float]:
         model = apply_recipe(self.session, recipe)
         metrics = predict_cost(model, self.targets, self.workload)
-        over = [m for m, b in self.job.budgets.items() if is_cost_metric(m) and b.violation(metrics[m]) > 0]
+        over = [m for m in self.job.budgets if is_cost_metric(m) and self.violation(m, metrics) > 0]
         if over:
             trial.set_user_attr("metrics", metrics)
             raise optuna.TrialPruned("cost over budget: " + ", ".join(f"{m}={metrics[m]:.4g}" for m in over))
