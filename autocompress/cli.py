@@ -100,7 +100,7 @@ def search(
     target: list[str] = typer.Option([], help="hardware target (repeatable)"),
     objective: list[str] = typer.Option([], help="METRIC[:min|max] (repeatable)"),
     budget: list[str] = typer.Option([], help="'METRIC<=X' or 'METRIC>=X' (repeatable)"),
-    sampler: Optional[str] = typer.Option(None, help="nsga2, tpe or random"),
+    sampler: Optional[str] = typer.Option(None, help="nsga2, nsga3, tpe, gp or random"),
     trials: Optional[int] = typer.Option(None, help="total finished trials wanted"),
     timeout: Optional[float] = typer.Option(None, help="seconds for this invocation"),
     seed: Optional[int] = typer.Option(None),
@@ -151,6 +151,30 @@ def pareto(
         out.print(_front_table(result))
 
 
+@app.command()
+def report(
+    job_ref: str = typer.Argument(..., help="job YAML, or a job name with --workdir/--storage"),
+    out_dir: Path = typer.Option(..., "--out", help="folder for the HTML/PNG charts and summary.json"),
+    workdir: str = typer.Option("./runs"),
+    storage: Optional[str] = typer.Option(None),
+) -> None:
+    """Fronts per target, hypervolume over trials, parameter importances and the time split of a job."""
+    import optuna
+
+    from autocompress.search.report import write_report
+    from autocompress.search.storage import open_storage
+
+    job = _load_job(Path(job_ref), {"storage": storage}) if Path(job_ref).is_file() else \
+        _job_from_storage(job_ref, workdir, storage)
+    study = optuna.load_study(study_name=job.name, storage=open_storage(job.storage_url, 10))
+    summary = write_report(study, job, out_dir)
+    for target, front in summary["fronts"].items():
+        out.print(f"{target}: front of {len(front)} trials {front}")
+    out.print(f"hypervolume {summary['hypervolume']:.4g}; trial time outside evaluation "
+              f"{100 * summary['time']['overhead_share']:.0f}%")
+    out.print(f"wrote {out_dir}")
+
+
 def _job_from_storage(name: str, workdir: str, storage: Optional[str]) -> "Job":
     """Rebuild a job's definition from what the study recorded."""
     import optuna
@@ -166,6 +190,7 @@ def _job_from_storage(name: str, workdir: str, storage: Optional[str]) -> "Job":
         raise ConfigError("job", f"no job named {name!r} in {url}") from None
     fp = study.user_attrs["job"]
     return Job.from_dict({"name": name, "model": fp["model"], "targets": fp["targets"], "objectives": fp["objectives"],
+                          "search": {"seed": fp["seed"]},
                           "budgets": fp["budgets"], "workdir": workdir, "storage": storage})
 
 
