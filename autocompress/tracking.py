@@ -80,7 +80,9 @@ class MlflowTracker:
         found = self.client.get_experiment_by_name(experiment)
         if found is None:
             try:
-                self.experiment_id = self.client.create_experiment(experiment, artifact_location)
+                # The kind makes MLflow 3's UI open the classic runs table rather than the GenAI views.
+                self.experiment_id = self.client.create_experiment(
+                    experiment, artifact_location, tags={"mlflow.experimentKind": "custom_model_development"})
             except MlflowException:  # created concurrently by another worker
                 found = self.client.get_experiment_by_name(experiment)
                 if found is None:
