@@ -192,6 +192,30 @@ def reproduce(
         out.print("[green]check passed[/]: metrics match the record")
 
 
+@app.command()
+def evaluate(
+    ref: str = typer.Argument(..., help="model (alias, folder, .gguf), recipe YAML, or exported checkpoint folder"),
+    metric: list[str] = typer.Option([], help="kl, perplexity, top1_agreement, lm_eval:<task> (repeatable)"),
+    limit: Optional[int] = typer.Option(None, help="examples per lm-eval task (default 100)"),
+    data: Optional[str] = typer.Option(None, help="folder of local task files (default $AUTOCOMPRESS_DATA)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object keyed by metric name"),
+) -> None:
+    """Score a model on accuracy metrics; results are cached by weights hash."""
+    from autocompress.evaluate import evaluate_ref
+    from autocompress.evaluators import EvalSettings
+    from autocompress.validation import parse
+
+    overrides = {k: v for k, v in {"limit": limit, "data": data}.items() if v is not None}
+    settings = parse(EvalSettings, overrides, "-")
+    if data is not None and not Path(data).expanduser().is_dir():
+        raise ConfigError("--data", f"{data!r} is not a folder")
+    metrics = evaluate_ref(ref, metric, settings)
+    if as_json:
+        print(json.dumps(metrics))
+    else:
+        _print_metrics(metrics, {})
+
+
 @pipeline_app.command("run")
 def pipeline_run(
     recipe_file: Path = typer.Argument(..., help="a recipe YAML, e.g. pipelines/int4-rtn.yaml"),
