@@ -89,6 +89,16 @@ def _front_table(result: "JobResult") -> Table:
     return table
 
 
+def _correlation_table(result: "JobResult") -> Table:
+    proxy = result.job.evaluation.proxy
+    table = Table(title=f"Can {proxy} stand in for the costly metrics? (Spearman rank correlation over trials)")
+    for column in ("metric", f"rho({proxy}, metric)", "trials"):
+        table.add_column(column, justify="right")
+    for metric, row in result.proxy_correlation.items():
+        table.add_row(metric, f"{row['rho']:.3f}", str(row["n"]))
+    return table
+
+
 @app.command()
 def search(
     job_file: Optional[Path] = typer.Argument(None, help="job YAML; flags override its fields"),
@@ -118,6 +128,8 @@ def search(
         "workdir": workdir, "export": False if no_export else None})
     result = run_job(job, console=err, progress=not quiet)
     out.print(_front_table(result))
+    if job.evaluation.costly:
+        out.print(_correlation_table(result))
     if job.export:
         out.print(f"Pareto checkpoints: {job.job_dir / 'pareto'}")
     if job.tracking_uri:

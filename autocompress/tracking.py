@@ -40,6 +40,7 @@ class Tracker(Protocol):
         error: str | None = None,
         extra_tags: dict[str, str] | None = None,
     ) -> None: ...
+    def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None: ...
     def trial_runs(self) -> dict[int, str]: ...
     def running_trials(self) -> dict[int, str]: ...
     def close_interrupted(self, live_trial_numbers: set[int]) -> list[int]: ...
@@ -158,6 +159,15 @@ class MlflowTracker:
             self.client.log_batch(run_id, metrics=rows[i : i + 1000], tags=tag_rows if i == 0 else [])
         self.client.set_terminated(run_id, _TERMINAL[state])
 
+    def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
+        """Add finite metrics to an existing run, finished or not (e.g. costly metrics measured later)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        rows = [Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None and math.isfinite(v)]
+        for i in range(0, len(rows), 1000):
+            self.client.log_batch(run_id, metrics=rows[i : i + 1000])
+
     def trial_runs(self) -> dict[int, str]:
         """Trial number -> run id (the newest run where a number has several)."""
         return {n: run.info.run_id for n, run in self._trials().items()}
@@ -259,6 +269,9 @@ class NullTracker:
         error: str | None = None,
         extra_tags: dict[str, str] | None = None,
     ) -> None:
+        pass
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
         pass
 
     def trial_runs(self) -> dict[int, str]:
