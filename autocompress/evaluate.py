@@ -39,9 +39,8 @@ def evaluate_ref(ref: str, metrics: list[str], settings: EvalSettings) -> dict[s
     from autocompress.evaluators import evaluators_for
 
     metrics = list(dict.fromkeys(metrics or DEFAULT_METRICS))
-    for evaluator in evaluators_for(metrics, settings, "--metric"):  # bad names fail before any model loads
-        if evaluator.name == "lm_eval":
-            evaluator.source  # noqa: B018 - resolves the task's data files, failing early if missing
+    for evaluator in evaluators_for(metrics, settings, "--metric"):  # bad input fails before any model loads
+        evaluator.prepare()
     session, model = open_subject(ref, settings)
     values = measure_accuracy(model, session, metrics)
     return {m: values[m] for m in metrics}

@@ -13,7 +13,8 @@ from test_evaluators import write_piqa
 from test_search import make_job, trial_runs
 
 from autocompress.search.fidelity import near_front, spearman
-from autocompress.search.runner import run_job
+from autocompress.errors import ConfigError
+from autocompress.search.runner import JobRunner, run_job
 
 
 def test_spearman_is_rank_correlation_with_average_ties() -> None:
@@ -65,3 +66,11 @@ def test_costly_metrics_run_near_the_front_and_for_the_final_front(tmp_path: Pat
     parent = MlflowClient(job.tracking_uri).get_run(runs[0].data.tags["mlflow.parentRunId"])
     if math.isfinite(rho):
         assert parent.data.metrics["spearman.kl.lm_eval:piqa"] == pytest.approx(rho)
+
+
+def test_missing_task_data_fails_before_anything_is_created(tmp_path: Path, tiny_checkpoints) -> None:
+    job = make_job(tmp_path, tiny_checkpoints["llama"],
+                   evaluation={"data": str(tmp_path / "no-data"), "costly": ["lm_eval:piqa"]})
+    with pytest.raises(ConfigError, match=r"^lm_eval:piqa: data file .*no-data/piqa/valid.jsonl is missing"):
+        JobRunner(job)
+    assert not (tmp_path / "runs").exists()

@@ -35,6 +35,9 @@ class Evaluator(ABC):
     def create(cls, metric: str, settings: EvalSettings) -> "Evaluator":
         """The instance that measures ``metric`` (and its siblings)."""
 
+    def prepare(self) -> None:
+        """Check what can be checked before any model loads (e.g. that data files exist)."""
+
     @abstractmethod
     def cost(self, ctx: CompressionContext) -> float:
         """Estimated tokens forwarded through the model by one evaluation."""

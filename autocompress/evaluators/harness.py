@@ -56,6 +56,9 @@ class LmEvalEvaluator(Evaluator):
             self._source = task_source(self.task, self.settings.data_dir())
         return self._source
 
+    def prepare(self) -> None:
+        self.source  # noqa: B018 - resolving the task checks its data files
+
     def cost(self, ctx: CompressionContext) -> float:
         return float(self.source.tokens_per_example * (self.settings.limit or 1000))
 

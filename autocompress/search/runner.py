@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from autocompress.errors import ConfigError
+from autocompress.evaluators import evaluators_for
 from autocompress.hardware.roofline import Workload
 from autocompress.hardware.target import HardwareTarget, load_target
 from autocompress.models.loading import resolve_checkpoint
@@ -70,8 +71,6 @@ def job_fingerprint(job: Job, space: SearchSpace) -> dict[str, Any]:
 
 def costly_tokens(session: Session, job: Job) -> float:
     """Declared cost (tokens forwarded) of one evaluation of the job's costly metrics."""
-    from autocompress.evaluators import evaluators_for
-
     return sum(e.cost(session.ctx) for e in evaluators_for(job.evaluation.costly, session.evaluation))
 
 
@@ -166,6 +165,9 @@ class JobRunner:
         self.space = SearchSpace.load(job.space)
         self.targets = [load_target(t, f"targets[{i}]") for i, t in enumerate(job.targets)]
         resolve_checkpoint(job.model)
+        accuracy = [m for m in job.metric_names + job.evaluation.costly if not is_cost_metric(m)]
+        for evaluator in evaluators_for(accuracy, job.evaluation, "evaluation"):
+            evaluator.prepare()
 
     # ---- set-up ----------------------------------------------------------------------------
     def _load_study(self, storage: optuna.storages.BaseStorage) -> optuna.Study | None:
