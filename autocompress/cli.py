@@ -215,12 +215,11 @@ def evaluate(
     """Score a model on accuracy metrics; results are cached by weights hash."""
     from autocompress.evaluate import evaluate_ref
     from autocompress.evaluators import EvalSettings
-    from autocompress.validation import parse
-
-    overrides = {k: v for k, v in {"limit": limit, "data": data}.items() if v is not None}
-    settings = parse(EvalSettings, overrides, "-")
+    if limit is not None and limit < 1:
+        raise ConfigError("--limit", f"{limit} must be at least 1")
     if data is not None and not Path(data).expanduser().is_dir():
         raise ConfigError("--data", f"{data!r} is not a folder")
+    settings = EvalSettings(**{k: v for k, v in {"limit": limit, "data": data}.items() if v is not None})
     metrics = evaluate_ref(ref, metric, settings)
     if as_json:
         print(json.dumps(metrics))

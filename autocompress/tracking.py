@@ -69,6 +69,14 @@ def _json_safe(value: Any) -> Any:
     return str(value)  # paths, enums, ...
 
 
+def _metric_rows(metrics: dict[str, float]) -> list[Any]:
+    """MLflow metric entities for the finite values, stamped now."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None and math.isfinite(v)]
+
+
 class MlflowTracker:
     """Tracks one job in one MLflow experiment (``experiment``), created on first use."""
 
@@ -145,12 +153,11 @@ class MlflowTracker:
         extra_tags: dict[str, str] | None = None,
     ) -> None:
         """Log finite metrics and the outcome tags, then terminate the run."""
-        from mlflow.entities import Metric, RunTag
+        from mlflow.entities import RunTag
 
         if state not in _TERMINAL:
             raise ValueError(f"state must be one of {sorted(_TERMINAL)}, got {state!r}")
-        now = int(time.time() * 1000)
-        rows = [Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None and math.isfinite(v)]
+        rows = _metric_rows(metrics)
         tags = {STATE: state, FEASIBLE: _bool(feasible), **(extra_tags or {})}
         if error:
             tags[ERROR] = error[:MAX_ERROR_CHARS]
@@ -161,10 +168,7 @@ class MlflowTracker:
 
     def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
         """Add finite metrics to an existing run, finished or not (e.g. costly metrics measured later)."""
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        rows = [Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None and math.isfinite(v)]
+        rows = _metric_rows(metrics)
         for i in range(0, len(rows), 1000):
             self.client.log_batch(run_id, metrics=rows[i : i + 1000])
 

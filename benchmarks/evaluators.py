@@ -93,6 +93,9 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2))
 
+    if 2 not in args.parts:
+        return
+
     settings = EvalSettings(data=str(DATA), limit=args.limit)
     metrics = [f"lm_eval:{t}" for t in args.tasks]
     cheap, = evaluators_for(["kl"], settings)
