@@ -91,6 +91,16 @@ def _front_table(result: "JobResult") -> Table:
     return table
 
 
+def _correlation_table(result: "JobResult") -> Table:
+    proxy = result.job.evaluation.proxy
+    table = Table(title=f"Can {proxy} stand in for the costly metrics? (Spearman rank correlation over trials)")
+    for column in ("metric", f"rho({proxy}, metric)", "trials"):
+        table.add_column(column, justify="right")
+    for metric, row in result.proxy_correlation.items():
+        table.add_row(metric, f"{row['rho']:.3f}", str(row["n"]))
+    return table
+
+
 @app.command()
 def search(
     job_file: Optional[Path] = typer.Argument(None, help="job YAML; flags override its fields"),
@@ -120,6 +130,8 @@ def search(
         "workdir": workdir, "export": False if no_export else None})
     result = run_job(job, console=err, progress=not quiet)
     out.print(_front_table(result))
+    if job.evaluation.costly:
+        out.print(_correlation_table(result))
     if job.export:
         out.print(f"Pareto checkpoints: {job.job_dir / 'pareto'}")
     if job.tracking_uri:
@@ -217,6 +229,29 @@ def reproduce(
                 err.print(f"[red]mismatch[/] {line}")
             raise typer.Exit(1)
         out.print("[green]check passed[/]: metrics match the record")
+
+
+@app.command()
+def evaluate(
+    ref: str = typer.Argument(..., help="model (alias, folder, .gguf), recipe YAML, or exported checkpoint folder"),
+    metric: list[str] = typer.Option([], help="kl, perplexity, top1_agreement, lm_eval:<task> (repeatable)"),
+    limit: Optional[int] = typer.Option(None, help="examples per lm-eval task (default 100)"),
+    data: Optional[str] = typer.Option(None, help="folder of local task files (default $AUTOCOMPRESS_DATA)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object keyed by metric name"),
+) -> None:
+    """Score a model on accuracy metrics; results are cached by weights hash."""
+    from autocompress.evaluate import evaluate_ref
+    from autocompress.evaluators import EvalSettings
+    if limit is not None and limit < 1:
+        raise ConfigError("--limit", f"{limit} must be at least 1")
+    if data is not None and not Path(data).expanduser().is_dir():
+        raise ConfigError("--data", f"{data!r} is not a folder")
+    settings = EvalSettings(**{k: v for k, v in {"limit": limit, "data": data}.items() if v is not None})
+    metrics = evaluate_ref(ref, metric, settings)
+    if as_json:
+        print(json.dumps(metrics))
+    else:
+        _print_metrics(metrics, {})
 
 
 @pipeline_app.command("run")

@@ -10,7 +10,8 @@ from torch import nn
 from autocompress.cache import cache_root, text_digest, weights_digest
 from autocompress.context import CompressionContext
 from autocompress.data.text import load_text
-from autocompress.evaluators import EVALUATORS, evaluator_for_metric
+from autocompress.evaluators import EvalSettings, evaluators_for
+from autocompress.evaluators.cache import evaluate_cached
 from autocompress.hardware import cost_metrics
 from autocompress.hardware.profile import profile_model
 from autocompress.hardware.roofline import Workload
@@ -30,16 +31,17 @@ class Session:
     model_ref: str
     calibration: TextSpec
     seed: int
+    evaluation: EvalSettings
 
 
-def open_session(model_ref: str, calibration: TextSpec, seed: int) -> Session:
+def open_session(model_ref: str, calibration: TextSpec, seed: int, evaluation: EvalSettings | None = None) -> Session:
     base = load_model(model_ref)
     digest = weights_digest(base.model)
     text = load_text(calibration, base.tokenizer, base.model, digest, seed)
     ctx = CompressionContext(tokenizer=base.tokenizer, calibration=text.calibration, evaluation=text.evaluation,
                              base_model=base.model, cache_dir=cache_root(), seed=seed, model_digest=digest,
                              data_digest=text.digest)
-    return Session(base, ctx, model_ref, calibration, seed)
+    return Session(base, ctx, model_ref, calibration, seed, evaluation or EvalSettings())
 
 
 def check_compatible(session: Session, recipe: Recipe) -> None:
@@ -71,11 +73,15 @@ def predict_cost(model: nn.Module, targets: list[HardwareTarget], workload: Work
 
 
 def measure_accuracy(model: nn.Module, session: Session, metrics: list[str]) -> dict[str, float]:
-    """The accuracy metrics asked for (and their siblings); each evaluator runs once."""
-    evaluators = {evaluator_for_metric(m, "metrics").name for m in metrics if not is_cost_metric(m)}
+    """The accuracy metrics asked for (and their siblings); each evaluator runs once, or not at all
+    when the cache holds its result for these weights."""
+    evaluators = evaluators_for([m for m in metrics if not is_cost_metric(m)], session.evaluation)
+    if not evaluators:
+        return {}
+    weights = weights_digest(model)
     results: dict[str, float] = {}
-    for name in sorted(evaluators):
-        results.update(EVALUATORS[name]().evaluate(model, session.ctx))
+    for evaluator in evaluators:
+        results.update(evaluate_cached(evaluator, model, session.ctx, weights)[0])
     return results
 
 

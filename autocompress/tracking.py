@@ -40,6 +40,7 @@ class Tracker(Protocol):
         error: str | None = None,
         extra_tags: dict[str, str] | None = None,
     ) -> None: ...
+    def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None: ...
     def trial_runs(self) -> dict[int, str]: ...
     def running_trials(self) -> dict[int, str]: ...
     def close_interrupted(self, live_trial_numbers: set[int]) -> list[int]: ...
@@ -67,6 +68,14 @@ def _json_safe(value: Any) -> Any:
     if value is None or isinstance(value, (str, int, float)):
         return value
     return str(value)  # paths, enums, ...
+
+
+def _metric_rows(metrics: dict[str, float]) -> list[Any]:
+    """MLflow metric entities for the finite values, stamped now."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None and math.isfinite(v)]
 
 
 class MlflowTracker:
@@ -147,12 +156,11 @@ class MlflowTracker:
         extra_tags: dict[str, str] | None = None,
     ) -> None:
         """Log finite metrics and the outcome tags, then terminate the run."""
-        from mlflow.entities import Metric, RunTag
+        from mlflow.entities import RunTag
 
         if state not in _TERMINAL:
             raise ValueError(f"state must be one of {sorted(_TERMINAL)}, got {state!r}")
-        now = int(time.time() * 1000)
-        rows = [Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None and math.isfinite(v)]
+        rows = _metric_rows(metrics)
         tags = {STATE: state, FEASIBLE: _bool(feasible), **(extra_tags or {})}
         if error:
             tags[ERROR] = error[:MAX_ERROR_CHARS]
@@ -160,6 +168,12 @@ class MlflowTracker:
         for i in range(0, max(len(rows), 1), 1000):
             self.client.log_batch(run_id, metrics=rows[i : i + 1000], tags=tag_rows if i == 0 else [])
         self.client.set_terminated(run_id, _TERMINAL[state])
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
+        """Add finite metrics to an existing run, finished or not (e.g. costly metrics measured later)."""
+        rows = _metric_rows(metrics)
+        for i in range(0, len(rows), 1000):
+            self.client.log_batch(run_id, metrics=rows[i : i + 1000])
 
     def trial_runs(self) -> dict[int, str]:
         """Trial number -> run id (the newest run where a number has several)."""
@@ -266,6 +280,9 @@ class NullTracker:
         error: str | None = None,
         extra_tags: dict[str, str] | None = None,
     ) -> None:
+        pass
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
         pass
 
     def trial_runs(self) -> dict[int, str]:

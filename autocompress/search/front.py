@@ -11,6 +11,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autocompress.search.job import Objective
 
+LATE_METRICS = "metrics.trial-"  # study attribute prefix: metrics measured after a trial finished
+
 
 @dataclass
 class TrialRecord:
@@ -35,8 +37,8 @@ def is_feasible(trial: FrozenTrial) -> bool:
     return trial.state == TrialState.COMPLETE and all(c <= 0 for c in constraints)
 
 
-def _record(trial: FrozenTrial) -> TrialRecord:
-    return TrialRecord(number=trial.number, state=trial.state.name, metrics=trial.user_attrs.get("metrics", {}),
+def _record(trial: FrozenTrial, late: dict[str, float]) -> TrialRecord:
+    return TrialRecord(number=trial.number, state=trial.state.name, metrics=trial.user_attrs.get("metrics", {}) | late,
                        feasible=is_feasible(trial), recipe=trial.user_attrs.get("recipe", {}),
                        run_id=trial.user_attrs.get("run_id"), error=trial.user_attrs.get("error"),
                        duplicate_of=trial.user_attrs.get("duplicate_of"))
@@ -60,7 +62,8 @@ def pareto_numbers(records: list[TrialRecord], objectives: list[Objective]) -> s
 
 def trial_records(study: optuna.Study, objectives: list[Objective]) -> list[TrialRecord]:
     """Every trial with its metrics, feasibility and whether it is on the front now."""
-    records = [_record(t) for t in study.get_trials(deepcopy=False)]
+    attrs = study.user_attrs
+    records = [_record(t, attrs.get(f"{LATE_METRICS}{t.number}", {})) for t in study.get_trials(deepcopy=False)]
     front = pareto_numbers(records, objectives)
     for r in records:
         r.pareto = r.number in front

@@ -11,7 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from autocompress.errors import ConfigError
-from autocompress.evaluators import known_metrics
+from autocompress.evaluators import EvalSettings, is_accuracy_metric, known_metrics
 from autocompress.metrics import COST_METRICS, split_metric_name
 from autocompress.models.loading import DEFAULT_MODEL
 from autocompress.recipe import TextSpec
@@ -86,6 +86,7 @@ class Job(BaseModel):
     search: SearchSettings = Field(default_factory=SearchSettings)
     calibration: TextSpec = Field(default_factory=TextSpec)
     workload: WorkloadSpec = Field(default_factory=WorkloadSpec)
+    evaluation: EvalSettings = Field(default_factory=EvalSettings)
     storage: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<workdir>/optuna.db")
     tracking: str | None = Field(None, description="MLflow tracking URI; default sqlite:///<workdir>/mlflow.db; 'none' disables")
     workdir: str = "./runs"
@@ -122,12 +123,21 @@ class Job(BaseModel):
             self._check_metric(metric, f"budgets.{metric}")
             if metric.rpartition(".")[2] in NON_NEGATIVE and bound.max is not None and bound.max < 0:
                 raise ValueError(f"budgets.{metric}: max {bound.max} can never be met (the metric is never negative)")
+        for i, metric in enumerate(self.evaluation.costly):
+            if not is_accuracy_metric(metric):
+                raise ValueError(f"evaluation.costly[{i}]: {metric!r} is not an accuracy metric; allowed: "
+                                 f"{', '.join(known_metrics())}")
+            if metric in self.metric_names:
+                raise ValueError(f"evaluation.costly[{i}]: {metric!r} is an objective or budget, so every trial "
+                                 "measures it; list only metrics to measure near the front")
+        if not is_accuracy_metric(self.evaluation.proxy):
+            raise ValueError(f"evaluation.proxy: {self.evaluation.proxy!r} is not an accuracy metric")
         return self
 
     def _check_metric(self, metric: str, field: str) -> None:
         target, name = split_metric_name(metric)
         if target is None:
-            if name not in known_metrics():
+            if not is_accuracy_metric(name):
                 raise ValueError(f"{field}: unknown metric {metric!r}; accuracy metrics: {', '.join(known_metrics())}; "
                                  f"cost metrics: <target>.{{{','.join(COST_METRICS)}}}")
         elif target not in self.targets:

@@ -29,7 +29,7 @@ def time_split(study: optuna.Study) -> dict[str, float]:
         wall += (t.datetime_complete - t.datetime_start).total_seconds()
         for stage, seconds in t.user_attrs.get("seconds", {}).items():
             totals[stage] = totals.get(stage, 0.0) + seconds
-    evaluate = totals.get("evaluate", 0.0)
+    evaluate = sum(v for k, v in totals.items() if k.startswith("evaluate"))
     return {**{f"{k}_s": v for k, v in sorted(totals.items())}, "trial_wall_s": wall,
             "overhead_share": (wall - evaluate) / wall if wall else math.nan}
 

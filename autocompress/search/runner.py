@@ -7,6 +7,7 @@ failed and re-queued with the same parameters, so no finished trial is repeated 
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import warnings
@@ -20,13 +21,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from autocompress.errors import ConfigError
+from autocompress.evaluators import evaluators_for
 from autocompress.hardware.roofline import Workload
 from autocompress.hardware.target import HardwareTarget, load_target
 from autocompress.models.loading import resolve_checkpoint
 from autocompress.pipeline import Session, apply_recipe, measure_accuracy, open_session, predict_cost
 from autocompress.metrics import is_cost_metric, split_metric_name
 from autocompress.recipe import Recipe
-from autocompress.search.front import TrialRecord, is_feasible, trial_records
+from autocompress.search.fidelity import near_front, objective_points, proxy_correlation
+from autocompress.search.front import LATE_METRICS, TrialRecord, is_feasible, trial_records
 from autocompress.search.job import Job
 from autocompress.search.report import write_report
 from autocompress.search.samplers import make_sampler
@@ -43,6 +46,11 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 class JobResult:
     job: Job
     records: list[TrialRecord]
+
+    @property
+    def proxy_correlation(self) -> dict[str, dict[str, float]]:
+        """Spearman rho between the cheap proxy and each costly metric, over the trials that have both."""
+        return proxy_correlation(self.records, self.job.evaluation.proxy, self.job.evaluation.costly)
 
     @property
     def front(self) -> list[TrialRecord]:
@@ -80,6 +88,11 @@ class StageClock:
     def take(self) -> dict[str, float]:
         seconds, self._seconds = self._seconds, {}
         return seconds
+
+
+def costly_tokens(session: Session, job: Job) -> float:
+    """Declared cost (tokens forwarded) of one evaluation of the job's costly metrics."""
+    return sum(e.cost(session.ctx) for e in evaluators_for(job.evaluation.costly, session.evaluation))
 
 
 class TrialObjective:
@@ -146,7 +159,29 @@ class TrialObjective:
             trial.set_user_attr("metrics", metrics)
             raise optuna.TrialPruned("cost over budget: " + ", ".join(f"{m}={metrics[m]:.4g}" for m in over))
         with self.clock("evaluate"):
-            return metrics | measure_accuracy(model, self.session, self.job.metric_names)
+            metrics |= measure_accuracy(model, self.session, self.job.metric_names)
+        if self._wants_costly(trial, metrics):
+            with self.clock("evaluate_costly"):
+                metrics |= measure_accuracy(model, self.session, self.job.evaluation.costly)
+        return metrics
+
+    def _wants_costly(self, trial: optuna.Trial, metrics: dict[str, float]) -> bool:
+        """Multi-fidelity: costly metrics only for a feasible trial within the margin of the current
+        front, while the job's budget of forwarded tokens for them lasts."""
+        job = self.job
+        if not job.evaluation.costly or any(self.violation(m, metrics) > 0 for m in job.budgets):
+            return False
+        signs = [1.0 if o.direction == "minimize" else -1.0 for o in job.objectives]
+        point = [s * metrics[o.metric] for s, o in zip(signs, job.objectives)]
+        others = objective_points(trial_records(trial.study, job.objectives), job.objectives)
+        if not near_front(point, others, job.evaluation.margin):
+            return False
+        tokens = costly_tokens(self.session, job)
+        spent = sum(t.user_attrs.get("costly_tokens", 0.0) for t in trial.study.get_trials(deepcopy=False))
+        if job.evaluation.costly_budget is not None and spent + tokens > job.evaluation.costly_budget:
+            return False
+        trial.set_user_attr("costly_tokens", tokens)
+        return True
 
     @staticmethod
     def _twin(trial: optuna.Trial, digest: str) -> FrozenTrial | None:
@@ -168,6 +203,9 @@ class JobRunner:
         self.space = SearchSpace.load(job.space)
         self.targets = [load_target(t, f"targets[{i}]") for i, t in enumerate(job.targets)]
         resolve_checkpoint(job.model)
+        accuracy = [m for m in job.metric_names + job.evaluation.costly if not is_cost_metric(m)]
+        for evaluator in evaluators_for(accuracy, job.evaluation, "evaluation"):
+            evaluator.prepare()
 
     # ---- set-up ----------------------------------------------------------------------------
     def _load_study(self, storage: optuna.storages.BaseStorage) -> optuna.Study | None:
@@ -245,7 +283,7 @@ class JobRunner:
         self._recover(study, tracker)
 
         with self.console.status(f"loading {job.model} and calibration text..."):
-            session = open_session(job.model, job.calibration, job.search.seed)
+            session = open_session(job.model, job.calibration, job.search.seed, job.evaluation)
         objective = TrialObjective(job, self.space, session, self.targets, tracker)
 
         def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -265,6 +303,14 @@ class JobRunner:
                 bar.update(task, completed=done, last=_summary(trials[-1], job))
 
         records = trial_records(study, job.objectives)
+        if job.evaluation.costly:
+            with self.console.status("measuring costly metrics of the Pareto-optimal trials..."):
+                records = self._score_front(study, session, tracker, records)
+            result = JobResult(job, records)
+            job.job_dir.mkdir(parents=True, exist_ok=True)
+            (job.job_dir / "proxy_correlation.json").write_text(json.dumps(result.proxy_correlation, indent=2))
+            tracker.log_metrics(tracker.job_run_id(), {f"spearman.{job.evaluation.proxy}.{m}": c["rho"]
+                                                       for m, c in result.proxy_correlation.items()})
         tracker.mark_pareto({r.number for r in records if r.pareto})
         tracker.log_front([r.row() for r in records], [(o.metric, o.direction) for o in job.objectives])
         summary = write_report(study, job, job.job_dir / "report")
@@ -278,6 +324,20 @@ class JobRunner:
                 export_front(job, session, records, tracker)
         tracker.finish_job()
         return JobResult(job, records)
+
+
+    def _score_front(self, study: optuna.Study, session: Session, tracker: Tracker,
+                     records: list[TrialRecord]) -> list[TrialRecord]:
+        """Costly metrics for every Pareto-optimal trial that lacks them, logged to its own MLflow run."""
+        costly = self.job.evaluation.costly
+        for record in records:
+            if record.pareto and not all(m in record.metrics for m in costly):
+                model = apply_recipe(session, Recipe.parse_obj(record.recipe))
+                late = measure_accuracy(model, session, costly)
+                study.set_user_attr(f"{LATE_METRICS}{record.number}", late)
+                if record.run_id:
+                    tracker.log_metrics(record.run_id, late)
+        return trial_records(study, self.job.objectives)
 
 
 def _summary(trial: FrozenTrial, job: Job) -> str:
