@@ -53,23 +53,52 @@ def depth_rows() -> list[tuple[str, list[dict]]]:
 SECTIONS = {"sparsity": sparsity_rows, "width": width_rows, "depth": depth_rows}
 
 
-def measure(session, name: str, steps: list[dict], workload: Workload, targets) -> dict:
+def exit_rows() -> list[tuple[str, list[dict]]]:
+    return [("no exit", [])] + [(f"exit > {t}", [{"technique": "early_exit", "params": {"threshold": t}}])
+                                for t in (0.9, 0.7, 0.5)]
+
+
+SECTIONS["exit"] = exit_rows
+
+
+@torch.no_grad()
+def tokens_per_s(model, prompt: torch.Tensor, new_tokens: int = 48, repeats: int = 3) -> float:
+    """Greedy cached generation on the host (torch runtime, batch 1): median tokens/s over repeats."""
+    model.generation_config.eos_token_id = None
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                       pad_token_id=0)
+        rates.append(new_tokens / (time.perf_counter() - start))
+    return sorted(rates)[len(rates) // 2]
+
+
+def measure(session, name: str, steps: list[dict], workload: Workload, targets, timed: bool = False) -> dict:
     recipe = Recipe(model=MODEL, seed=0, calibration=session.calibration, steps=steps)
     start = time.perf_counter()
     model = apply_recipe(session, recipe)
     seconds = time.perf_counter() - start
     metrics = measure_accuracy(model, session, ["kl"]) | predict_cost(model, targets, workload)
+    cfg = model.config
     row = {"name": name, "recipe": recipe.summary(), "compress_s": round(seconds, 1),
-           "params_M": profile_model(model).num_parameters / 1e6, **metrics}
+           "params_M": profile_model(model).num_parameters / 1e6, "layers": cfg.num_hidden_layers,
+           "heads": cfg.num_attention_heads, "kv_heads": cfg.num_key_value_heads, "ffn": cfg.intermediate_size,
+           **metrics}
+    if timed:
+        row["host_tokens_per_s"] = tokens_per_s(model, session.ctx.evaluation[:1, :64])
     print(f"{name:<18} kl {row['kl']:.4f}  ppl {row['perplexity']:8.2f}  params {row['params_M']:6.1f}M  "
+          f"L{row['layers']} H{row['heads']}/{row['kv_heads']} ffn {row['ffn']}  "
           + "  ".join(f"{t} {row[f'{t}.decode_ms_per_token']:.2f} ms" for t in TARGETS)
+          + (f"  exit {row['avg_exit_layer']:.2f}" if "avg_exit_layer" in row else "")
+          + (f"  host {row['host_tokens_per_s']:.1f} tok/s" if timed else "")
           + f"  ({seconds:.0f} s)", flush=True)
     return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--section", nargs="+", default=list(SECTIONS) + ["exit"])
+    parser.add_argument("--section", nargs="+", default=list(SECTIONS))
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--calibration-samples", type=int, default=32)
     parser.add_argument("--eval-samples", type=int, default=16)
@@ -84,9 +113,8 @@ def main() -> None:
     for section in args.section:
         print(f"\n== {section} (seq_len {args.seq_len}, {args.calibration_samples} calibration / "
               f"{args.eval_samples} eval blocks)")
-        if section == "exit":
-            from benchmarks_exit import exit_rows  # noqa: F401  (filled in below)
-        rows = [measure(session, name, steps, workload, targets) for name, steps in SECTIONS[section]()]
+        rows = [measure(session, name, steps, workload, targets, timed=section == "exit")
+                for name, steps in SECTIONS[section]()]
         results[section] = {"date": time.strftime("%Y-%m-%d"), "seq_len": args.seq_len,
                             "calibration_samples": args.calibration_samples, "eval_samples": args.eval_samples,
                             "rows": rows}

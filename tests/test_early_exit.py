@@ -35,9 +35,9 @@ def median_threshold(model):
 @torch.no_grad()
 def test_threshold_one_is_the_full_model(tiny_model, tokenizer):
     reference = copy.deepcopy(tiny_model)
-    apply(tiny_model, tokenizer, threshold=1.0, exit_layers=[1, 2, 3])
+    attach_early_exit(tiny_model, [1, 2, 3], 1.0)
     assert torch.equal(tiny_model(IDS).logits, reference(IDS).logits)
-    assert measure_exit_depth(tiny_model, [IDS]) == 4.0
+    assert measure_exit_depth(tiny_model, [IDS]) == (4.0, 3.0)  # every token checked at all 3 exits
 
 
 @torch.no_grad()
@@ -53,7 +53,8 @@ def test_exited_tokens_get_the_exit_layers_logits(tiny_model, tokenizer):
     exited_first = confident[:, 0]
     assert torch.allclose(logits[:, 0][exited_first], first[exited_first], atol=1e-5)
     assert torch.allclose(logits[:, 0][~exited_first], reference(IDS).logits[:, 0][~exited_first], atol=1e-5)
-    depth = measure_exit_depth(tiny_model, [IDS])
+    depth, head_reads = measure_exit_depth(tiny_model, [IDS])
+    assert head_reads == 1.0  # one exit, every token checked there
     assert 2.0 < depth < 4.0  # some tokens left after block 2, others ran all 4
 
 
@@ -98,3 +99,24 @@ def test_policy_is_recorded_and_reattached_after_a_stock_reload(tiny_model, toke
 def test_exit_layers_must_be_inside_the_model(tiny_model, tokenizer):
     with pytest.raises(ConfigError, match=r"early_exit.exit_layers: \[4\] out of range: .* block 1 to 3"):
         apply(tiny_model, tokenizer, exit_layers=[2, 4])
+
+
+def test_expected_exit_depth_reaches_the_cost_model_and_metrics_json(tiny_model, tokenizer, tmp_path):
+    from autocompress.export.checkpoint import write_artifact
+    from autocompress.hardware.roofline import Workload
+    from autocompress.hardware.target import load_target
+    from autocompress.pipeline import predict_cost
+    from autocompress.recipe import Recipe
+
+    targets, workload = [load_target("raspberry-pi-5")], Workload()
+    full = predict_cost(tiny_model, targets, workload)
+    threshold = exit_confidence(tiny_model, IDS, 1).min().item() / 2  # every token exits after block 1
+    apply(tiny_model, tokenizer, threshold=threshold, exit_layers=[1])
+    metrics = predict_cost(tiny_model, targets, workload)
+    assert metrics["avg_exit_layer"] == exit_policy(tiny_model).expected_depth == 1.0
+    assert metrics["raspberry-pi-5.decode_ms_per_token"] < full["raspberry-pi-5.decode_ms_per_token"]
+    assert metrics["raspberry-pi-5.prefill_ms"] == full["raspberry-pi-5.prefill_ms"]
+    recipe = Recipe(model="m", steps=[{"technique": "early_exit", "params": {"threshold": threshold,
+                                                                            "exit_layers": [1]}}])
+    record = write_artifact(tiny_model, tokenizer, recipe, metrics, tmp_path / "out")
+    assert record["avg_exit_layer"] == 1.0

@@ -38,11 +38,13 @@ class ExitPolicy:
         self.threshold = threshold
         self.num_layers = adapter.num_layers
         self.exited = self.depth = None
-        self.expected_depth: float | None = None  # measured on held-out text when the technique is applied
+        # Measured on held-out text when the technique is applied; the hardware model charges these.
+        self.expected_depth: float | None = None
+        self.expected_head_reads: float = 0.0
         self.reset_stats()
 
     def reset_stats(self) -> None:
-        self.depth_sum = 0.0
+        self.depth_sum = self.head_reads = 0.0
         self.tokens = 0
 
     @property
@@ -58,6 +60,7 @@ class ExitPolicy:
     def after_block(self, blocks_run: int, hidden: torch.Tensor) -> None:
         if blocks_run in self.exit_layers and blocks_run < self.num_layers and not self.exited.all():
             live = ~self.exited
+            self.head_reads += float(live.sum())
             logits = self.adapter.lm_head(self.adapter.final_norm(hidden[live]))
             confident = torch.zeros_like(live)
             confident[live] = logits.float().softmax(-1).amax(-1) > self.threshold
@@ -126,15 +129,15 @@ def exit_policy(model: nn.Module) -> ExitPolicy | None:
 
 
 @torch.no_grad()
-def measure_exit_depth(model: nn.Module, batches: list[torch.Tensor]) -> float:
-    """Average number of blocks run per token over ``batches`` (with exits active)."""
+def measure_exit_depth(model: nn.Module, batches: list[torch.Tensor]) -> tuple[float, float]:
+    """Per token over ``batches`` (exits active): blocks run, and exit-head (norm + LM head) evaluations."""
     policy = exit_policy(model)
     policy.reset_stats()
     for ids in batches:
         model(input_ids=ids)
-    depth = policy.avg_exit_layer
+    measured = policy.avg_exit_layer, policy.head_reads / policy.tokens
     policy.reset_stats()
-    return depth
+    return measured
 
 
 class EarlyExitParams(BaseModel):
@@ -156,9 +159,11 @@ class EarlyExit(Technique):
         return f"exit>{p.threshold:g}" + (f"@{','.join(map(str, p.exit_layers))}" if p.exit_layers else "")
 
     def apply(self, model: nn.Module, params: EarlyExitParams, ctx: CompressionContext) -> nn.Module:
+        if params.threshold >= 1.0:  # no probability exceeds 1: nothing would exit, and nothing is checked
+            return model
         n = ModelAdapter(model).num_layers
         layers = params.exit_layers or list(range(max(n // 2, 1), n, 4))
         policy = attach_early_exit(model, layers, params.threshold)
         # The expected depth the hardware model charges: measured on the held-out text.
-        policy.expected_depth = measure_exit_depth(model, ctx.batches(ctx.evaluation))
+        policy.expected_depth, policy.expected_head_reads = measure_exit_depth(model, ctx.batches(ctx.evaluation))
         return model
