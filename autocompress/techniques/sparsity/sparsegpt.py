@@ -9,6 +9,8 @@ The mask is chosen lazily per block of ``block`` columns (unstructured) or per g
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
 from autocompress.calibration import InputStats
@@ -25,32 +27,46 @@ def inverse_hessian_cholesky(hessian: torch.Tensor, weight: torch.Tensor, damp: 
     return torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True).float()
 
 
+@contextmanager
+def _one_thread():
+    """The column loop is thousands of tiny ops: handing each to a thread pool costs more than it saves."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 @torch.no_grad()
 def sparsegpt_prune(weight: torch.Tensor, stats: InputStats | None, target: SparsityTarget,
                     block: int = 128, damp: float = 0.01) -> torch.Tensor:
-    w = weight.float().clone()
-    rows, cols = w.shape
-    hinv = inverse_hessian_cholesky(stats.hessian, w, damp)
+    with _one_thread():
+        w = weight.float().clone()
+        hinv = inverse_hessian_cholesky(stats.hessian, w, damp)
+        return _prune_columns(w.T.contiguous(), hinv, target, block).T.to(weight.dtype)
+
+
+def _prune_columns(wt: torch.Tensor, hinv: torch.Tensor, target: SparsityTarget, block: int) -> torch.Tensor:
+    """Algorithm 1 on the transposed weight ``wt`` [in, out], so that a column of W is a contiguous row."""
+    cols = wt.shape[0]
     for b0 in range(0, cols, block):
         b1 = min(b0 + block, cols)
-        w1, hinv1 = w[:, b0:b1].clone(), hinv[b0:b1, b0:b1]
+        w1, hinv1 = wt[b0:b1].clone(), hinv[b0:b1, b0:b1]
         d = hinv1.diagonal()
         err1 = torch.zeros_like(w1)
         prune = torch.zeros_like(w1, dtype=torch.bool)
         if not target.structured:  # exactly round(s * block size) lowest-score weights of the block
-            score = (w1.pow(2) / d.pow(2)).flatten()
+            score = (w1.pow(2) / d.pow(2).unsqueeze(1)).flatten()
             prune.view(-1)[score.topk(round(target.sparsity * score.numel()), largest=False).indices] = True
         for j in range(b1 - b0):
             if target.structured and j % target.m == 0:  # choose the group's M - N pruned inputs
-                score = w1[:, j:j + target.m].pow(2) / d[j:j + target.m].pow(2)
-                prune[:, j:j + target.m].scatter_(1, score.topk(target.m - target.n, dim=1, largest=False).indices,
-                                                  True)
-            col = w1[:, j]
-            q = torch.where(prune[:, j], torch.zeros_like(col), col)
-            err = (col - q) / d[j]
-            w1[:, j:] -= err.unsqueeze(1) * hinv1[j, j:].unsqueeze(0)  # OBS update of the later columns
-            w1[:, j] = q
-            err1[:, j] = err
-        w[:, b0:b1] = w1
-        w[:, b1:] -= err1 @ hinv[b0:b1, b1:]  # the block's accumulated update, applied lazily
-    return w.to(weight.dtype)
+                score = w1[j:j + target.m].pow(2) / d[j:j + target.m].pow(2).unsqueeze(1)
+                prune[j:j + target.m].scatter_(0, score.topk(target.m - target.n, dim=0, largest=False).indices,
+                                               True)
+            err = w1[j] * prune[j] / d[j]  # only pruned weights move: (w - q) / [H^-1]_jj with q = 0
+            w1[j:].addr_(hinv1[j, j:], err, alpha=-1)  # OBS update of this and the later columns
+            err1[j] = err
+        wt[b0:b1] = w1.masked_fill_(prune, 0)
+        wt[b1:] -= hinv[b0:b1, b1:].T @ err1  # the block's accumulated update, applied lazily
+    return wt
