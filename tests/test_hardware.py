@@ -210,7 +210,8 @@ def test_exit_checks_are_charged_as_lm_head_reads(pi: RooflineModel) -> None:
     half = replace(smollm_like(), avg_exit_layer=15.0)
     checked = replace(half, exit_head_reads=2.0)
     head_only = replace(half, linears=tuple(lin for lin in half.linears if lin.role == "lm_head"))
-    head_ms = pi.predict(head_only)["decode_ms_per_token"] - pi.predict(replace(head_only, linears=()))["decode_ms_per_token"]
+    no_head = replace(head_only, linears=())
+    head_ms = pi.predict(head_only)["decode_ms_per_token"] - pi.predict(no_head)["decode_ms_per_token"]
     extra = pi.predict(checked)["decode_ms_per_token"] - pi.predict(half)["decode_ms_per_token"]
     assert extra == pytest.approx(2 * head_ms, rel=1e-6)
 

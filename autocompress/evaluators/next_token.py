@@ -1,7 +1,8 @@
 """Next-token metrics on the held-out text: KL to the base model, perplexity, top-1 agreement.
 
-One forward pass of the compressed model gives all three. The base model's log-probabilities are
-computed once per context (i.e. once per job) and reused by every trial.
+One forward pass of the compressed model gives all three; a model with early exit runs that pass with
+its exits active (exited tokens carry the exit layer's logits). The base model's log-probabilities
+are computed once per context (i.e. once per job) and reused by every trial.
 """
 
 from __future__ import annotations

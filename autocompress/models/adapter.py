@@ -187,7 +187,8 @@ class ModelAdapter:
         cos, sin = (t.unsqueeze(1) for t in kwargs["position_embeddings"])
         half = k.shape[-1] // 2
         k = k * cos + torch.cat((-k[..., half:], k[..., :half]), dim=-1) * sin  # rotary, as in Llama
-        rest = {key: val for key, val in kwargs.items() if key not in ("cache", "position_embeddings", "attention_mask")}
+        rest = {key: val for key, val in kwargs.items()
+                if key not in ("cache", "position_embeddings", "attention_mask")}
         kwargs["cache"].update(k, v, attn.layer_idx, kwargs=rest)
 
     def set_width(self, intermediate_size: int, num_heads: int, num_kv_heads: int) -> None:

@@ -19,8 +19,8 @@ The saved checkpoint is the unchanged transformer (stock ``from_pretrained`` run
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from autocompress.context import CompressionContext
@@ -111,8 +111,9 @@ def attach_early_exit(model: nn.Module, exit_layers: list[int] | None = None,
     adapter = ModelAdapter(model)
     bad = [n for n in exit_layers if not 1 <= n < adapter.num_layers]
     if bad:
-        raise ConfigError("early_exit.exit_layers", f"{bad} out of range: an exit follows block 1 to "
-                                                    f"{adapter.num_layers - 1} of this {adapter.num_layers}-block model")
+        n = adapter.num_layers
+        raise ConfigError("early_exit.exit_layers",
+                          f"{bad} out of range: an exit follows block 1 to {n - 1} of this {n}-block model")
     policy = ExitPolicy(adapter, exit_layers, threshold)
     for i, block in enumerate(adapter.layers):
         base = type(block) if not isinstance(block, _ExitingBlock) else type(block).__mro__[2]
