@@ -20,6 +20,7 @@ from autocompress.metrics import is_cost_metric
 from autocompress.models.loading import LoadedModel, load_model
 from autocompress.recipe import Recipe, TextSpec
 from autocompress.techniques import TECHNIQUES
+from autocompress.techniques.early_exit import exit_policy
 
 
 @dataclass
@@ -68,8 +69,13 @@ def apply_recipe(session: Session, recipe: Recipe) -> nn.Module:
 
 
 def predict_cost(model: nn.Module, targets: list[HardwareTarget], workload: Workload) -> dict[str, float]:
-    """Predicted latency/memory metrics of the model on every target."""
-    return cost_metrics(profile_model(model), targets, workload)
+    """Predicted latency/memory metrics of the model on every target; with early exit, at the exit
+    depth measured on the held-out text (also reported as ``avg_exit_layer``)."""
+    policy = exit_policy(model)
+    if policy is None:
+        return cost_metrics(profile_model(model), targets, workload)
+    profile = profile_model(model, avg_exit_layer=policy.expected_depth, exit_head_reads=policy.expected_head_reads)
+    return cost_metrics(profile, targets, workload) | {"avg_exit_layer": policy.expected_depth}
 
 
 def measure_accuracy(model: nn.Module, session: Session, metrics: list[str]) -> dict[str, float]:

@@ -47,3 +47,15 @@ def test_disk_cache_hits_and_is_keyed_by_the_data(tiny_model, tokenizer, tmp_pat
     ctx.data_digest = "data-b"
     input_stats(tiny_model, ctx)
     assert len(list((tmp_path / "calibration").glob("*.safetensors"))) == 2
+
+
+def test_every_linear_gets_statistics_of_its_own_input_width(tiny_model, tokenizer):
+    """Input tensors freed during the forward must not be mistaken for shared ones (id reuse)."""
+    from autocompress.calibration import collect_input_stats
+    from autocompress.models.adapter import ModelAdapter
+    from conftest import make_context
+
+    ctx = make_context(tiny_model, tokenizer)
+    stats = collect_input_stats(tiny_model, ctx.batches(ctx.calibration))
+    for site in ModelAdapter(tiny_model).linear_sites():
+        assert stats[site.name].sq_norm.shape == (site.module.in_features,), site.name

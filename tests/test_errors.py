@@ -213,7 +213,7 @@ def test_unknown_technique_lists_the_techniques() -> None:
     raised(exc, "steps[1].technique", "'lobotomize'", "allowed:", "prune_depth", "quantize", "sparsify")
 
 
-@pytest.mark.parametrize("technique", ["prune_width", "early_exit", "distill"])
+@pytest.mark.parametrize("technique", ["distill"])
 def test_reserved_technique_is_not_yet_available(technique: str) -> None:
     with pytest.raises(NotYetAvailableError) as exc:
         recipe({"technique": technique})
@@ -435,3 +435,19 @@ def test_same_name_with_a_different_job_is_refused_before_anything_is_written(tm
         run_job(Job.from_dict(changed), progress=False)
     raised(exc, "name", "different", "use another name")
     assert client_db.stat().st_mtime_ns == before
+
+
+def test_steps_out_of_the_canonical_order_are_refused() -> None:
+    with pytest.raises(ConfigError) as exc:
+        recipe({"technique": "quantize"}, {"technique": "sparsify"})
+    raised(exc, "steps[1].technique", "'sparsify' must come before 'quantize'",
+           "prune_depth -> prune_width -> sparsify -> quantize -> early_exit")
+
+
+def test_impossible_structure_requests_are_clear_errors() -> None:
+    with pytest.raises(ConfigError) as exc:
+        recipe({"technique": "sparsify", "params": {"pattern": "4:4"}})
+    raised(exc, "steps[0].params.pattern", "0 < N < M")
+    with pytest.raises(ConfigError) as exc:
+        recipe({"technique": "prune_width", "params": {"heads_ratio": 1.0}})
+    raised(exc, "steps[0].params.heads_ratio", "less than 1")

@@ -206,6 +206,17 @@ def test_early_exit_shortens_decode_only(pi: RooflineModel) -> None:
     assert (b["prefill_ms"], b["peak_memory_mb"]) == (a["prefill_ms"], a["peak_memory_mb"])
 
 
+def test_exit_checks_are_charged_as_lm_head_reads(pi: RooflineModel) -> None:
+    """Each early-exit check reads the LM head once more per decoded token."""
+    half = replace(smollm_like(), avg_exit_layer=15.0)
+    checked = replace(half, exit_head_reads=2.0)
+    head_only = replace(half, linears=tuple(lin for lin in half.linears if lin.role == "lm_head"))
+    no_head = replace(head_only, linears=())
+    head_ms = pi.predict(head_only)["decode_ms_per_token"] - pi.predict(no_head)["decode_ms_per_token"]
+    extra = pi.predict(checked)["decode_ms_per_token"] - pi.predict(half)["decode_ms_per_token"]
+    assert extra == pytest.approx(2 * head_ms, rel=1e-6)
+
+
 def test_cost_metrics_names_and_registry(targets: dict[str, HardwareTarget]) -> None:
     prof = profile_model(tiny("qwen2"))
     metrics = cost_metrics(prof, list(targets.values()), Workload())

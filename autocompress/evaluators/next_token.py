@@ -1,8 +1,9 @@
 """Next-token metrics on the held-out text: KL to the base model, perplexity, top-1 agreement.
 
-One forward pass of the compressed model gives all three. Of the base model only the top-k
-log-probabilities per position are kept (computed once per base model and text, memoised in the
-context and cached on disk), instead of the full vocabulary: 64 of SmolLM2's 49,152 entries.
+One forward pass of the compressed model gives all three; a model with early exit runs that pass
+with its exits active (exited tokens carry the exit layer's logits). Of the base model only the
+top-k log-probabilities per position are kept (computed once per base model and text, memoised in
+the context and cached on disk), instead of the full vocabulary: 64 of SmolLM2's 49,152 entries.
 """
 
 from __future__ import annotations

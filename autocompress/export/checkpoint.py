@@ -26,6 +26,8 @@ def write_artifact(model: nn.Module, tokenizer: PreTrainedTokenizerBase, recipe:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     record = {"metrics": metrics, "weights_sha256": weights_digest(model), "recipe_digest": recipe.digest(),
               **(extra or {})}
+    if "avg_exit_layer" in metrics:  # early exit: the measured mean exit depth, also at the top level
+        record["avg_exit_layer"] = metrics["avg_exit_layer"]
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
         model.save_pretrained(tmp, safe_serialization=True)

@@ -74,6 +74,7 @@ class ModelProfile:
     tied_embeddings: bool
     kv_bits: int = 16
     avg_exit_layer: float | None = None  # mean depth at which decoding exits (early exit)
+    exit_head_reads: float = 0.0  # mean extra LM-head evaluations per token at exit points (early exit)
     embedding_group_size: int | None = None
 
     @property
@@ -143,8 +144,8 @@ def _intermediate_size(adapter: ModelAdapter, linears: tuple[LinearProfile, ...]
     return max(widths, default=getattr(adapter.config, "intermediate_size", 4 * adapter.hidden_size))
 
 
-def profile_model(model: nn.Module, *, kv_bits: int = 16,
-                  avg_exit_layer: float | None = None) -> ModelProfile:
+def profile_model(model: nn.Module, *, kv_bits: int = 16, avg_exit_layer: float | None = None,
+                  exit_head_reads: float = 0.0) -> ModelProfile:
     """Profile a (compressed) causal LM: real shapes of the remaining blocks, recorded formats,
     measured sparsity, and the LM head (role ``lm_head``) read at every decode step."""
     adapter = ModelAdapter(model)
@@ -155,4 +156,5 @@ def profile_model(model: nn.Module, *, kv_bits: int = 16,
         num_heads=adapter.num_heads, num_kv_heads=adapter.num_kv_heads, head_dim=adapter.head_dim,
         intermediate_size=_intermediate_size(adapter, linears), vocab_size=adapter.vocab_size,
         linears=linears, embedding_bits=emb_fmt.bits, embedding_group_size=emb_fmt.group_size,
-        tied_embeddings=adapter.tied_embeddings, kv_bits=kv_bits, avg_exit_layer=avg_exit_layer)
+        tied_embeddings=adapter.tied_embeddings, kv_bits=kv_bits, avg_exit_layer=avg_exit_layer,
+        exit_head_reads=exit_head_reads)

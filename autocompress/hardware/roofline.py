@@ -183,7 +183,8 @@ class RooflineModel(HardwareModel):
             ops += [Op("elementwise", 0.0, 0.0, count=count)] * ELEMENTWISE_OPS_PER_LAYER
         ops.append(Op("final_norm", 0.0, 0.0))
         if profile.lm_head is not None:  # logits of the last token only, also in prefill
-            ops.append(self._linear_op(profile.lm_head, b, 1.0))
+            head_reads = 1.0 + (profile.exit_head_reads if phase == "decode" else 0.0)  # + early-exit checks
+            ops.append(self._linear_op(profile.lm_head, b, head_reads))
         return ops
 
     def phase_cost(self, profile: ModelProfile, workload: Workload, phase: Phase) -> PhaseCost:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 # Leaf module names of the architectures we know, mapped to canonical roles.
@@ -17,6 +18,8 @@ _ROLE_BY_LEAF = {
     "gate_proj": "mlp.gate", "up_proj": "mlp.up", "down_proj": "mlp.down",
     "gate_up_proj": "mlp.gate_up", "fc1": "mlp.up", "fc2": "mlp.down",
 }
+_FINAL_NORMS = ("norm", "final_layernorm", "ln_f")
+_INPUT_NORMS = ("input_layernorm", "ln_1", "attention_norm")
 _ATTN_PARENTS = ("attn", "attention")
 _MLP_PARENTS = ("mlp", "feed_forward", "ffn")
 
@@ -95,6 +98,13 @@ class ModelAdapter:
         return self.model.get_output_embeddings()
 
     @property
+    def final_norm(self) -> nn.Module:
+        """The norm between the last block and the LM head."""
+        parent_path = self.layers_path.rpartition(".")[0]
+        parent = self.model.get_submodule(parent_path) if parent_path else self.model
+        return next(getattr(parent, name) for name in _FINAL_NORMS if hasattr(parent, name))
+
+    @property
     def tied_embeddings(self) -> bool:
         return self.lm_head.weight is self.input_embedding.weight
 
@@ -125,3 +135,80 @@ class ModelAdapter:
         layer_types = getattr(self.config, "layer_types", None)
         if layer_types is not None and len(layer_types) != len(kept):
             self.config.layer_types = [layer_types[i] for i in sorted(keep)]
+
+    # ---- width edits (structured pruning) ---------------------------------------------
+    def block_linears(self, layer: int) -> dict[str, LinearSite]:
+        """The linears of one decoder block by role (``attn.q`` ... ``mlp.down``)."""
+        return {site.role: site for site in self.linear_sites() if site.layer == layer}
+
+    def _separate(self, layer: int, roles: tuple[str, ...]) -> dict[str, nn.Linear]:
+        linears = self.block_linears(layer)
+        missing = [r for r in roles if r not in linears]
+        if missing:
+            raise ValueError(f"block {layer} has no separate {', '.join(missing)} linears "
+                             f"(fused projections are not supported for width pruning)")
+        return {r: linears[r].module for r in roles}
+
+    def keep_mlp_channels(self, layer: int, keep: torch.Tensor) -> None:
+        """Keep only MLP intermediate channels ``keep``: rows of gate/up, columns of down."""
+        mlp = self._separate(layer, ("mlp.up", "mlp.down"))
+        gate = self.block_linears(layer).get("mlp.gate")
+        for linear in ([gate.module] if gate else []) + [mlp["mlp.up"]]:
+            slice_linear(linear, rows=keep)
+        slice_linear(mlp["mlp.down"], cols=keep)
+
+    def keep_heads(self, layer: int, q_heads: torch.Tensor, kv_heads: torch.Tensor) -> None:
+        """Keep query heads ``q_heads`` and KV heads ``kv_heads`` (GQA order: query head j of the result
+        reads KV head j // (len(q_heads) // len(kv_heads)))."""
+        attn = self._separate(layer, ("attn.q", "attn.k", "attn.v", "attn.o"))
+        d = self.head_dim
+        q_rows = (q_heads[:, None] * d + torch.arange(d)).flatten()
+        kv_rows = (kv_heads[:, None] * d + torch.arange(d)).flatten()
+        slice_linear(attn["attn.q"], rows=q_rows)
+        slice_linear(attn["attn.k"], rows=kv_rows)
+        slice_linear(attn["attn.v"], rows=kv_rows)
+        slice_linear(attn["attn.o"], cols=q_rows)
+        module = next(m for m in self.layers[layer].modules() if attn["attn.q"] in m.children())
+        module.num_key_value_groups = len(q_heads) // len(kv_heads)
+        for attr, value in (("num_heads", len(q_heads)), ("num_key_value_heads", len(kv_heads))):
+            if hasattr(module, attr):
+                setattr(module, attr, value)
+
+    def fill_kv_cache(self, block: nn.Module, hidden_states: torch.Tensor, kwargs: dict) -> None:
+        """Write a block's K/V for ``hidden_states`` into the cache without running the block (early exit:
+        a token that left earlier still gives later layers keys and values, from its copied state)."""
+        attn = next(m for m in block.modules() if hasattr(m, "k_proj") and hasattr(m, "v_proj"))
+        x = next(getattr(block, n) for n in _INPUT_NORMS if hasattr(block, n))(hidden_states)
+        shape = (*x.shape[:-1], -1, attn.head_dim)
+        k = attn.k_proj(x).view(shape)
+        if hasattr(attn, "k_norm"):  # Qwen3-style per-head key norm
+            k = attn.k_norm(k)
+        k, v = k.transpose(1, 2), attn.v_proj(x).view(shape).transpose(1, 2)
+        cos, sin = (t.unsqueeze(1) for t in kwargs["position_embeddings"])
+        half = k.shape[-1] // 2
+        k = k * cos + torch.cat((-k[..., half:], k[..., :half]), dim=-1) * sin  # rotary, as in Llama
+        rest = {key: val for key, val in kwargs.items()
+                if key not in ("cache", "position_embeddings", "attention_mask")}
+        kwargs["cache"].update(k, v, attn.layer_idx, kwargs=rest)
+
+    def set_width(self, intermediate_size: int, num_heads: int, num_kv_heads: int) -> None:
+        """Record uniform widths in the config (the stock config has one width per model)."""
+        head_dim = self.head_dim
+        self.config.intermediate_size = intermediate_size
+        self.config.num_attention_heads = num_heads
+        self.config.num_key_value_heads = num_kv_heads
+        self.config.head_dim = head_dim  # no longer hidden_size // num_heads
+
+
+def slice_linear(linear: nn.Linear, rows: torch.Tensor | None = None, cols: torch.Tensor | None = None) -> None:
+    """Shrink a linear in place to the given output rows / input columns (bias follows the rows)."""
+    with torch.no_grad():
+        weight = linear.weight
+        if rows is not None:
+            weight = weight[rows]
+            if linear.bias is not None:
+                linear.bias = nn.Parameter(linear.bias[rows].clone(), requires_grad=linear.bias.requires_grad)
+        if cols is not None:
+            weight = weight[:, cols]
+        linear.weight = nn.Parameter(weight.clone(), requires_grad=linear.weight.requires_grad)
+    linear.out_features, linear.in_features = linear.weight.shape

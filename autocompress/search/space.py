@@ -27,6 +27,7 @@ from autocompress import catalog
 from autocompress.errors import ConfigError
 from autocompress.recipe import Recipe, Step, TextSpec
 from autocompress.techniques import require_technique
+from autocompress.techniques.base import check_step_order
 from autocompress.validation import parse
 
 _DISTRIBUTION_KEYS = ("choice", "int", "float")
@@ -108,6 +109,7 @@ class SearchSpace(BaseModel):
 
     def _validate_against_techniques(self, field: str) -> None:
         seen = set()
+        check_step_order([step.technique for step in self.steps], f"{field}: steps")
         for i, step in enumerate(self.steps):
             where = f"{field}: steps[{i}]"
             technique = require_technique(step.technique, f"{where}.technique")

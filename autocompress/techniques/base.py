@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel
 from torch import nn
 
-from autocompress.errors import NotYetAvailableError
+from autocompress.errors import ConfigError, NotYetAvailableError
 from autocompress.registry import Registry
 from autocompress.validation import parse
 
@@ -40,6 +40,22 @@ class Technique(ABC):
 
 
 TECHNIQUES: Registry[type[Technique]] = Registry("technique", "autocompress.techniques")
+
+# The one order in which the built-in techniques compose. Each step measures what it needs on the model
+# the earlier steps left: blocks are dropped first, then the remaining blocks are narrowed, the final shapes
+# are sparsified (Wanda/SparseGPT statistics of the pruned model), the sparse weights are quantized (zeros
+# stay zero), and early exit is decided last, on the final weights, where its exit depth is measured.
+# Techniques not listed (plugins, distill) may go anywhere.
+STEP_ORDER = ("prune_depth", "prune_width", "sparsify", "quantize", "early_exit")
+
+
+def check_step_order(techniques: list[str], field: str = "steps") -> None:
+    """A ConfigError naming the first step that comes after one it must precede."""
+    ranked = [(i, STEP_ORDER.index(name)) for i, name in enumerate(techniques) if name in STEP_ORDER]
+    for (_, rank_a), (i, rank_b) in zip(ranked, ranked[1:]):
+        if rank_b < rank_a:
+            raise ConfigError(f"{field}[{i}].technique", f"{techniques[i]!r} must come before "
+                              f"{STEP_ORDER[rank_a]!r}; the order is {' -> '.join(STEP_ORDER)}")
 
 
 def register_technique(cls: type[Technique]) -> type[Technique]:

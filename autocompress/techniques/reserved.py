@@ -11,8 +11,6 @@ from autocompress.errors import NotYetAvailableError
 from autocompress.techniques.base import Technique, register_technique
 
 PLANNED = {
-    "prune_width": "structured pruning of MLP channels and attention heads",
-    "early_exit": "confidence-based early exit",
     "distill": "knowledge distillation and QAT",
 }
 

@@ -1,76 +1,82 @@
-"""Unstructured sparsity: zero the least important weights of each decoder linear."""
+"""Sparsity: zero the least important weights of each decoder linear, unstructured or N:M.
+
+Methods (``method``): ``magnitude`` (|W|), ``wanda`` (|W| * ||X||) and ``sparsegpt`` (OBS with
+weight updates); the last two read the shared calibration statistics (:func:`input_stats`).
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+import re
+from typing import Annotated, Callable
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
+from autocompress.calibration import InputStats, input_stats
 from autocompress.context import CompressionContext
+from autocompress.errors import ConfigError
 from autocompress.models.adapter import ModelAdapter
 from autocompress.techniques.base import Technique, register_technique
 from autocompress.techniques.selection import ModuleSelector
+from autocompress.techniques.sparsity.masks import SparsityTarget
+from autocompress.techniques.sparsity.methods import magnitude_prune, wanda_prune
+from autocompress.techniques.sparsity.sparsegpt import sparsegpt_prune
+
+Prune = Callable[[torch.Tensor, InputStats | None, SparsityTarget], torch.Tensor]
+# name -> (pruning function, whether it needs calibration statistics)
+SPARSITY_METHODS: dict[str, tuple[Prune, bool]] = {
+    "magnitude": (magnitude_prune, False),
+    "wanda": (wanda_prune, True),
+    "sparsegpt": (sparsegpt_prune, True),
+}
+_PATTERN = re.compile(r"^(\d+):(\d+)$")
 
 
-def kth_smallest(values: torch.Tensor, k: int) -> torch.Tensor:
-    """Exact k-th smallest (1-based) of a flat tensor, by bracketing it with quantiles of a sample.
-
-    Two comparisons over the whole tensor plus a selection among the few values inside the
-    bracket: several times faster than ``torch.kthvalue`` on the full tensor.
-    """
-    n = values.numel()
-    if n > 1 << 16:
-        sample = values[torch.randint(n, (1 << 14,), generator=torch.Generator().manual_seed(0))]
-        q = k / n
-        lo, hi = torch.quantile(sample, torch.tensor([max(q - 0.02, 0.0), min(q + 0.02, 1.0)]))
-        below = int((values < lo).sum())
-        inside = values[(values >= lo) & (values <= hi)]
-        if below < k <= below + inside.numel():
-            return torch.kthvalue(inside, k - below).values
-    return torch.kthvalue(values, k).values
+def parse_pattern(value: str | None) -> str | None:
+    """Check an ``"N:M"`` pattern: keep N of every M consecutive weights, 0 < N < M."""
+    if value is None:
+        return None
+    match = _PATTERN.match(value)
+    if not match:
+        raise ValueError(f"{value!r} must look like 'N:M', e.g. '2:4' or '4:8'")
+    n, m = map(int, match.groups())
+    if not 0 < n < m:
+        raise ValueError(f"{value!r} needs 0 < N < M (N weights kept of every M)")
+    return value
 
 
-def magnitude_mask(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """Keep-mask that zeroes exactly ``round(sparsity * numel)`` weights of smallest magnitude."""
-    n_zero = round(sparsity * weight.numel())
-    magnitude = weight.abs().flatten()
-    if n_zero == 0:
-        return torch.ones_like(weight, dtype=torch.bool)
-    threshold = kth_smallest(magnitude, n_zero)
-    mask = magnitude > threshold
-    # Ties at the threshold (common in dequantized checkpoints): zero the first ones by index.
-    surplus = int((~mask).sum()) - n_zero
-    if surplus > 0:
-        ties = (magnitude == threshold).nonzero().flatten()
-        mask[ties[-surplus:]] = True
-    return mask.view_as(weight)
-
-
-SPARSITY_METHODS: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {"magnitude": magnitude_mask}
-PLANNED_METHODS = ("wanda", "sparsegpt")
+Pattern = Annotated[str | None, AfterValidator(parse_pattern)]
 
 
 class SparsityOverride(ModuleSelector):
-    sparsity: float = Field(ge=0.0, le=0.9)
+    """Different sparsity for the selected modules; unset fields inherit the step's."""
+
+    sparsity: float | None = Field(None, ge=0.0, le=0.9)
+    pattern: Pattern = None
 
 
 class SparsifyParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     method: str = "magnitude"
-    sparsity: float = Field(0.5, ge=0.0, le=0.9, description="fraction of zeros in each linear")
+    sparsity: float = Field(0.5, ge=0.0, le=0.9, description="fraction of zeros in each linear (unstructured)")
+    pattern: Pattern = Field(None, description="'N:M': keep N of every M inputs; replaces sparsity")
     overrides: list[SparsityOverride] = Field(default_factory=list)
 
     @field_validator("method")
     @classmethod
     def _known_method(cls, value: str) -> str:
-        if value in PLANNED_METHODS:
-            raise ValueError(f"method {value!r} is not yet available; available: {', '.join(SPARSITY_METHODS)}")
         if value not in SPARSITY_METHODS:
             raise ValueError(f"unknown method {value!r}; allowed: {', '.join(SPARSITY_METHODS)}")
         return value
+
+
+def _target(sparsity: float, pattern: str | None) -> SparsityTarget:
+    if pattern is None:
+        return SparsityTarget(sparsity)
+    n, m = map(int, pattern.split(":"))
+    return SparsityTarget(1 - n / m, n, m)
 
 
 @register_technique
@@ -81,17 +87,28 @@ class Sparsify(Technique):
     @classmethod
     def describe(cls, params: dict) -> str:
         p = SparsifyParams.model_validate(params)
-        return f"{p.method} {p.sparsity:.0%}" + "".join(f" {o.label()}:{o.sparsity:.0%}" for o in p.overrides)
+        amount = lambda s, pat: pat or f"{s:.0%}"  # noqa: E731
+        return (f"{p.method} {amount(p.sparsity, p.pattern)}"
+                + "".join(f" {o.label()}:{amount(o.sparsity if o.sparsity is not None else p.sparsity, o.pattern)}"
+                          for o in p.overrides))
 
     def apply(self, model: nn.Module, params: SparsifyParams, ctx: CompressionContext) -> nn.Module:
-        make_mask = SPARSITY_METHODS[params.method]
+        prune, needs_stats = SPARSITY_METHODS[params.method]
         adapter = ModelAdapter(model)
+        stats = input_stats(model, ctx) if needs_stats else {}
         with torch.no_grad():
             for site in adapter.linear_sites():
-                sparsity = params.sparsity
+                sparsity, pattern = params.sparsity, params.pattern
                 for override in params.overrides:
                     if override.selects(site, adapter.num_layers):
-                        sparsity = override.sparsity
-                if sparsity > 0:
-                    site.module.weight.mul_(make_mask(site.module.weight, sparsity))
+                        if override.pattern is not None or override.sparsity is not None:
+                            pattern = override.pattern
+                            sparsity = sparsity if override.sparsity is None else override.sparsity
+                target = _target(sparsity, pattern)
+                if target.structured and site.module.in_features % target.m:
+                    raise ConfigError("sparsify.pattern", f"M={target.m} does not divide the input width "
+                                                          f"{site.module.in_features} of {site.name}")
+                if target.fraction > 0:
+                    weight = site.module.weight
+                    weight.copy_(prune(weight, stats.get(site.name), target))
         return model

@@ -1,0 +1,1 @@
+"""Sparsity methods (magnitude, Wanda, SparseGPT) behind one signature, chosen by name."""
