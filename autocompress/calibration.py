@@ -60,12 +60,14 @@ def collect_input_stats(model: nn.Module, batches: list[torch.Tensor]) -> dict[s
     sites = ModelAdapter(model).linear_sites()
     accumulators: dict[str, _Accumulator] = {}
     alias: dict[str, str] = {}  # module name -> name of the module whose input it shares
-    seen: dict[int, str] = {}  # id of an input tensor in the current forward -> first reader
+    # id of an input tensor in the current forward -> (first reader, the tensor). Holding the tensor
+    # keeps its id from being reused by a later, different input within the same forward.
+    seen: dict[int, tuple[str, torch.Tensor]] = {}
 
     def hook(name: str):
         def record(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
             x = args[0]
-            first = seen.setdefault(id(x), name)
+            first = seen.setdefault(id(x), (name, x))[0]
             if first != name:
                 alias[name] = first
                 return

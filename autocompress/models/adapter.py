@@ -17,6 +17,11 @@ _ROLE_BY_LEAF = {
     "gate_proj": "mlp.gate", "up_proj": "mlp.up", "down_proj": "mlp.down",
     "gate_up_proj": "mlp.gate_up", "fc1": "mlp.up", "fc2": "mlp.down",
 }
+# Roles that read the same tensor (the block's normed hidden state) share an input group.
+_SHARED_INPUT = {"attn.q": "attn.in", "attn.k": "attn.in", "attn.v": "attn.in", "attn.qkv": "attn.in",
+                 "mlp.gate": "mlp.in", "mlp.up": "mlp.in", "mlp.gate_up": "mlp.in"}
+# The norm whose output an input group reads (Llama, Qwen2, Mistral, Phi-3 names).
+_NORM_BEFORE = {"attn.in": "input_layernorm", "mlp.in": "post_attention_layernorm"}
 _ATTN_PARENTS = ("attn", "attention")
 _MLP_PARENTS = ("mlp", "feed_forward", "ffn")
 
@@ -108,6 +113,22 @@ class ModelAdapter:
         if include_lm_head:
             sites.append(LinearSite("lm_head", self.lm_head, None, "lm_head"))
         return sites
+
+    def input_groups(self) -> list[tuple[str, list[LinearSite]]]:
+        """The decoder linears grouped by the tensor they read, in execution order:
+        ``attn.in`` (q/k/v), ``attn.o``, ``mlp.in`` (gate/up), ``mlp.down`` in every block."""
+        groups: dict[tuple[int, str], list[LinearSite]] = {}
+        for site in self.linear_sites():
+            groups.setdefault((site.layer, _SHARED_INPUT.get(site.role, site.role)), []).append(site)
+        return [(kind, sites) for (_, kind), sites in groups.items()]
+
+    def input_norm(self, layer: int, group: str) -> nn.Module:
+        """The RMSNorm/LayerNorm of block ``layer`` that feeds input group ``attn.in`` or ``mlp.in``."""
+        block = self.layers[layer]
+        name = _NORM_BEFORE.get(group)
+        if name is None or not hasattr(block, name):
+            raise ValueError(f"no known norm before {group!r} in {type(block).__name__}")
+        return getattr(block, name)
 
     # ---- structural edits ------------------------------------------------------------
     def keep_layers(self, keep: list[int]) -> None:
