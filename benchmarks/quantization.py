@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--eval", type=int, default=16)
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--skip", nargs="*", default=[], help="sections to skip: methods hqq cache mixed")
+    ap.add_argument("--out", default="quantization.json", help="file name under benchmarks/results/")
     args = ap.parse_args()
     cache = Path(tempfile.mkdtemp(prefix="ac-quant-bench-"))
     os.environ["AUTOCOMPRESS_CACHE"] = str(cache)  # a cold cache for this run
@@ -76,7 +77,7 @@ def main() -> None:
         results["mixed"] = _mixed(session, recipe, evaluate)
         print(json.dumps(results["mixed"], indent=1), flush=True)
 
-    out = ROOT / "benchmarks" / "results" / "quantization.json"
+    out = ROOT / "benchmarks" / "results" / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     _print_tables(results)

@@ -197,3 +197,42 @@ def test_unsupported_combinations_fail_with_one_line(tiny_model, tokenizer):
         quantize(tiny_model, ctx, method="gptq", bits=4, group_size=48)
     with pytest.raises(ConfigError, match="does not divide the input width 128 of .*down_proj"):
         quantize(tiny_model, ctx, method="awq", bits=4, overrides=[{"match": "mlp.down", "group_size": 96}])
+
+
+def test_allocation_spends_the_budget_on_the_most_sensitive_layers():
+    from autocompress.techniques.quant.sensitivity import allocate_bits
+
+    sizes = {"a": 100, "b": 100, "c": 200, "d": 100}
+    errors = {"a": [9.0, 1.0], "b": [2.0, 1.5], "c": [30.0, 2.0], "d": [0.5, 0.4]}  # at 3 and 4 bits
+    bits = allocate_bits(sizes, errors, [3, 4], avg_bits=3.6)  # 300 extra bits x params: c (200) + a (100)
+    assert bits == {"a": 4, "b": 3, "c": 4, "d": 3}
+    assert sum(bits[n] * sizes[n] for n in sizes) / sum(sizes.values()) <= 3.6
+    assert allocate_bits(sizes, errors, [3, 4], avg_bits=3.0) == dict.fromkeys(sizes, 3)
+
+
+def test_sensitivity_allocation_meets_the_average_and_is_cached(tiny_model, tokenizer, tmp_path, monkeypatch):
+    from autocompress.techniques import quantize as qmod
+    from autocompress.techniques.quant import sensitivity
+
+    base = copy.deepcopy(tiny_model)
+    quantize(tiny_model, cached_context(base, tokenizer, tmp_path), method="gptq", group_size=32,
+             allocation="sensitivity", avg_bits=3.5, bit_choices=[3, 4])
+    sites = ModelAdapter(tiny_model).linear_sites()
+    bits = [s.module._autocompress_weight_format.bits for s in sites]
+    sizes = [s.module.weight.numel() for s in sites]
+    avg = sum(b * n for b, n in zip(bits, sizes)) / sum(sizes)
+    assert 3.5 - max(sizes) / sum(sizes) <= avg <= 3.5 and set(bits) == {3, 4}
+    assert len(list((tmp_path / "calibration").glob("sensitivity-*.safetensors"))) == 1
+    monkeypatch.setattr(sensitivity, "input_stats", lambda *a: (_ for _ in ()).throw(AssertionError("recomputed")))
+    monkeypatch.setattr(qmod, "input_stats", lambda *a: (_ for _ in ()).throw(AssertionError("recomputed")))
+    again = copy.deepcopy(base)
+    quantize(again, cached_context(base, tokenizer, tmp_path), method="gptq", group_size=32,
+             allocation="sensitivity", avg_bits=3.5, bit_choices=[3, 4])
+    assert [s.module._autocompress_weight_format.bits for s in ModelAdapter(again).linear_sites()] == bits
+
+
+def test_sensitivity_allocation_needs_a_reachable_budget():
+    with pytest.raises(ConfigError, match=r"^params\.avg_bits: .*between 3 and 4"):
+        TECHNIQUES["quantize"].parse_params({"allocation": "sensitivity", "avg_bits": 5, "bit_choices": [3, 4]}, "params")
+    with pytest.raises(ConfigError, match=r"^params\.avg_bits: only used with allocation"):
+        TECHNIQUES["quantize"].parse_params({"avg_bits": 3.5}, "params")

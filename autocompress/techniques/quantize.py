@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
 from autocompress.calibration import input_stats
@@ -22,6 +22,7 @@ from autocompress.techniques.base import Technique, register_technique
 from autocompress.techniques.quant.cache import WeightCache
 from autocompress.techniques.quant.grid import QuantFormat, check_format, rtn
 from autocompress.techniques.quant.methods import WEIGHT_METHODS, Member
+from autocompress.techniques.quant.sensitivity import allocate_bits, layer_sensitivity
 from autocompress.techniques.selection import ModuleSelector
 
 Bits = Literal[2, 3, 4, 8, 16]
@@ -54,15 +55,33 @@ class QuantizeParams(BaseModel):
     embeddings: bool = Field(False, description="also quantize the input embedding and LM head (tied or not), "
                                                 "by round to nearest")
     overrides: list[QuantOverride] = Field(default_factory=list)
+    allocation: Literal["uniform", "sensitivity"] = Field(
+        "uniform", description="sensitivity: per-layer bits from bit_choices by the GPTQ proxy, mean avg_bits")
+    avg_bits: float | None = Field(None, description="parameter-weighted mean bits with allocation: sensitivity")
+    bit_choices: list[Bits] = Field(default_factory=lambda: [2, 3, 4, 8], min_length=2)
 
     _method = field_validator("method")(_known_method)
 
+    @model_validator(mode="after")
+    def _budget(self) -> "QuantizeParams":
+        if self.allocation == "sensitivity":
+            lo, hi = min(self.bit_choices), max(self.bit_choices)
+            if self.avg_bits is None or not lo <= self.avg_bits <= hi:
+                raise ValueError(f"avg_bits: allocation 'sensitivity' needs avg_bits between {lo} and {hi} "
+                                 "(the smallest and largest of bit_choices)")
+        elif self.avg_bits is not None:
+            raise ValueError("avg_bits: only used with allocation: sensitivity")
+        return self
 
-def plan(adapter: ModelAdapter, params: QuantizeParams) -> dict[str, tuple[str, QuantFormat]]:
-    """Method and format of every decoder linear: the step's, then each matching override in order."""
+
+def plan(adapter: ModelAdapter, params: QuantizeParams,
+         bits: dict[str, int] | None = None) -> dict[str, tuple[str, QuantFormat]]:
+    """Method and format of every decoder linear: the step's (with per-layer ``bits`` from an
+    allocation, if given), then each matching override in order."""
     out = {}
     for site in adapter.linear_sites():
-        method, fmt = params.method, QuantFormat(params.bits, params.group_size, params.symmetric)
+        layer_bits = bits[site.name] if bits else params.bits
+        method, fmt = params.method, QuantFormat(layer_bits, params.group_size, params.symmetric)
         for o in params.overrides:
             if o.selects(site, adapter.num_layers):
                 method = o.method or method
@@ -117,15 +136,25 @@ class Quantize(Technique):
     @classmethod
     def describe(cls, params: dict) -> str:
         p = QuantizeParams.model_validate(params)
-        text = f"{p.method} w{p.bits}g{p.group_size}" + ("" if p.symmetric else " asym") + (" +emb" if p.embeddings else "")
+        bits = f"~{p.avg_bits:g}" if p.allocation == "sensitivity" else str(p.bits)
+        text = f"{p.method} w{bits}g{p.group_size}" + ("" if p.symmetric else " asym") + (" +emb" if p.embeddings else "")
         return text + "".join(f" {o.label()}:{o.method or ''}w{o.bits or p.bits}" for o in p.overrides)
 
     def apply(self, model: nn.Module, params: QuantizeParams, ctx: CompressionContext) -> nn.Module:
         adapter = ModelAdapter(model)
-        quantize_linears(model, plan(adapter, params), ctx)
+        quantize_linears(model, plan(adapter, params, self.allocation(model, params, ctx)), ctx)
         if params.embeddings:
             _quantize_embeddings(adapter, QuantFormat(params.bits, params.group_size, params.symmetric))
         return model
+
+    @staticmethod
+    def allocation(model: nn.Module, params: QuantizeParams, ctx: CompressionContext) -> dict[str, int] | None:
+        """Per-layer bits for ``allocation: sensitivity``; None means the step's ``bits`` everywhere."""
+        if params.allocation == "uniform":
+            return None
+        errors = layer_sensitivity(model, ctx, params.bit_choices, params.group_size, params.symmetric)
+        sizes = {s.name: s.module.weight.numel() for s in ModelAdapter(model).linear_sites()}
+        return allocate_bits(sizes, errors, params.bit_choices, params.avg_bits)
 
 
 @torch.no_grad()
