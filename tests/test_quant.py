@@ -232,7 +232,70 @@ def test_sensitivity_allocation_meets_the_average_and_is_cached(tiny_model, toke
 
 
 def test_sensitivity_allocation_needs_a_reachable_budget():
-    with pytest.raises(ConfigError, match=r"^params\.avg_bits: .*between 3 and 4"):
+    with pytest.raises(ConfigError, match=r"^params\.avg_bits: 5 cannot be met .*allowed: 3 to 4$"):
         TECHNIQUES["quantize"].parse_params({"allocation": "sensitivity", "avg_bits": 5, "bit_choices": [3, 4]}, "params")
-    with pytest.raises(ConfigError, match=r"^params\.avg_bits: only used with allocation"):
-        TECHNIQUES["quantize"].parse_params({"avg_bits": 3.5}, "params")
+    with pytest.raises(ConfigError, match=r"^params\.avg_bits: 8 cannot be met"):  # the default budget is bits
+        TECHNIQUES["quantize"].parse_params({"allocation": "sensitivity", "bits": 8, "bit_choices": [3, 4]}, "params")
+
+
+def attention_outputs(model, ids):
+    """The input of every o_proj: the attention heads' output before the projection."""
+    outs = []
+    hooks = [s.module.register_forward_hook(lambda m, a, o: outs.append(a[0].detach()))
+             for s in ModelAdapter(model).linear_sites() if s.role == "attn.o"]
+    with torch.no_grad():
+        model(input_ids=ids)
+    for h in hooks:
+        h.remove()
+    return torch.cat([o.flatten() for o in outs])
+
+
+def test_kv_bits_change_attention_outputs_by_a_bounded_amount(tiny_model, tokenizer):
+    from autocompress.hardware.profile import profile_model
+
+    ctx = make_context(tiny_model, tokenizer)
+    ref = attention_outputs(tiny_model, ctx.evaluation)
+    rel = {}
+    for bits in (8, 4):
+        model = copy.deepcopy(tiny_model)
+        quantize(model, make_context(model, tokenizer), bits=16, kv_bits=bits)
+        rel[bits] = ((attention_outputs(model, ctx.evaluation) - ref).norm() / ref.norm()).item()
+        profile = profile_model(model)
+        assert profile.kv_bits == bits
+        assert profile.kv_cache_bytes(100) == profile_model(tiny_model).kv_cache_bytes(100) * bits / 16
+    assert 0 < rel[8] < 0.01 and rel[8] < rel[4] < 0.2
+
+
+def test_activation_quant_and_smoothing(tiny_model, tokenizer):
+    """W8A8: per-token activation rounding changes the outputs a little; SmoothQuant's folded
+    scales leave the float model unchanged."""
+    from autocompress.calibration import collect_input_stats
+    from autocompress.techniques.quant.activations import smooth
+
+    ctx = make_context(tiny_model, tokenizer)
+    with torch.no_grad():
+        ref = tiny_model(input_ids=ctx.evaluation).logits
+        smoothed = copy.deepcopy(tiny_model)
+        scales = smooth(smoothed, collect_input_stats(smoothed, ctx.batches(ctx.calibration)), 0.5)
+        assert len(scales) == 5 * ModelAdapter(tiny_model).num_layers  # q, k, v, gate, up
+        assert torch.allclose(smoothed(input_ids=ctx.evaluation).logits, ref, atol=1e-4, rtol=1e-4)
+        a8 = copy.deepcopy(tiny_model)
+        quantize(a8, make_context(a8, tokenizer), bits=16, act_bits=8)
+        err = (a8(input_ids=ctx.evaluation).logits - ref).norm() / ref.norm()
+    assert 0 < err < 0.05
+    with pytest.raises(ConfigError, match="smoothquant_alpha: .*set act_bits: 8"):
+        TECHNIQUES["quantize"].parse_params({"smoothquant_alpha": 0.5}, "params")
+
+
+def test_smoothquant_weights_are_cached_apart_from_unsmoothed_ones(tiny_model, tokenizer, tmp_path):
+    from autocompress.techniques import quantize as qmod
+
+    quantize(copy.deepcopy(tiny_model), cached_context(tiny_model, tokenizer, tmp_path), method="gptq", bits=8,
+             group_size=32, act_bits=8)
+    model = copy.deepcopy(tiny_model)
+    params = qmod.QuantizeParams(method="gptq", bits=8, group_size=32, act_bits=8, smoothquant_alpha=0.5)
+    from autocompress.techniques.quant.activations import smooth
+    ctx = cached_context(tiny_model, tokenizer, tmp_path)
+    scales = smooth(model, qmod.input_stats(model, ctx), 0.5)
+    cache = qmod.quantize_linears(model, qmod.plan(ModelAdapter(model), params), ctx, prescale=scales, tag="sq0.5")
+    assert cache.misses == len(ModelAdapter(model).linear_sites())

@@ -19,8 +19,10 @@ from autocompress.context import CompressionContext
 from autocompress.models.adapter import ModelAdapter
 from autocompress.models.annotations import WeightFormat, set_weight_format
 from autocompress.techniques.base import Technique, register_technique
+from autocompress.techniques.quant.activations import add_activation_quant, rescaled, smooth
 from autocompress.techniques.quant.cache import WeightCache
 from autocompress.techniques.quant.grid import QuantFormat, check_format, rtn
+from autocompress.techniques.quant.kv import set_kv_bits
 from autocompress.techniques.quant.methods import WEIGHT_METHODS, Member
 from autocompress.techniques.quant.sensitivity import allocate_bits, layer_sensitivity
 from autocompress.techniques.selection import ModuleSelector
@@ -57,21 +59,28 @@ class QuantizeParams(BaseModel):
     overrides: list[QuantOverride] = Field(default_factory=list)
     allocation: Literal["uniform", "sensitivity"] = Field(
         "uniform", description="sensitivity: per-layer bits from bit_choices by the GPTQ proxy, mean avg_bits")
-    avg_bits: float | None = Field(None, description="parameter-weighted mean bits with allocation: sensitivity")
+    avg_bits: float | None = Field(None, description="with allocation: sensitivity, the parameter-weighted "
+                                                    "mean bits (default: bits); ignored otherwise")
     bit_choices: list[Bits] = Field(default_factory=lambda: [2, 3, 4, 8], min_length=2)
+    act_bits: Literal[8, 16] = Field(16, description="8: per-token dynamic fake quantization of linear inputs")
+    smoothquant_alpha: float | None = Field(None, ge=0, le=1, description="SmoothQuant migration strength (needs act_bits 8)")
+    kv_bits: Literal[4, 8, 16] = Field(16, description="KV cache bits, simulated inside attention")
 
     _method = field_validator("method")(_known_method)
 
     @model_validator(mode="after")
     def _budget(self) -> "QuantizeParams":
-        if self.allocation == "sensitivity":
-            lo, hi = min(self.bit_choices), max(self.bit_choices)
-            if self.avg_bits is None or not lo <= self.avg_bits <= hi:
-                raise ValueError(f"avg_bits: allocation 'sensitivity' needs avg_bits between {lo} and {hi} "
-                                 "(the smallest and largest of bit_choices)")
-        elif self.avg_bits is not None:
-            raise ValueError("avg_bits: only used with allocation: sensitivity")
+        lo, hi = min(self.bit_choices), max(self.bit_choices)
+        if self.allocation == "sensitivity" and not lo <= self.budget_bits <= hi:
+            raise ValueError(f"avg_bits: {self.budget_bits:g} cannot be met with bit_choices "
+                             f"{self.bit_choices}; allowed: {lo} to {hi}")
+        if self.smoothquant_alpha is not None and self.act_bits == 16:
+            raise ValueError("smoothquant_alpha: smoothing only helps quantized activations; set act_bits: 8")
         return self
+
+    @property
+    def budget_bits(self) -> float:
+        return self.bits if self.avg_bits is None else self.avg_bits
 
 
 def plan(adapter: ModelAdapter, params: QuantizeParams,
@@ -99,8 +108,13 @@ def foldable(adapter: ModelAdapter, group: str) -> bool:
 
 
 def quantize_linears(model: nn.Module, assignment: dict[str, tuple[str, QuantFormat]],
-                     ctx: CompressionContext, cache: WeightCache | None = None) -> WeightCache:
-    """Quantize every decoder linear as assigned, reading and filling the per-module cache."""
+                     ctx: CompressionContext, cache: WeightCache | None = None,
+                     prescale: dict[str, torch.Tensor] | None = None, tag: str = "") -> WeightCache:
+    """Quantize every decoder linear as assigned, reading and filling the per-module cache.
+
+    ``prescale`` holds the per-input-channel scales already folded into some linears (SmoothQuant):
+    their statistics are those of ``x / s``. ``tag`` names that transform in the cache keys."""
+    prescale = prescale or {}
     adapter = ModelAdapter(model)
     cache = cache or WeightCache.for_context(ctx)
     jobs: list[tuple[str, list[Member], bool, list[str], list[torch.Tensor | None]]] = []
@@ -110,7 +124,8 @@ def quantize_linears(model: nn.Module, assignment: dict[str, tuple[str, QuantFor
             members = [Member(s, assignment[s.name][1]) for s in sites if assignment[s.name][0] == name]
             fold = foldable(adapter, group)
             siblings = ",".join(m.fmt.label() for m in members) if method.joint else ""
-            keys = [cache.key(m.site.name, name, method.version, m.fmt.label(), siblings, str(fold)) for m in members]
+            keys = [cache.key(m.site.name, name, method.version, m.fmt.label(), siblings, str(fold), tag)
+                    for m in members]
             jobs.append((name, members, fold, keys, [cache.get(k) for k in keys]))
     # Statistics of the model as it enters this step, taken before any weight here changes.
     missing = any(None in hit and WEIGHT_METHODS[name].needs_stats for name, _, _, _, hit in jobs)
@@ -118,7 +133,11 @@ def quantize_linears(model: nn.Module, assignment: dict[str, tuple[str, QuantFor
     with torch.no_grad():
         for name, members, fold, keys, hit in jobs:
             if None in hit:
-                hit = WEIGHT_METHODS[name]().quantize(members, stats.get(members[0].site.name), fold)
+                first = members[0].site.name
+                group_stats = stats.get(first)
+                if group_stats is not None and first in prescale:
+                    group_stats = rescaled(group_stats, prescale[first])
+                hit = WEIGHT_METHODS[name]().quantize(members, group_stats, fold)
                 for key, weight in zip(keys, hit):
                     cache.put(key, weight)
             for member, weight in zip(members, hit):
@@ -136,13 +155,22 @@ class Quantize(Technique):
     @classmethod
     def describe(cls, params: dict) -> str:
         p = QuantizeParams.model_validate(params)
-        bits = f"~{p.avg_bits:g}" if p.allocation == "sensitivity" else str(p.bits)
+        bits = f"~{p.budget_bits:g}" if p.allocation == "sensitivity" else str(p.bits)
         text = f"{p.method} w{bits}g{p.group_size}" + ("" if p.symmetric else " asym") + (" +emb" if p.embeddings else "")
+        text += (f" a{p.act_bits}" if p.act_bits < 16 else "") + (f" sq{p.smoothquant_alpha:g}" if p.smoothquant_alpha is not None else "")
+        text += f" kv{p.kv_bits}" if p.kv_bits < 16 else ""
         return text + "".join(f" {o.label()}:{o.method or ''}w{o.bits or p.bits}" for o in p.overrides)
 
     def apply(self, model: nn.Module, params: QuantizeParams, ctx: CompressionContext) -> nn.Module:
         adapter = ModelAdapter(model)
-        quantize_linears(model, plan(adapter, params, self.allocation(model, params, ctx)), ctx)
+        assignment = plan(adapter, params, self.allocation(model, params, ctx))
+        scales, tag = {}, ""
+        if params.smoothquant_alpha is not None:
+            scales, tag = smooth(model, input_stats(model, ctx), params.smoothquant_alpha), f"sq{params.smoothquant_alpha}"
+        quantize_linears(model, assignment, ctx, prescale=scales, tag=tag)
+        if params.act_bits < 16:
+            add_activation_quant(model, params.act_bits)
+        set_kv_bits(model, params.kv_bits)
         if params.embeddings:
             _quantize_embeddings(adapter, QuantFormat(params.bits, params.group_size, params.symmetric))
         return model
@@ -154,7 +182,7 @@ class Quantize(Technique):
             return None
         errors = layer_sensitivity(model, ctx, params.bit_choices, params.group_size, params.symmetric)
         sizes = {s.name: s.module.weight.numel() for s in ModelAdapter(model).linear_sites()}
-        return allocate_bits(sizes, errors, params.bit_choices, params.avg_bits)
+        return allocate_bits(sizes, errors, params.bit_choices, params.budget_bits)
 
 
 @torch.no_grad()

@@ -62,7 +62,14 @@ class GPTQ(WeightMethod):
     name = "gptq"
 
     def quantize(self, members, stats, foldable):
-        return [gptq(m.site.module.weight, stats.hessian, m.fmt) for m in members]
+        # Rows are independent given H: linears sharing an input and a format run as one matrix.
+        out: dict[int, torch.Tensor] = {}
+        for fmt in dict.fromkeys(m.fmt for m in members):
+            index = [i for i, m in enumerate(members) if m.fmt == fmt]
+            weights = [members[i].site.module.weight for i in index]
+            rows = gptq(torch.cat(weights), stats.hessian, fmt).split([w.shape[0] for w in weights])
+            out.update(zip(index, rows))
+        return [out[i] for i in range(len(members))]
 
 
 @WEIGHT_METHODS.decorator()
