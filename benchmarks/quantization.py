@@ -30,7 +30,7 @@ def main() -> None:
     ap.add_argument("--cal", type=int, default=32)
     ap.add_argument("--eval", type=int, default=16)
     ap.add_argument("--seq", type=int, default=256)
-    ap.add_argument("--skip", nargs="*", default=[], help="sections to skip: methods hqq cache mixed")
+    ap.add_argument("--skip", nargs="*", default=[], help="sections to skip: methods hqq act cache mixed")
     ap.add_argument("--out", default="quantization.json", help="file name under benchmarks/results/")
     args = ap.parse_args()
     cache = Path(tempfile.mkdtemp(prefix="ac-quant-bench-"))
@@ -68,6 +68,20 @@ def main() -> None:
                 rows.append({"method": "hqq (hqq 0.2.8)", "bits": bits, "group_size": group,
                              "apply_s": time.perf_counter() - t0, **evaluate(model)})
                 print(_row(rows[-1]), flush=True)
+
+    if "act" not in args.skip:
+        rows = results["activations"] = []
+        for label, params in [("W8A8 (rtn w8 per-channel, a8 per-token)", dict(bits=8, group_size=0, act_bits=8)),
+                              ("W8A8 + SmoothQuant 0.5", dict(bits=8, group_size=0, act_bits=8, smoothquant_alpha=0.5)),
+                              ("W8A8 + SmoothQuant 0.8", dict(bits=8, group_size=0, act_bits=8, smoothquant_alpha=0.8)),
+                              ("W8A8 + Hadamard rotation", dict(bits=8, group_size=0, act_bits=8, rotate="hadamard")),
+                              ("W4A8 g64 gptq", dict(method="gptq", bits=4, group_size=64, act_bits=8)),
+                              ("W4A8 g64 gptq + rotation", dict(method="gptq", bits=4, group_size=64, act_bits=8,
+                                                                rotate="hadamard")),
+                              ("fp weights, KV 8-bit", dict(bits=16, kv_bits=8)),
+                              ("fp weights, KV 4-bit", dict(bits=16, kv_bits=4))]:
+            rows.append({"config": label, **evaluate(apply_recipe(session, recipe(**params)))})
+            print(rows[-1], flush=True)
 
     if "cache" not in args.skip:
         results["cache"] = _cache_timing(session, recipe, cache)
@@ -183,6 +197,16 @@ def _print_tables(results: dict) -> None:
         for r in results["methods"]:
             print(f"| {r['method']} | {r['bits']} | {r['group_size']} | {r['kl']:.4f} | {r['perplexity']:.2f} | "
                   f"{r['top1_agreement']:.3f} | {r['apply_s']:.1f} |")
+    if "activations" in results:
+        print("\n| activations / KV cache | KL to base | perplexity |")
+        print("|---|---|---|")
+        for r in results["activations"]:
+            print(f"| {r['config']} | {r['kl']:.4f} | {r['perplexity']:.2f} |")
+    if "cache" in results:
+        print("\n| cache timing | seconds / ratio |")
+        print("|---|---|")
+        for k, v in results["cache"].items():
+            print(f"| {k} | {v:.3f} |")
     if "mixed" in results:
         print("\n| allocation (3.5 avg bits, gptq g64) | avg bits | KL | perplexity |")
         print("|---|---|---|---|")

@@ -299,3 +299,25 @@ def test_smoothquant_weights_are_cached_apart_from_unsmoothed_ones(tiny_model, t
     scales = smooth(model, qmod.input_stats(model, ctx), 0.5)
     cache = qmod.quantize_linears(model, qmod.plan(ModelAdapter(model), params), ctx, prescale=scales, tag="sq0.5")
     assert cache.misses == len(ModelAdapter(model).linear_sites())
+
+
+@pytest.mark.parametrize("n", [64, 48, 576])
+def test_hadamard_is_orthogonal(n):
+    from autocompress.techniques.quant.rotation import hadamard
+
+    q = hadamard(n)
+    assert torch.allclose(q @ q.T, torch.eye(n, dtype=q.dtype), atol=1e-10)
+
+
+def test_rotation_leaves_float_outputs_unchanged_and_unties_the_head(tiny_model, tokenizer):
+    from autocompress.techniques.quant.rotation import rotate
+
+    ctx = make_context(tiny_model, tokenizer)
+    rotated = copy.deepcopy(tiny_model)
+    rotate(rotated)
+    with torch.no_grad():
+        ref, out = (m(input_ids=ctx.evaluation).logits for m in (tiny_model, rotated))
+    assert (out - ref).abs().max() < 1e-4 * ref.abs().max()
+    assert not ModelAdapter(rotated).tied_embeddings and not rotated.config.tie_word_embeddings
+    emb = rotated.get_input_embeddings().weight
+    assert not torch.allclose(emb, tiny_model.get_input_embeddings().weight, atol=1e-3)  # really rotated

@@ -130,6 +130,21 @@ class ModelAdapter:
             raise ValueError(f"no known norm before {group!r} in {type(block).__name__}")
         return getattr(block, name)
 
+    @property
+    def final_norm(self) -> nn.Module:
+        """The norm after the last block, before the LM head."""
+        parent_path = self.layers_path.rpartition(".")[0]
+        parent = self.model.get_submodule(parent_path) if parent_path else self.model
+        if not hasattr(parent, "norm"):
+            raise ValueError(f"no final norm found in {type(parent).__name__}")
+        return parent.norm
+
+    def untie_lm_head(self) -> None:
+        """Give the LM head its own copy of the embedding matrix (an explicit, visible choice)."""
+        if self.tied_embeddings:
+            self.lm_head.weight = nn.Parameter(self.input_embedding.weight.detach().clone())
+            self.config.tie_word_embeddings = False
+
     # ---- structural edits ------------------------------------------------------------
     def keep_layers(self, keep: list[int]) -> None:
         """Keep only the given decoder blocks (in order) and make config and caches agree."""

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from torch import nn
 
 from autocompress.calibration import input_stats
+from autocompress.cache import text_digest
 from autocompress.context import CompressionContext
 from autocompress.models.adapter import ModelAdapter
 from autocompress.models.annotations import WeightFormat, set_weight_format
@@ -23,6 +24,7 @@ from autocompress.techniques.quant.activations import add_activation_quant, resc
 from autocompress.techniques.quant.cache import WeightCache
 from autocompress.techniques.quant.grid import QuantFormat, check_format, rtn
 from autocompress.techniques.quant.kv import set_kv_bits
+from autocompress.techniques.quant.rotation import rotate
 from autocompress.techniques.quant.methods import WEIGHT_METHODS, Member
 from autocompress.techniques.quant.sensitivity import allocate_bits, layer_sensitivity
 from autocompress.techniques.selection import ModuleSelector
@@ -65,6 +67,8 @@ class QuantizeParams(BaseModel):
     act_bits: Literal[8, 16] = Field(16, description="8: per-token dynamic fake quantization of linear inputs")
     smoothquant_alpha: float | None = Field(None, ge=0, le=1, description="SmoothQuant migration strength (needs act_bits 8)")
     kv_bits: Literal[4, 8, 16] = Field(16, description="KV cache bits, simulated inside attention")
+    rotate: Literal["none", "hadamard"] = Field("none", description="hadamard: rotate the residual stream first "
+                                                "(float-equivalent; unties the LM head)")
 
     _method = field_validator("method")(_known_method)
 
@@ -158,16 +162,25 @@ class Quantize(Technique):
         bits = f"~{p.budget_bits:g}" if p.allocation == "sensitivity" else str(p.bits)
         text = f"{p.method} w{bits}g{p.group_size}" + ("" if p.symmetric else " asym") + (" +emb" if p.embeddings else "")
         text += (f" a{p.act_bits}" if p.act_bits < 16 else "") + (f" sq{p.smoothquant_alpha:g}" if p.smoothquant_alpha is not None else "")
-        text += f" kv{p.kv_bits}" if p.kv_bits < 16 else ""
+        text += (f" kv{p.kv_bits}" if p.kv_bits < 16 else "") + (" rot" if p.rotate != "none" else "")
         return text + "".join(f" {o.label()}:{o.method or ''}w{o.bits or p.bits}" for o in p.overrides)
 
     def apply(self, model: nn.Module, params: QuantizeParams, ctx: CompressionContext) -> nn.Module:
-        adapter = ModelAdapter(model)
-        assignment = plan(adapter, params, self.allocation(model, params, ctx))
-        scales, tag = {}, ""
-        if params.smoothquant_alpha is not None:
-            scales, tag = smooth(model, input_stats(model, ctx), params.smoothquant_alpha), f"sq{params.smoothquant_alpha}"
-        quantize_linears(model, assignment, ctx, prescale=scales, tag=tag)
+        lineage = ctx.lineage
+        try:
+            if params.rotate == "hadamard":
+                rotate(model, ctx.seed)
+                # Statistics and cached weights from here on are those of the rotated model.
+                ctx.lineage = text_digest(lineage, "rotate", params.rotate)
+            adapter = ModelAdapter(model)
+            assignment = plan(adapter, params, self.allocation(model, params, ctx))
+            scales, tag = {}, ""
+            if params.smoothquant_alpha is not None:
+                scales = smooth(model, input_stats(model, ctx), params.smoothquant_alpha)
+                tag = f"sq{params.smoothquant_alpha}"
+            quantize_linears(model, assignment, ctx, prescale=scales, tag=tag)
+        finally:
+            ctx.lineage = lineage
         if params.act_bits < 16:
             add_activation_quant(model, params.act_bits)
         set_kv_bits(model, params.kv_bits)
