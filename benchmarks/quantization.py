@@ -32,6 +32,8 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--skip", nargs="*", default=[], help="sections to skip: methods hqq act cache mixed")
     ap.add_argument("--out", default="quantization.json", help="file name under benchmarks/results/")
+    ap.add_argument("--formats", nargs="*", default=["4:64", "3:64", "4:32", "3:32"],
+                    help="bits:group pairs for the method table (128 does not divide SmolLM2's width 576)")
     args = ap.parse_args()
     cache = Path(tempfile.mkdtemp(prefix="ac-quant-bench-"))
     os.environ["AUTOCOMPRESS_CACHE"] = str(cache)  # a cold cache for this run
@@ -47,12 +49,15 @@ def main() -> None:
         return Recipe(model="smollm2-135m", seed=0, calibration=spec, steps=[{"technique": "quantize", "params": params}])
 
     results: dict = {"setup": {"model": "smollm2-135m", "data": "wikitext-2-raw test", "calibration_blocks": args.cal,
-                               "eval_blocks": args.eval, "seq_len": args.seq, "torch_threads": torch.get_num_threads(),
-                               "date": time.strftime("%Y-%m-%d")}}
+                               "eval_blocks": args.eval, "seq_len": args.seq,
+                               "torch_threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d")}}
     results["base"] = evaluate(session.base.model)
     print(f"base: perplexity {results['base']['perplexity']:.2f}")
 
-    formats = [(4, 64), (4, 32), (3, 64), (3, 32)]  # 128 does not divide SmolLM2's width 576
+    out = ROOT / "benchmarks" / "results" / args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save = lambda: out.write_text(json.dumps(results, indent=2))  # noqa: E731  (after every row: runs are long)
+    formats = [tuple(map(int, f.split(":"))) for f in args.formats]
     if "methods" not in args.skip:
         rows = results["methods"] = []
         for bits, group in formats:
@@ -60,20 +65,26 @@ def main() -> None:
                 t0 = time.perf_counter()
                 model = apply_recipe(session, recipe(method=method, bits=bits, group_size=group, symmetric=False))
                 seconds = time.perf_counter() - t0
-                rows.append({"method": method, "bits": bits, "group_size": group, "apply_s": seconds, **evaluate(model)})
+                rows.append({"method": method, "bits": bits, "group_size": group, "apply_s": seconds,
+                             **evaluate(model)})
                 print(_row(rows[-1]), flush=True)
+                save()
             if "hqq" not in args.skip:
                 t0 = time.perf_counter()
                 model = _hqq(session.base.model, bits, group)
                 rows.append({"method": "hqq (hqq 0.2.8)", "bits": bits, "group_size": group,
                              "apply_s": time.perf_counter() - t0, **evaluate(model)})
                 print(_row(rows[-1]), flush=True)
+                save()
 
     if "act" not in args.skip:
         rows = results["activations"] = []
-        for label, params in [("W8A8 (rtn w8 per-channel, a8 per-token)", dict(bits=8, group_size=0, act_bits=8)),
-                              ("W8A8 + SmoothQuant 0.5", dict(bits=8, group_size=0, act_bits=8, smoothquant_alpha=0.5)),
-                              ("W8A8 + SmoothQuant 0.8", dict(bits=8, group_size=0, act_bits=8, smoothquant_alpha=0.8)),
+        for label, params in [("W8A8 (rtn w8 per-channel, a8 per-token)",
+                               dict(bits=8, group_size=0, act_bits=8)),
+                              ("W8A8 + SmoothQuant 0.5",
+                               dict(bits=8, group_size=0, act_bits=8, smoothquant_alpha=0.5)),
+                              ("W8A8 + SmoothQuant 0.8",
+                               dict(bits=8, group_size=0, act_bits=8, smoothquant_alpha=0.8)),
                               ("W8A8 + Hadamard rotation", dict(bits=8, group_size=0, act_bits=8, rotate="hadamard")),
                               ("W4A8 g64 gptq", dict(method="gptq", bits=4, group_size=64, act_bits=8)),
                               ("W4A8 g64 gptq + rotation", dict(method="gptq", bits=4, group_size=64, act_bits=8,
@@ -82,18 +93,18 @@ def main() -> None:
                               ("fp weights, KV 4-bit", dict(bits=16, kv_bits=4))]:
             rows.append({"config": label, **evaluate(apply_recipe(session, recipe(**params)))})
             print(rows[-1], flush=True)
+            save()
 
     if "cache" not in args.skip:
         results["cache"] = _cache_timing(session, recipe, cache)
         print(json.dumps(results["cache"], indent=1), flush=True)
+        save()
 
     if "mixed" not in args.skip:
         results["mixed"] = _mixed(session, recipe, evaluate)
         print(json.dumps(results["mixed"], indent=1), flush=True)
 
-    out = ROOT / "benchmarks" / "results" / args.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    save()
     _print_tables(results)
     shutil.rmtree(cache, ignore_errors=True)
     print(f"wrote {out}")
@@ -123,8 +134,8 @@ def _hqq(base: torch.nn.Module, bits: int, group: int) -> torch.nn.Module:
 
 
 def _cache_timing(session, recipe, cache: Path) -> dict:
-    """Cold (nothing cached but the calibration statistics), warm (same recipe again), and a new
-    recipe mixing two already-seen uniform choices per module group."""
+    """Cold (no quantized weights cached; calibration statistics too when this is the run's first
+    use of them), warm (same recipe again), and a new recipe mixing two already-seen choices."""
     from autocompress.pipeline import apply_recipe
 
     shutil.rmtree(cache / "quant-weights", ignore_errors=True)
@@ -177,7 +188,8 @@ def _mixed(session, recipe, evaluate) -> dict:
     runs = []
     for seed in range(5):
         four = random_half(seed)
-        runs.append({"avg_bits": avg_bits(four), **evaluate(apply_recipe(session, recipe(**base, overrides=overrides(four))))})
+        model = apply_recipe(session, recipe(**base, overrides=overrides(four)))
+        runs.append({"avg_bits": avg_bits(four), **evaluate(model)})
     out["random (5 seeds)"] = {k: sum(r[k] for r in runs) / len(runs) for k in runs[0]}
     out["random runs"] = runs
     try:

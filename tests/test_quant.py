@@ -8,6 +8,7 @@ import torch
 from autocompress.calibration import InputStats
 from autocompress.errors import ConfigError
 from autocompress.models.adapter import ModelAdapter
+from autocompress.models.annotations import weight_format
 from autocompress.techniques import TECHNIQUES
 from autocompress.techniques.quant.awq import awq, awq_scales
 from autocompress.techniques.quant.gptq import gptq
@@ -108,7 +109,7 @@ def test_methods_quantize_the_model_and_record_formats(tiny_model, tokenizer, me
     quantize(tiny_model, ctx, method=method, bits=3, group_size=32, overrides=[{"match": "mlp.down", "bits": 8}])
     for site in ModelAdapter(tiny_model).linear_sites():
         bits = 8 if site.role == "mlp.down" else 3
-        fmt = site.module._autocompress_weight_format
+        fmt = weight_format(site.module)
         assert fmt.bits == bits and fmt.group_size == 32
         if method != "awq":  # AWQ's effective weight carries the folded 1/s per column
             assert max_distinct_per_group(site.module.weight, 32) <= 2**bits
@@ -171,10 +172,11 @@ def test_weight_cache_is_invalidated_by_model_data_and_choices(tiny_model, token
 def test_awq_cache_key_depends_on_the_sibling_formats(tiny_model, tokenizer, tmp_path):
     from autocompress.techniques import quantize as qmod
 
-    quantize(copy.deepcopy(tiny_model), cached_context(tiny_model, tokenizer, tmp_path), method="awq", bits=4, group_size=32)
+    ctx = cached_context(tiny_model, tokenizer, tmp_path)
+    quantize(copy.deepcopy(tiny_model), ctx, method="awq", bits=4, group_size=32)
     model = copy.deepcopy(tiny_model)
     params = qmod.QuantizeParams(method="awq", bits=4, group_size=32, overrides=[{"match": "attn.k", "bits": 8}])
-    cache = qmod.quantize_linears(model, qmod.plan(ModelAdapter(model), params), cached_context(tiny_model, tokenizer, tmp_path))
+    cache = qmod.quantize_linears(model, qmod.plan(ModelAdapter(model), params), ctx)
     layers = ModelAdapter(model).num_layers
     assert cache.misses == 3 * layers  # q, k, v share AWQ's scale; o, gate/up and down hit
     assert cache.hits == 4 * layers
@@ -218,7 +220,7 @@ def test_sensitivity_allocation_meets_the_average_and_is_cached(tiny_model, toke
     quantize(tiny_model, cached_context(base, tokenizer, tmp_path), method="gptq", group_size=32,
              allocation="sensitivity", avg_bits=3.5, bit_choices=[3, 4])
     sites = ModelAdapter(tiny_model).linear_sites()
-    bits = [s.module._autocompress_weight_format.bits for s in sites]
+    bits = [weight_format(s.module).bits for s in sites]
     sizes = [s.module.weight.numel() for s in sites]
     avg = sum(b * n for b, n in zip(bits, sizes)) / sum(sizes)
     assert 3.5 - max(sizes) / sum(sizes) <= avg <= 3.5 and set(bits) == {3, 4}
@@ -228,12 +230,13 @@ def test_sensitivity_allocation_meets_the_average_and_is_cached(tiny_model, toke
     again = copy.deepcopy(base)
     quantize(again, cached_context(base, tokenizer, tmp_path), method="gptq", group_size=32,
              allocation="sensitivity", avg_bits=3.5, bit_choices=[3, 4])
-    assert [s.module._autocompress_weight_format.bits for s in ModelAdapter(again).linear_sites()] == bits
+    assert [weight_format(s.module).bits for s in ModelAdapter(again).linear_sites()] == bits
 
 
 def test_sensitivity_allocation_needs_a_reachable_budget():
     with pytest.raises(ConfigError, match=r"^params\.avg_bits: 5 cannot be met .*allowed: 3 to 4$"):
-        TECHNIQUES["quantize"].parse_params({"allocation": "sensitivity", "avg_bits": 5, "bit_choices": [3, 4]}, "params")
+        TECHNIQUES["quantize"].parse_params({"allocation": "sensitivity", "avg_bits": 5, "bit_choices": [3, 4]},
+                                            "params")
     with pytest.raises(ConfigError, match=r"^params\.avg_bits: 8 cannot be met"):  # the default budget is bits
         TECHNIQUES["quantize"].parse_params({"allocation": "sensitivity", "bits": 8, "bit_choices": [3, 4]}, "params")
 

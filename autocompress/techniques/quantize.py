@@ -24,8 +24,8 @@ from autocompress.techniques.quant.activations import add_activation_quant, resc
 from autocompress.techniques.quant.cache import WeightCache
 from autocompress.techniques.quant.grid import QuantFormat, check_format, rtn
 from autocompress.techniques.quant.kv import set_kv_bits
-from autocompress.techniques.quant.rotation import rotate
 from autocompress.techniques.quant.methods import WEIGHT_METHODS, Member
+from autocompress.techniques.quant.rotation import rotate
 from autocompress.techniques.quant.sensitivity import allocate_bits, layer_sensitivity
 from autocompress.techniques.selection import ModuleSelector
 
@@ -65,7 +65,8 @@ class QuantizeParams(BaseModel):
                                                     "mean bits (default: bits); ignored otherwise")
     bit_choices: list[Bits] = Field(default_factory=lambda: [2, 3, 4, 8], min_length=2)
     act_bits: Literal[8, 16] = Field(16, description="8: per-token dynamic fake quantization of linear inputs")
-    smoothquant_alpha: float | None = Field(None, ge=0, le=1, description="SmoothQuant migration strength (needs act_bits 8)")
+    smoothquant_alpha: float | None = Field(None, ge=0, le=1,
+                                            description="SmoothQuant migration strength (needs act_bits 8)")
     kv_bits: Literal[4, 8, 16] = Field(16, description="KV cache bits, simulated inside attention")
     rotate: Literal["none", "hadamard"] = Field("none", description="hadamard: rotate the residual stream first "
                                                 "(float-equivalent; unties the LM head)")
@@ -108,7 +109,8 @@ def plan(adapter: ModelAdapter, params: QuantizeParams,
 def foldable(adapter: ModelAdapter, group: str) -> bool:
     """Whether a per-input-channel scale of this input group folds into the op that feeds it:
     the RMSNorm (q/k/v, gate/up), ``up`` (down), or ``v`` (o, only without grouped-query heads)."""
-    return group in ("attn.in", "mlp.in", "mlp.down") or (group == "attn.o" and adapter.num_heads == adapter.num_kv_heads)
+    no_gqa = adapter.num_heads == adapter.num_kv_heads
+    return group in ("attn.in", "mlp.in", "mlp.down") or (group == "attn.o" and no_gqa)
 
 
 def quantize_linears(model: nn.Module, assignment: dict[str, tuple[str, QuantFormat]],
@@ -160,8 +162,10 @@ class Quantize(Technique):
     def describe(cls, params: dict) -> str:
         p = QuantizeParams.model_validate(params)
         bits = f"~{p.budget_bits:g}" if p.allocation == "sensitivity" else str(p.bits)
-        text = f"{p.method} w{bits}g{p.group_size}" + ("" if p.symmetric else " asym") + (" +emb" if p.embeddings else "")
-        text += (f" a{p.act_bits}" if p.act_bits < 16 else "") + (f" sq{p.smoothquant_alpha:g}" if p.smoothquant_alpha is not None else "")
+        text = f"{p.method} w{bits}g{p.group_size}" + ("" if p.symmetric else " asym")
+        text += " +emb" if p.embeddings else ""
+        text += f" a{p.act_bits}" if p.act_bits < 16 else ""
+        text += f" sq{p.smoothquant_alpha:g}" if p.smoothquant_alpha is not None else ""
         text += (f" kv{p.kv_bits}" if p.kv_bits < 16 else "") + (" rot" if p.rotate != "none" else "")
         return text + "".join(f" {o.label()}:{o.method or ''}w{o.bits or p.bits}" for o in p.overrides)
 

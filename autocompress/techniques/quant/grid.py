@@ -36,7 +36,8 @@ class QuantFormat:
 def check_format(fmt: QuantFormat, name: str, cols: int, field: str = "quantize.group_size") -> None:
     """A clear error for a bit width we have no grid for or a group that does not tile the width."""
     if fmt.bits not in SUPPORTED_BITS:
-        raise ConfigError("quantize.bits", f"{fmt.bits} is not supported; allowed: {', '.join(map(str, SUPPORTED_BITS))}")
+        allowed = ", ".join(map(str, SUPPORTED_BITS))
+        raise ConfigError("quantize.bits", f"{fmt.bits} is not supported; allowed: {allowed}")
     if 0 < fmt.group_size < cols and cols % fmt.group_size:
         raise ConfigError(field, f"{fmt.group_size} does not divide the input width {cols} of {name}")
 

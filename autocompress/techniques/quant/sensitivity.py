@@ -34,8 +34,8 @@ def layer_sensitivity(model: nn.Module, ctx: CompressionContext, bit_choices: li
         for site in ModelAdapter(model).linear_sites():
             s = stats[site.name]
             w = site.module.weight.detach()
-            table[site.name] = [s.tokens * output_error(w, rtn(w, QuantFormat(b, group_size, symmetric)), s.hessian).item()
-                                for b in bit_choices]
+            formats = [QuantFormat(b, group_size, symmetric) for b in bit_choices]
+            table[site.name] = [s.tokens * output_error(w, rtn(w, f), s.hessian).item() for f in formats]
         if ctx.model_digest:
             path.parent.mkdir(parents=True, exist_ok=True)
             save_file({n: torch.tensor(v, dtype=torch.float64) for n, v in table.items()}, str(path))
