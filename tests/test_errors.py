@@ -231,14 +231,13 @@ def test_quantize_bits_5_lists_allowed_bits() -> None:
 def test_unknown_quantize_method_lists_methods() -> None:
     with pytest.raises(ConfigError) as exc:
         recipe({"technique": "quantize", "params": {"method": "magic"}})
-    raised(exc, "steps[0].params.method", "unknown method 'magic'", "allowed: rtn")
+    raised(exc, "steps[0].params.method", "unknown method 'magic'", "allowed: awq, gptq, rtn")
 
 
-@pytest.mark.parametrize("method", ["gptq", "awq"])
-def test_planned_quantize_method_is_not_yet_available(method: str) -> None:
+def test_unknown_method_in_an_override_names_the_override() -> None:
     with pytest.raises(ConfigError) as exc:
-        recipe({"technique": "quantize", "params": {"method": method}})
-    raised(exc, "steps[0].params.method", f"'{method}'", "not yet available", "rtn")
+        recipe({"technique": "quantize", "params": {"overrides": [{"match": "mlp.*", "method": "hqq"}]}})
+    raised(exc, "steps[0].params.overrides[0].method", "unknown method 'hqq'", "awq, gptq, rtn")
 
 
 def test_sparsity_above_limit() -> None:

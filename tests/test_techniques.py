@@ -9,7 +9,7 @@ from autocompress.models.adapter import ModelAdapter
 from autocompress.models.annotations import weight_format
 from autocompress.techniques import TECHNIQUES
 from autocompress.techniques.prune_depth import block_influence
-from autocompress.techniques.quantize import rtn_quantize
+from autocompress.techniques.quant.grid import QuantFormat, rtn
 from autocompress.techniques.sparsity.masks import magnitude_mask
 from conftest import make_context
 
@@ -29,7 +29,7 @@ def distinct_per_group(weight, group):
 @pytest.mark.parametrize("symmetric", [True, False])
 def test_rtn_uses_at_most_2_to_the_bits_values_per_group(bits, symmetric):
     w = torch.randn(16, 128)
-    q = rtn_quantize(w, bits, 32, symmetric)
+    q = rtn(w, QuantFormat(bits, 32, symmetric))
     assert distinct_per_group(q, 32) <= 2**bits
     assert distinct_per_group(q, 32) >= min(2**bits, 32) // 2  # it really uses the grid
     assert (q - w).abs().max() < w.abs().max() / (2 ** (bits - 1) - 0.5)
@@ -37,14 +37,14 @@ def test_rtn_uses_at_most_2_to_the_bits_values_per_group(bits, symmetric):
 
 def test_rtn_error_falls_with_more_bits_and_smaller_groups():
     w = torch.randn(64, 256)
-    err = {(b, g): (rtn_quantize(w, b, g, True) - w).pow(2).mean().item() for b in (3, 4, 8) for g in (32, 0)}
+    err = {(b, g): (rtn(w, QuantFormat(b, g)) - w).pow(2).mean().item() for b in (3, 4, 8) for g in (32, 0)}
     assert err[(3, 32)] > err[(4, 32)] > err[(8, 32)]
     assert err[(4, 0)] > err[(4, 32)]
 
 
 def test_rtn_16_bits_is_fp16_rounding():
     w = torch.randn(8, 64)
-    assert torch.equal(rtn_quantize(w, 16, 128, True), w.half().float())
+    assert torch.equal(rtn(w, QuantFormat(16, 128)), w.half().float())
 
 
 def test_quantize_overrides_per_group_and_records_formats(tiny_model, tokenizer):

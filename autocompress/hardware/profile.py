@@ -144,10 +144,14 @@ def _intermediate_size(adapter: ModelAdapter, linears: tuple[LinearProfile, ...]
     return max(widths, default=getattr(adapter.config, "intermediate_size", 4 * adapter.hidden_size))
 
 
-def profile_model(model: nn.Module, *, kv_bits: int = 16, avg_exit_layer: float | None = None,
+def profile_model(model: nn.Module, *, kv_bits: int | None = None, avg_exit_layer: float | None = None,
                   exit_head_reads: float = 0.0) -> ModelProfile:
     """Profile a (compressed) causal LM: real shapes of the remaining blocks, recorded formats,
-    measured sparsity, and the LM head (role ``lm_head``) read at every decode step."""
+    measured sparsity, and the LM head (role ``lm_head``) read at every decode step. ``kv_bits``
+    defaults to what the model records (``quantize`` with ``kv_bits``), else 16."""
+    from autocompress.techniques.quant.kv import kv_bits as recorded_kv_bits
+
+    kv_bits = recorded_kv_bits(model) if kv_bits is None else kv_bits
     adapter = ModelAdapter(model)
     linears = tuple(_linear_profile(site) for site in adapter.linear_sites(include_lm_head=True))
     emb_fmt = weight_format(adapter.input_embedding)

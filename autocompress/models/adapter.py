@@ -20,6 +20,11 @@ _ROLE_BY_LEAF = {
 }
 _FINAL_NORMS = ("norm", "final_layernorm", "ln_f")
 _INPUT_NORMS = ("input_layernorm", "ln_1", "attention_norm")
+# Roles that read the same tensor (the block's normed hidden state) share an input group.
+_SHARED_INPUT = {"attn.q": "attn.in", "attn.k": "attn.in", "attn.v": "attn.in", "attn.qkv": "attn.in",
+                 "mlp.gate": "mlp.in", "mlp.up": "mlp.in", "mlp.gate_up": "mlp.in"}
+# The norm whose output an input group reads (Llama, Qwen2, Mistral, Phi-3 names).
+_NORM_BEFORE = {"attn.in": "input_layernorm", "mlp.in": "post_attention_layernorm"}
 _ATTN_PARENTS = ("attn", "attention")
 _MLP_PARENTS = ("mlp", "feed_forward", "ffn")
 
@@ -118,6 +123,37 @@ class ModelAdapter:
         if include_lm_head:
             sites.append(LinearSite("lm_head", self.lm_head, None, "lm_head"))
         return sites
+
+    def input_groups(self) -> list[tuple[str, list[LinearSite]]]:
+        """The decoder linears grouped by the tensor they read, in execution order:
+        ``attn.in`` (q/k/v), ``attn.o``, ``mlp.in`` (gate/up), ``mlp.down`` in every block."""
+        groups: dict[tuple[int, str], list[LinearSite]] = {}
+        for site in self.linear_sites():
+            groups.setdefault((site.layer, _SHARED_INPUT.get(site.role, site.role)), []).append(site)
+        return [(kind, sites) for (_, kind), sites in groups.items()]
+
+    def input_norm(self, layer: int, group: str) -> nn.Module:
+        """The RMSNorm/LayerNorm of block ``layer`` that feeds input group ``attn.in`` or ``mlp.in``."""
+        block = self.layers[layer]
+        name = _NORM_BEFORE.get(group)
+        if name is None or not hasattr(block, name):
+            raise ValueError(f"no known norm before {group!r} in {type(block).__name__}")
+        return getattr(block, name)
+
+    @property
+    def final_norm(self) -> nn.Module:
+        """The norm after the last block, before the LM head."""
+        parent_path = self.layers_path.rpartition(".")[0]
+        parent = self.model.get_submodule(parent_path) if parent_path else self.model
+        if not hasattr(parent, "norm"):
+            raise ValueError(f"no final norm found in {type(parent).__name__}")
+        return parent.norm
+
+    def untie_lm_head(self) -> None:
+        """Give the LM head its own copy of the embedding matrix (an explicit, visible choice)."""
+        if self.tied_embeddings:
+            self.lm_head.weight = nn.Parameter(self.input_embedding.weight.detach().clone())
+            self.config.tie_word_embeddings = False
 
     # ---- structural edits ------------------------------------------------------------
     def keep_layers(self, keep: list[int]) -> None:

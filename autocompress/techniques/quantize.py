@@ -1,65 +1,52 @@
 """Weight quantization (simulated: weights are quantized then dequantized in place).
 
-The storage format each weight would have on the device is recorded with
-:func:`set_weight_format`, so hardware models see bits and group sizes.
+Each decoder linear gets a method (``rtn``, ``gptq``, ``awq``; see ``techniques/quant/``) and a
+format (bits, group size, symmetric) from the step's defaults and its overrides. Results are cached
+per module on disk (``quant/cache.py``). The storage format each weight would have on the device is
+recorded with :func:`set_weight_format`, so hardware models see bits and group sizes.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
+from autocompress.calibration import input_stats
+from autocompress.cache import text_digest
 from autocompress.context import CompressionContext
-from autocompress.errors import ConfigError
 from autocompress.models.adapter import ModelAdapter
 from autocompress.models.annotations import WeightFormat, set_weight_format
 from autocompress.techniques.base import Technique, register_technique
+from autocompress.techniques.quant.activations import add_activation_quant, rescaled, smooth
+from autocompress.techniques.quant.cache import WeightCache
+from autocompress.techniques.quant.grid import QuantFormat, check_format, rtn
+from autocompress.techniques.quant.kv import set_kv_bits
+from autocompress.techniques.quant.methods import WEIGHT_METHODS, Member
+from autocompress.techniques.quant.rotation import rotate
+from autocompress.techniques.quant.sensitivity import allocate_bits, layer_sensitivity
 from autocompress.techniques.selection import ModuleSelector
 
 Bits = Literal[2, 3, 4, 8, 16]
 
 
-def rtn_quantize(weight: torch.Tensor, bits: int, group_size: int, symmetric: bool) -> torch.Tensor:
-    """Round-to-nearest fake quantization of a ``[out, in]`` weight, groups along ``in``.
-
-    ``group_size`` 0 means one group per output row. 16 bits means fp16 rounding.
-    Symmetric: scale = max|w| / (2^(b-1) - 1), integers in [-2^(b-1), 2^(b-1) - 1].
-    Asymmetric: scale = (max - min) / (2^b - 1), zero point = round(-min / scale), integers in [0, 2^b - 1].
-    """
-    if bits == 16:
-        return weight.to(torch.float16).to(weight.dtype)
-    rows, cols = weight.shape
-    group = cols if group_size == 0 or group_size >= cols else group_size
-    w = weight.reshape(rows, cols // group, group).to(torch.float32)
-    if symmetric:
-        qmax = 2 ** (bits - 1) - 1
-        scale = (w.abs().amax(dim=-1, keepdim=True) / qmax).clamp(min=1e-12)
-        q = torch.clamp(torch.round(w / scale), -qmax - 1, qmax)
-        deq = q * scale
-    else:
-        qmax = 2**bits - 1
-        lo, hi = w.amin(dim=-1, keepdim=True), w.amax(dim=-1, keepdim=True)
-        scale = ((hi - lo) / qmax).clamp(min=1e-12)
-        zero = torch.round(-lo / scale)
-        q = torch.clamp(torch.round(w / scale) + zero, 0, qmax)
-        deq = (q - zero) * scale
-    return deq.reshape(rows, cols).to(weight.dtype)
-
-
-# Methods are small functions chosen by name; gptq/awq arrive with the quantization-suite issue.
-QUANT_METHODS: dict[str, Callable[[torch.Tensor, int, int, bool], torch.Tensor]] = {"rtn": rtn_quantize}
-PLANNED_METHODS = ("gptq", "awq")
+def _known_method(value: str | None) -> str | None:
+    if value is not None and value not in WEIGHT_METHODS:
+        raise ValueError(f"unknown method {value!r}; allowed: {', '.join(WEIGHT_METHODS)}")
+    return value
 
 
 class QuantOverride(ModuleSelector):
     """Different quantization for the selected modules; unset fields inherit the step's."""
 
+    method: str | None = None
     bits: Bits | None = None
     group_size: int | None = Field(None, ge=0)
     symmetric: bool | None = None
+
+    _method = field_validator("method")(_known_method)
 
 
 class QuantizeParams(BaseModel):
@@ -69,22 +56,101 @@ class QuantizeParams(BaseModel):
     bits: Bits = 4
     group_size: int = Field(128, ge=0, description="0 = per output channel")
     symmetric: bool = True
-    embeddings: bool = Field(False, description="also quantize the input embedding and LM head (tied or not)")
+    embeddings: bool = Field(False, description="also quantize the input embedding and LM head (tied or not), "
+                                                "by round to nearest")
     overrides: list[QuantOverride] = Field(default_factory=list)
+    allocation: Literal["uniform", "sensitivity"] = Field(
+        "uniform", description="sensitivity: per-layer bits from bit_choices by the GPTQ proxy, mean avg_bits")
+    avg_bits: float | None = Field(None, description="with allocation: sensitivity, the parameter-weighted "
+                                                    "mean bits (default: bits); ignored otherwise")
+    bit_choices: list[Bits] = Field(default_factory=lambda: [2, 3, 4, 8], min_length=2)
+    act_bits: Literal[8, 16] = Field(16, description="8: per-token dynamic fake quantization of linear inputs")
+    smoothquant_alpha: float | None = Field(None, ge=0, le=1,
+                                            description="SmoothQuant migration strength (needs act_bits 8)")
+    kv_bits: Literal[4, 8, 16] = Field(16, description="KV cache bits, simulated inside attention")
+    rotate: Literal["none", "hadamard"] = Field("none", description="hadamard: rotate the residual stream first "
+                                                "(float-equivalent; unties the LM head)")
 
-    @field_validator("method")
-    @classmethod
-    def _known_method(cls, value: str) -> str:
-        if value in PLANNED_METHODS:
-            raise ValueError(f"method {value!r} is not yet available; available: {', '.join(QUANT_METHODS)}")
-        if value not in QUANT_METHODS:
-            raise ValueError(f"unknown method {value!r}; allowed: {', '.join(QUANT_METHODS)}")
-        return value
+    _method = field_validator("method")(_known_method)
+
+    @model_validator(mode="after")
+    def _budget(self) -> "QuantizeParams":
+        lo, hi = min(self.bit_choices), max(self.bit_choices)
+        if self.allocation == "sensitivity" and not lo <= self.budget_bits <= hi:
+            raise ValueError(f"avg_bits: {self.budget_bits:g} cannot be met with bit_choices "
+                             f"{self.bit_choices}; allowed: {lo} to {hi}")
+        if self.smoothquant_alpha is not None and self.act_bits == 16:
+            raise ValueError("smoothquant_alpha: smoothing only helps quantized activations; set act_bits: 8")
+        return self
+
+    @property
+    def budget_bits(self) -> float:
+        return self.bits if self.avg_bits is None else self.avg_bits
 
 
-def _check_group(name: str, cols: int, group_size: int) -> None:
-    if 0 < group_size < cols and cols % group_size:
-        raise ConfigError("quantize.group_size", f"{group_size} does not divide the input width {cols} of {name}")
+def plan(adapter: ModelAdapter, params: QuantizeParams,
+         bits: dict[str, int] | None = None) -> dict[str, tuple[str, QuantFormat]]:
+    """Method and format of every decoder linear: the step's (with per-layer ``bits`` from an
+    allocation, if given), then each matching override in order."""
+    out = {}
+    for site in adapter.linear_sites():
+        layer_bits = bits[site.name] if bits else params.bits
+        method, fmt = params.method, QuantFormat(layer_bits, params.group_size, params.symmetric)
+        for o in params.overrides:
+            if o.selects(site, adapter.num_layers):
+                method = o.method or method
+                fmt = QuantFormat(o.bits or fmt.bits, fmt.group_size if o.group_size is None else o.group_size,
+                                  fmt.symmetric if o.symmetric is None else o.symmetric)
+        check_format(fmt, site.name, site.module.in_features)
+        out[site.name] = (method, fmt)
+    return out
+
+
+def foldable(adapter: ModelAdapter, group: str) -> bool:
+    """Whether a per-input-channel scale of this input group folds into the op that feeds it:
+    the RMSNorm (q/k/v, gate/up), ``up`` (down), or ``v`` (o, only without grouped-query heads)."""
+    no_gqa = adapter.num_heads == adapter.num_kv_heads
+    return group in ("attn.in", "mlp.in", "mlp.down") or (group == "attn.o" and no_gqa)
+
+
+def quantize_linears(model: nn.Module, assignment: dict[str, tuple[str, QuantFormat]],
+                     ctx: CompressionContext, cache: WeightCache | None = None,
+                     prescale: dict[str, torch.Tensor] | None = None, tag: str = "") -> WeightCache:
+    """Quantize every decoder linear as assigned, reading and filling the per-module cache.
+
+    ``prescale`` holds the per-input-channel scales already folded into some linears (SmoothQuant):
+    their statistics are those of ``x / s``. ``tag`` names that transform in the cache keys."""
+    prescale = prescale or {}
+    adapter = ModelAdapter(model)
+    cache = cache or WeightCache.for_context(ctx)
+    jobs: list[tuple[str, list[Member], bool, list[str], list[torch.Tensor | None]]] = []
+    for group, sites in adapter.input_groups():
+        for name in dict.fromkeys(assignment[s.name][0] for s in sites):
+            method = WEIGHT_METHODS[name]
+            members = [Member(s, assignment[s.name][1]) for s in sites if assignment[s.name][0] == name]
+            fold = foldable(adapter, group)
+            siblings = ",".join(m.fmt.label() for m in members) if method.joint else ""
+            keys = [cache.key(m.site.name, name, method.version, m.fmt.label(), siblings, str(fold), tag)
+                    for m in members]
+            jobs.append((name, members, fold, keys, [cache.get(k) for k in keys]))
+    # Statistics of the model as it enters this step, taken before any weight here changes.
+    missing = any(None in hit and WEIGHT_METHODS[name].needs_stats for name, _, _, _, hit in jobs)
+    stats = input_stats(model, ctx) if missing else {}
+    with torch.no_grad():
+        for name, members, fold, keys, hit in jobs:
+            if None in hit:
+                first = members[0].site.name
+                group_stats = stats.get(first)
+                if group_stats is not None and first in prescale:
+                    group_stats = rescaled(group_stats, prescale[first])
+                hit = WEIGHT_METHODS[name]().quantize(members, group_stats, fold)
+                for key, weight in zip(keys, hit):
+                    cache.put(key, weight)
+            for member, weight in zip(members, hit):
+                member.site.module.weight.copy_(weight)
+                set_weight_format(member.site.module, WeightFormat(member.fmt.bits, member.fmt.group_size,
+                                                                   member.fmt.symmetric))
+    return cache
 
 
 @register_technique
@@ -95,30 +161,53 @@ class Quantize(Technique):
     @classmethod
     def describe(cls, params: dict) -> str:
         p = QuantizeParams.model_validate(params)
-        text = f"{p.method} w{p.bits}g{p.group_size}" + ("" if p.symmetric else " asym") + (" +emb" if p.embeddings else "")
-        return text + "".join(f" {o.label()}:w{o.bits or p.bits}" for o in p.overrides)
+        bits = f"~{p.budget_bits:g}" if p.allocation == "sensitivity" else str(p.bits)
+        text = f"{p.method} w{bits}g{p.group_size}" + ("" if p.symmetric else " asym")
+        text += " +emb" if p.embeddings else ""
+        text += f" a{p.act_bits}" if p.act_bits < 16 else ""
+        text += f" sq{p.smoothquant_alpha:g}" if p.smoothquant_alpha is not None else ""
+        text += (f" kv{p.kv_bits}" if p.kv_bits < 16 else "") + (" rot" if p.rotate != "none" else "")
+        return text + "".join(f" {o.label()}:{o.method or ''}w{o.bits or p.bits}" for o in p.overrides)
 
     def apply(self, model: nn.Module, params: QuantizeParams, ctx: CompressionContext) -> nn.Module:
-        quantize = QUANT_METHODS[params.method]
-        adapter = ModelAdapter(model)
-        with torch.no_grad():
-            for site in adapter.linear_sites():
-                fmt = WeightFormat(params.bits, params.group_size, params.symmetric)
-                for override in params.overrides:
-                    if override.selects(site, adapter.num_layers):
-                        fmt = WeightFormat(override.bits or fmt.bits,
-                                           fmt.group_size if override.group_size is None else override.group_size,
-                                           fmt.symmetric if override.symmetric is None else override.symmetric)
-                _check_group(site.name, site.module.in_features, fmt.group_size)
-                site.module.weight.copy_(quantize(site.module.weight, fmt.bits, fmt.group_size, fmt.symmetric))
-                set_weight_format(site.module, fmt)
-            if params.embeddings:
-                fmt = WeightFormat(params.bits, params.group_size, params.symmetric)
-                # A tied LM head shares the embedding tensor: quantize it once, record both.
-                tensors = {id(m.weight): m for m in (adapter.input_embedding, adapter.lm_head)}
-                for module in tensors.values():
-                    _check_group("the embedding", module.weight.shape[1], fmt.group_size)
-                    module.weight.copy_(quantize(module.weight, fmt.bits, fmt.group_size, fmt.symmetric))
-                for module in (adapter.input_embedding, adapter.lm_head):
-                    set_weight_format(module, fmt)
+        lineage = ctx.lineage
+        try:
+            if params.rotate == "hadamard":
+                rotate(model, ctx.seed)
+                # Statistics and cached weights from here on are those of the rotated model.
+                ctx.lineage = text_digest(lineage, "rotate", params.rotate)
+            adapter = ModelAdapter(model)
+            assignment = plan(adapter, params, self.allocation(model, params, ctx))
+            scales, tag = {}, ""
+            if params.smoothquant_alpha is not None:
+                scales = smooth(model, input_stats(model, ctx), params.smoothquant_alpha)
+                tag = f"sq{params.smoothquant_alpha}"
+            quantize_linears(model, assignment, ctx, prescale=scales, tag=tag)
+        finally:
+            ctx.lineage = lineage
+        if params.act_bits < 16:
+            add_activation_quant(model, params.act_bits)
+        set_kv_bits(model, params.kv_bits)
+        if params.embeddings:
+            _quantize_embeddings(adapter, QuantFormat(params.bits, params.group_size, params.symmetric))
         return model
+
+    @staticmethod
+    def allocation(model: nn.Module, params: QuantizeParams, ctx: CompressionContext) -> dict[str, int] | None:
+        """Per-layer bits for ``allocation: sensitivity``; None means the step's ``bits`` everywhere."""
+        if params.allocation == "uniform":
+            return None
+        errors = layer_sensitivity(model, ctx, params.bit_choices, params.group_size, params.symmetric)
+        sizes = {s.name: s.module.weight.numel() for s in ModelAdapter(model).linear_sites()}
+        return allocate_bits(sizes, errors, params.bit_choices, params.budget_bits)
+
+
+@torch.no_grad()
+def _quantize_embeddings(adapter: ModelAdapter, fmt: QuantFormat) -> None:
+    """Round the input embedding and LM head; a tied head shares the tensor: quantized once, both recorded."""
+    tensors = {id(m.weight): m for m in (adapter.input_embedding, adapter.lm_head)}
+    for module in tensors.values():
+        check_format(fmt, "the embedding", module.weight.shape[1])
+        module.weight.copy_(rtn(module.weight, fmt))
+    for module in (adapter.input_embedding, adapter.lm_head):
+        set_weight_format(module, WeightFormat(fmt.bits, fmt.group_size, fmt.symmetric))

@@ -1,0 +1,44 @@
+"""AWQ (Lin et al., 2024): scale salient input channels up before rounding, searched per layer.
+
+Weight ``W`` and input ``x`` give the same output as ``(W diag(s)) (x / s)``; the ``1/s`` folds into
+the operation that produces ``x`` (an RMSNorm for q/k/v and gate/up, ``up`` for ``down``, ``v`` for
+``o``), so the stored weight is ``Q(W diag(s))`` and the effective one ``Q(W diag(s)) diag(1/s)``.
+``s = mean|x|^alpha``, with ``alpha`` on a grid in [0, 1] chosen to minimise the layer-output error of
+all linears that read the same input (they share the folded scale). The error is measured through
+the input Hessian (``tr(dW H dW^T)``), which equals the mean squared output error on the calibration
+tokens, so no activations need to be kept.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from autocompress.calibration import InputStats
+from autocompress.techniques.quant.grid import QuantFormat, output_error, rtn
+
+
+def awq_scales(absmean: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Per-input-channel scales ``mean|x|^alpha``, normalised to a geometric mean of about 1."""
+    s = absmean.to(torch.float32).clamp(min=1e-5).pow(alpha)
+    return s / (s.max() * s.min()).sqrt()
+
+
+def scaled_quant(weight: torch.Tensor, fmt: QuantFormat, s: torch.Tensor) -> torch.Tensor:
+    """The effective weight after scaling by ``s``, quantizing, and folding ``1/s`` back."""
+    return rtn(weight.to(torch.float32) * s, fmt) / s
+
+
+@torch.no_grad()
+def awq(weights: list[torch.Tensor], formats: list[QuantFormat], stats: InputStats,
+        grid: int = 20) -> tuple[list[torch.Tensor], float]:
+    """Quantize the linears that read one input with a shared AWQ scale; returns the effective
+    weights and the chosen ``alpha`` (0 = plain round-to-nearest)."""
+    best: tuple[float, float, list[torch.Tensor]] | None = None
+    for alpha in torch.linspace(0, 1, grid + 1).tolist():
+        s = awq_scales(stats.absmean, alpha)
+        approx = [scaled_quant(w, f, s) for w, f in zip(weights, formats)]
+        err = sum(output_error(w, a, stats.hessian).item() for w, a in zip(weights, approx))
+        if best is None or err < best[0]:
+            best = (err, alpha, approx)
+    _, alpha, approx = best
+    return [a.to(w.dtype) for w, a in zip(weights, approx)], alpha

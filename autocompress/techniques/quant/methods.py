@@ -1,0 +1,87 @@
+"""Weight quantization methods, chosen by name from :data:`WEIGHT_METHODS`.
+
+A method quantizes the linears of one *input group* (linears that read the same tensor: q/k/v,
+gate/up, o, down) that were assigned to it, so a method that shares something across the group
+(AWQ's folded scale) sees all of them; the others treat members one by one.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from autocompress.calibration import InputStats
+from autocompress.models.adapter import LinearSite
+from autocompress.registry import Registry
+from autocompress.techniques.quant.awq import awq
+from autocompress.techniques.quant.gptq import gptq
+from autocompress.techniques.quant.grid import QuantFormat, rtn
+
+
+@dataclass(frozen=True)
+class Member:
+    """One linear of an input group and the format it is assigned."""
+
+    site: LinearSite
+    fmt: QuantFormat
+
+
+class WeightMethod(ABC):
+    name: ClassVar[str]
+    needs_stats: ClassVar[bool] = True  # reads the calibration input statistics
+    joint: ClassVar[bool] = False  # a member's result depends on the other members' formats
+    version: ClassVar[str] = "1"  # bump when the algorithm's output changes (invalidates caches)
+
+    @abstractmethod
+    def quantize(self, members: list[Member], stats: InputStats | None, foldable: bool) -> list[torch.Tensor]:
+        """Effective (quantize-dequantized) weights of ``members``, in order. ``foldable`` says
+        whether a per-input-channel scale of this group can be folded into the op before it."""
+
+
+WEIGHT_METHODS: Registry[type[WeightMethod]] = Registry("quantization method")
+
+
+@WEIGHT_METHODS.decorator()
+class RTN(WeightMethod):
+    """Round to nearest on the group grid; needs no calibration data."""
+
+    name = "rtn"
+    needs_stats = False
+
+    def quantize(self, members, stats, foldable):
+        return [rtn(m.site.module.weight, m.fmt) for m in members]
+
+
+@WEIGHT_METHODS.decorator()
+class GPTQ(WeightMethod):
+    """Hessian-compensated rounding, column by column (``gptq.py``)."""
+
+    name = "gptq"
+
+    def quantize(self, members, stats, foldable):
+        # Rows are independent given H: linears sharing an input and a format run as one matrix.
+        out: dict[int, torch.Tensor] = {}
+        for fmt in dict.fromkeys(m.fmt for m in members):
+            index = [i for i, m in enumerate(members) if m.fmt == fmt]
+            weights = [members[i].site.module.weight for i in index]
+            rows = gptq(torch.cat(weights), stats.hessian, fmt).split([w.shape[0] for w in weights])
+            out.update(zip(index, rows))
+        return [out[i] for i in range(len(members))]
+
+
+@WEIGHT_METHODS.decorator()
+class AWQ(WeightMethod):
+    """Activation-aware channel scaling searched per input group (``awq.py``); where the scale
+    cannot be folded (``o`` under grouped-query attention) it is plain round to nearest."""
+
+    name = "awq"
+    joint = True
+
+    def quantize(self, members, stats, foldable):
+        if not foldable:
+            return [rtn(m.site.module.weight, m.fmt) for m in members]
+        weights, _ = awq([m.site.module.weight for m in members], [m.fmt for m in members], stats)
+        return weights
