@@ -87,6 +87,9 @@ class Job(BaseModel):
     tracking: str | None = Field(None, description="MLflow tracking URI; default sqlite:///<workdir>/mlflow.db; 'none' disables")
     workdir: str = "./runs"
     export: bool = Field(True, description="write Pareto-optimal checkpoints")
+    backend: str = Field("local", description="where trials run: local (in this process) or ray")
+    workers: int = Field(1, ge=1, le=64, description="service workers that may run this job's trials at once")
+    trust_remote_code: bool = Field(False, description="allow a model whose config names its own Python code")
 
     @field_validator("name")
     @classmethod

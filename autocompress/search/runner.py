@@ -2,39 +2,44 @@
 
 Every trial is persisted in the SQL storage as it finishes; a killed search resumes by running
 the same command again: trials left RUNNING are detected by their missing heartbeat, marked
-failed and re-queued with the same parameters, so no finished trial is repeated or lost.
+failed and re-queued with the same parameters, so no finished trial is repeated or lost. Any
+number of workers (processes, machines, Ray tasks) can share a job: each reserves its next trial
+under a per-job lock, so together they run exactly ``search.trials`` finished trials.
 """
 
 from __future__ import annotations
 
+import gc
 import math
+import threading
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from autocompress.backends import BACKENDS
 from autocompress.errors import ConfigError
 from autocompress.hardware.roofline import Workload
 from autocompress.hardware.target import HardwareTarget, load_target
-from autocompress.models.loading import resolve_checkpoint
+from autocompress.models.loading import check_remote_code, resolve_checkpoint
 from autocompress.pipeline import Session, apply_recipe, measure_accuracy, open_session, predict_cost
 from autocompress.metrics import is_cost_metric
 from autocompress.recipe import Recipe
 from autocompress.search.front import TrialRecord, is_feasible, trial_records
 from autocompress.search.job import Job
+from autocompress.search.lock import job_lock
 from autocompress.search.samplers import make_sampler
 from autocompress.search.space import SearchSpace
 from autocompress.search.storage import open_storage
 from autocompress.tracking import MlflowTracker, NullTracker, Tracker
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")  # we beat for ask/tell ourselves
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 @dataclass
@@ -120,24 +125,64 @@ class TrialObjective:
         return None
 
 
-class JobRunner:
-    """Opens (or resumes) the study for a job and runs it to its trial count."""
+class Heartbeat:
+    """Records an Optuna heartbeat for one trial every ``interval`` seconds while it runs.
 
-    def __init__(self, job: Job, console: Console | None = None, progress: bool = True):
+    Optuna only beats for ``study.optimize``; trials taken with ``ask`` (every backend here) need
+    their own, so that a dead worker's trials go stale and ``reap`` fails and re-queues them.
+    """
+
+    def __init__(self, storage: optuna.storages.RDBStorage, trial_id: int, interval: float):
+        self.storage, self.trial_id, self.interval = storage, trial_id, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True, name=f"heartbeat-{trial_id}")
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.storage.record_heartbeat(self.trial_id)
+            except Exception:  # a database hiccup must not kill the trial; the next beat retries
+                pass
+
+    def __enter__(self) -> "Heartbeat":
+        self.storage.record_heartbeat(self.trial_id)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class JobRunner:
+    """Opens (or resumes) the study for a job; its backend runs trials until the job has its count.
+
+    ``open`` -> ``search`` (any number of workers, each with its own runner) -> ``finish`` (once).
+    """
+
+    def __init__(self, job: Job, console: Console | None = None, progress: bool = True, sampler_offset: int = 0):
         self.job = job
         self.console = console or Console(stderr=True)
         self.progress = progress
+        self.sampler_offset = sampler_offset  # workers of one job sample with different seeds
         # Validate everything the user wrote before anything is created on disk or in a database.
         self.space = SearchSpace.load(job.space)
         self.targets = [load_target(t, f"targets[{i}]") for i, t in enumerate(job.targets)]
-        resolve_checkpoint(job.model)
+        check_remote_code(resolve_checkpoint(job.model), job.trust_remote_code)
+        BACKENDS.get(job.backend, "backend")
 
     # ---- set-up ----------------------------------------------------------------------------
+    def _sampler(self) -> optuna.samplers.BaseSampler:
+        settings = self.job.search
+        if self.sampler_offset:
+            settings = settings.model_copy(update={"seed": settings.seed + 1000 * self.sampler_offset})
+        return make_sampler(settings)
+
     def _load_study(self, storage: optuna.storages.BaseStorage) -> optuna.Study | None:
         """The job's existing study (None if new); a different job under the same name is an error."""
         job = self.job
         try:
-            study = optuna.load_study(study_name=job.name, storage=storage, sampler=make_sampler(job.search))
+            study = optuna.load_study(study_name=job.name, storage=storage, sampler=self._sampler())
         except KeyError:
             return None
         if study.user_attrs.get("job") != job_fingerprint(job, self.space):
@@ -148,8 +193,13 @@ class JobRunner:
 
     def _create_study(self, storage: optuna.storages.BaseStorage) -> optuna.Study:
         job = self.job
-        study = optuna.create_study(study_name=job.name, storage=storage, sampler=make_sampler(job.search),
-                                    directions=[o.direction for o in job.objectives])
+        try:
+            study = optuna.create_study(study_name=job.name, storage=storage, sampler=self._sampler(),
+                                        directions=[o.direction for o in job.objectives])
+        except optuna.exceptions.DuplicatedStudyError:  # another worker created it first
+            study = self._load_study(storage)
+            assert study is not None
+            return study
         study.set_user_attr("job", job_fingerprint(job, self.space))
         return study
 
@@ -163,80 +213,127 @@ class JobRunner:
         except Exception as exc:
             raise ConfigError("tracking", f"cannot open MLflow tracking URI {uri!r}: {str(exc)[:200]}") from None
 
-    def _recover(self, study: optuna.Study, tracker: Tracker) -> None:
-        """Fail trials whose worker died (no heartbeat), re-queue them, and close their MLflow runs."""
-        if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            grace = 2 * self.job.search.heartbeat_seconds + 1
-            self.console.print(f"[yellow]found running trials; waiting {grace} s to tell live workers from killed ones[/]")
-            time.sleep(grace + 1)
-            optuna.storages.fail_stale_trials(study)
+    def open(self) -> None:
+        """Connect storage and tracking, create or resume the study, load the model once."""
+        job = self.job
+        if job.storage is None or job.tracking is None:
+            job.workdir_path.mkdir(parents=True, exist_ok=True)
+        self.storage = open_storage(job.storage_url, job.search.heartbeat_seconds)
+        study = self._load_study(self.storage)
+        self.tracker = self._open_tracker()  # only now: every check that can fail has passed
+        self.study = study or self._create_study(self.storage)
+        self.tracker.start_job(job.model_dump(mode="json"))
+        with job_lock(job.storage_url, job.name):
+            self._reap(initial=True)
+        with self.console.status(f"loading {job.model} and calibration text..."):
+            self.session = open_session(job.model, job.calibration, job.search.seed, job.trust_remote_code)
+        self.objective = TrialObjective(job, self.space, self.session, self.targets, self.tracker)
+        self.deadline = time.monotonic() + job.search.timeout if job.search.timeout else math.inf
+
+    def _reap(self, initial: bool = False) -> None:
+        """Fail trials whose worker stopped beating, re-queue them once, close their MLflow runs.
+
+        Call under the job lock, so that two workers never re-queue the same trial.
+        """
+        study, tracker = self.study, self.tracker
+        optuna.storages.fail_stale_trials(study)
         trials = study.get_trials(deepcopy=False)
         requeued = {t.user_attrs.get("retry_of") for t in trials}
-        for t in trials:
-            if t.state == TrialState.FAIL and "error" not in t.user_attrs and t.number not in requeued:
-                study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
-                self.console.print(f"[yellow]trial {t.number} was interrupted; re-queued with the same parameters[/]")
-        by_number = {t.number: t for t in trials}
-        for number, run_id in tracker.running_trials().items():
-            t = by_number.get(number)
-            if t is not None and counts_as_finished(t):
-                self._log_outcome(tracker, t)
-        tracker.close_interrupted({t.number for t in trials if t.state == TrialState.RUNNING or counts_as_finished(t)})
+        killed = [t for t in trials if t.state == TrialState.FAIL and "error" not in t.user_attrs
+                  and t.number not in requeued]
+        for t in killed:
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+            self.console.print(f"[yellow]trial {t.number} was interrupted; re-queued with the same parameters[/]")
+        if initial:
+            by_number = {t.number: t for t in trials}
+            for number in tracker.running_trials():
+                t = by_number.get(number)
+                if t is not None and counts_as_finished(t):
+                    self._log_outcome(t)
+        if initial or killed:
+            tracker.close_interrupted({t.number for t in trials
+                                       if t.state == TrialState.RUNNING or counts_as_finished(t)})
 
-    # ---- per trial -------------------------------------------------------------------------
-    def _log_outcome(self, tracker: Tracker, trial: FrozenTrial) -> None:
+    # ---- trials (what backends call) -------------------------------------------------------
+    def finished(self) -> int:
+        return sum(counts_as_finished(t) for t in self.study.get_trials(deepcopy=False))
+
+    def next_trial(self, should_stop: Callable[[], bool] = lambda: False) -> optuna.Trial | None:
+        """Reserve the job's next trial, or None once it has all its trials (or must stop).
+
+        Under the job lock a worker starts a trial only while finished + running < trials, so any
+        number of workers together start exactly as many as needed. When the last ones are running
+        elsewhere it waits: they finish, or their worker dies and they are reaped and re-queued.
+        """
+        job = self.job
+        while not should_stop() and time.monotonic() < self.deadline:
+            with job_lock(job.storage_url, job.name):
+                self._reap()
+                trials = self.study.get_trials(deepcopy=False)
+                done = sum(counts_as_finished(t) for t in trials)
+                if done >= job.search.trials:
+                    return None
+                if done + sum(t.state == TrialState.RUNNING for t in trials) < job.search.trials:
+                    trial = self.study.ask()  # a re-queued trial first, if any
+                    self.storage.record_heartbeat(trial._trial_id)
+                    return trial
+            time.sleep(job.search.heartbeat_seconds)
+        return None
+
+    def run_trial(self, trial: optuna.Trial) -> FrozenTrial:
+        """Score one reserved trial (beating meanwhile), store its outcome in Optuna and MLflow."""
+        values, state = None, TrialState.COMPLETE
+        with Heartbeat(self.storage, trial._trial_id, self.job.search.heartbeat_seconds):
+            try:
+                values = self.objective(trial)
+            except optuna.TrialPruned:
+                state = TrialState.PRUNED
+            except Exception as exc:
+                state = TrialState.FAIL
+                if "error" not in trial.user_attrs:  # failed before the objective could record why
+                    trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:5000])
+            frozen = self.study.tell(trial, values, state=state)
+        self._log_outcome(frozen)
+        self.tracker.mark_pareto({r.number for r in trial_records(self.study, self.job.objectives) if r.pareto})
+        gc.collect()
+        return frozen
+
+    def _log_outcome(self, trial: FrozenTrial) -> None:
         run_id = trial.user_attrs.get("run_id")
         if not run_id:
             return
         tags = {"autocompress.pruned_reason": trial.user_attrs["pruned_reason"]} if "pruned_reason" in trial.user_attrs else None
-        tracker.log_trial(run_id, trial.user_attrs.get("metrics", {}), trial.state.name, is_feasible(trial),
-                          error=trial.user_attrs.get("error"), extra_tags=tags)
+        self.tracker.log_trial(run_id, trial.user_attrs.get("metrics", {}), trial.state.name, is_feasible(trial),
+                               error=trial.user_attrs.get("error"), extra_tags=tags)
 
     # ---- run -------------------------------------------------------------------------------
-    def run(self) -> JobResult:
-        job = self.job
-        if job.storage is None or job.tracking is None:
-            job.workdir_path.mkdir(parents=True, exist_ok=True)
-        storage = open_storage(job.storage_url, job.search.heartbeat_seconds)
-        study = self._load_study(storage)
-        tracker = self._open_tracker()  # only now: every check that can fail has passed
-        study = study or self._create_study(storage)
-        tracker.start_job(job.model_dump(mode="json"))
-        self._recover(study, tracker)
+    def search(self, should_stop: Callable[[], bool] = lambda: False) -> bool:
+        """Run trials on the job's backend; True once the job has all its finished trials."""
+        BACKENDS.get(self.job.backend)(self, should_stop)
+        return self.finished() >= self.job.search.trials
 
-        with self.console.status(f"loading {job.model} and calibration text..."):
-            session = open_session(job.model, job.calibration, job.search.seed)
-        objective = TrialObjective(job, self.space, session, self.targets, tracker)
-
-        def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-            self._log_outcome(tracker, trial)
-            tracker.mark_pareto({r.number for r in trial_records(study, job.objectives) if r.pareto})
-
-        deadline = time.monotonic() + job.search.timeout if job.search.timeout else math.inf
-        done = sum(counts_as_finished(t) for t in study.get_trials(deepcopy=False))
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TextColumn("{task.fields[last]}"), console=self.console, disable=not self.progress) as bar:
-            task = bar.add_task(f"search {job.name}", total=job.search.trials, completed=done, last="")
-            while done < job.search.trials and time.monotonic() < deadline:
-                study.optimize(objective, n_trials=1, callbacks=[after_trial], catch=(Exception,),
-                               gc_after_trial=True, show_progress_bar=False)
-                trials = study.get_trials(deepcopy=False)
-                done = sum(counts_as_finished(t) for t in trials)
-                bar.update(task, completed=done, last=_summary(trials[-1], job))
-
-        records = trial_records(study, job.objectives)
+    def finish(self) -> JobResult:
+        """The front: Pareto tags, front artifacts, exported checkpoints. Once per job."""
+        job, tracker = self.job, self.tracker
+        records = trial_records(self.study, job.objectives)
         tracker.mark_pareto({r.number for r in records if r.pareto})
         tracker.log_front([r.row() for r in records], [(o.metric, o.direction) for o in job.objectives])
         if job.export:
             from autocompress.export.pareto import export_front
 
             with self.console.status("exporting Pareto-optimal checkpoints..."):
-                export_front(job, session, records, tracker)
+                export_front(job, self.session, records, tracker)
         tracker.finish_job()
         return JobResult(job, records)
 
+    def run(self) -> JobResult:
+        self.open()
+        self.search()
+        return self.finish()
 
-def _summary(trial: FrozenTrial, job: Job) -> str:
+
+def summary(trial: FrozenTrial, job: Job) -> str:
+    """One line for a progress bar."""
     if trial.state == TrialState.COMPLETE:
         metrics = trial.user_attrs.get("metrics", {})
         return f"trial {trial.number}: " + ", ".join(f"{o.metric}={metrics.get(o.metric, math.nan):.4g}"
