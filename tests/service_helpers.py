@@ -24,30 +24,37 @@ def tiny_spec(model: Path, name: str = "svc", trials: int = 4, **overrides: Any)
     return spec
 
 
-def start_worker(database: str, workdir: Path, *extra: str, plugins: bool = False) -> subprocess.Popen:
-    """An ``autocompress worker`` process in its own session (so a kill takes its children too)."""
+def launch(args: list[str], log: Path, plugins: bool = False) -> subprocess.Popen:
+    """``autocompress ARGS`` in its own session (so a kill takes its children too), stderr to ``log``."""
     env = {**os.environ, "PYTHONPATH": str(TESTS)}
     if plugins:
         env["AUTOCOMPRESS_PLUGINS"] = "plugins_slow"
-    return subprocess.Popen([sys.executable, "-m", "autocompress", "worker", "--database", database,
-                             "--workdir", str(workdir), "--heartbeat", "1", "--poll", "0.5", *extra],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    with open(log, "w") as handle:
+        proc = subprocess.Popen([sys.executable, "-m", "autocompress", *args], env=env, stdout=subprocess.DEVNULL,
+                                stderr=handle, start_new_session=True)
+    proc.log = log  # type: ignore[attr-defined]
+    return proc
+
+
+def start_worker(database: str, workdir: Path, plugins: bool = False) -> subprocess.Popen:
+    log = workdir.parent / f"worker-{time.monotonic_ns()}.log"
+    return launch(["worker", "--database", database, "--workdir", str(workdir), "--heartbeat", "1", "--poll", "0.5"],
+                  log, plugins)
 
 
 def stop(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> str:
-    """Signal the process group, reap it, return its stderr."""
+    """Signal the process group, reap it, return what it wrote to stderr."""
     if proc.poll() is None:
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
             pass
     try:
-        _, err = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-        _, err = proc.communicate()
-    return err or ""
+        proc.wait()
+    return Path(proc.log).read_text(errors="replace")  # type: ignore[attr-defined]
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.3) -> Any:

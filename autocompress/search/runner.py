@@ -118,11 +118,26 @@ class TrialObjective:
 
     @staticmethod
     def _twin(trial: optuna.Trial, digest: str) -> FrozenTrial | None:
-        """An earlier finished trial with the same recipe, if any."""
-        for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-            if other.user_attrs.get("recipe_digest") == digest and "duplicate_of" not in other.user_attrs:
-                return other
-        return None
+        """The first finished trial with the same recipe, if any.
+
+        A lower-numbered trial with the same recipe that is still running (another worker sampled
+        it at the same moment) is waited for, so that a recipe is never measured twice; if its
+        worker dies it goes stale, fails and stops being a twin.
+        """
+        study = trial.study
+        while True:
+            running = False
+            for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                                  TrialState.RUNNING)):
+                if other.user_attrs.get("recipe_digest") != digest or other.number == trial.number:
+                    continue
+                if other.state != TrialState.RUNNING and "duplicate_of" not in other.user_attrs:
+                    return other
+                running |= other.state == TrialState.RUNNING and other.number < trial.number
+            if not running:
+                return None
+            time.sleep(0.5)
+            optuna.storages.fail_stale_trials(study)
 
 
 class Heartbeat:
@@ -160,8 +175,10 @@ class JobRunner:
     ``open`` -> ``search`` (any number of workers, each with its own runner) -> ``finish`` (once).
     """
 
-    def __init__(self, job: Job, console: Console | None = None, progress: bool = True, sampler_offset: int = 0):
+    def __init__(self, job: Job, console: Console | None = None, progress: bool = True, sampler_offset: int = 0,
+                 worker: str | None = None):
         self.job = job
+        self.worker = worker  # recorded on each trial it runs
         self.console = console or Console(stderr=True)
         self.progress = progress
         self.sampler_offset = sampler_offset  # workers of one job sample with different seeds
@@ -218,12 +235,12 @@ class JobRunner:
         job = self.job
         if job.storage is None or job.tracking is None:
             job.workdir_path.mkdir(parents=True, exist_ok=True)
-        self.storage = open_storage(job.storage_url, job.search.heartbeat_seconds)
-        study = self._load_study(self.storage)
-        self.tracker = self._open_tracker()  # only now: every check that can fail has passed
-        self.study = study or self._create_study(self.storage)
-        self.tracker.start_job(job.model_dump(mode="json"))
-        with job_lock(job.storage_url, job.name):
+        with job_lock(job.storage_url, job.name):  # workers starting together create tables and runs once
+            self.storage = open_storage(job.storage_url, job.search.heartbeat_seconds)
+            study = self._load_study(self.storage)
+            self.tracker = self._open_tracker()  # only now: every check that can fail has passed
+            self.study = study or self._create_study(self.storage)
+            self.tracker.start_job(job.model_dump(mode="json"))
             self._reap(initial=True)
         with self.console.status(f"loading {job.model} and calibration text..."):
             self.session = open_session(job.model, job.calibration, job.search.seed, job.trust_remote_code)
@@ -276,6 +293,8 @@ class JobRunner:
                 if done + sum(t.state == TrialState.RUNNING for t in trials) < job.search.trials:
                     trial = self.study.ask()  # a re-queued trial first, if any
                     self.storage.record_heartbeat(trial._trial_id)
+                    if self.worker:
+                        trial.set_user_attr("worker", self.worker)
                     return trial
             time.sleep(job.search.heartbeat_seconds)
         return None

@@ -53,7 +53,7 @@ class Worker:
         beater.start()
         try:
             job = prepare_job(claim.spec, self.settings)
-            runner = JobRunner(job, self.console, progress=False, sampler_offset=claim.slot)
+            runner = JobRunner(job, self.console, progress=False, sampler_offset=claim.slot, worker=self.name)
             runner.open()
             self.console.print(f"[bold]{self.name}[/]: job {job.name} ({claim.job_id}), slot {claim.slot}")
             if runner.search(should_stop=halt.is_set) and not halt.is_set() and self.queue.take_finalizer(claim):
