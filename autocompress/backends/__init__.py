@@ -22,4 +22,5 @@ def register_backend(name: str) -> Callable[[Backend], Backend]:
     return lambda fn: BACKENDS.register(fn, name)
 
 
-from autocompress.backends import local  # noqa: E402,F401  (registers itself)
+from autocompress.backends import local  # noqa: E402,F401  (each registers itself)
+from autocompress.backends import ray as _ray  # noqa: E402,F401  (imports ray only when used)

@@ -10,6 +10,7 @@ under a per-job lock, so together they run exactly ``search.trials`` finished tr
 from __future__ import annotations
 
 import gc
+from contextlib import nullcontext
 import math
 import threading
 import time
@@ -275,34 +276,41 @@ class JobRunner:
     def finished(self) -> int:
         return sum(counts_as_finished(t) for t in self.study.get_trials(deepcopy=False))
 
-    def next_trial(self, should_stop: Callable[[], bool] = lambda: False) -> optuna.Trial | None:
-        """Reserve the job's next trial, or None once it has all its trials (or must stop).
+    def reserve(self) -> tuple[optuna.Trial | None, bool]:
+        """(the job's next trial or None, whether the job has all its finished trials).
 
         Under the job lock a worker starts a trial only while finished + running < trials, so any
-        number of workers together start exactly as many as needed. When the last ones are running
-        elsewhere it waits: they finish, or their worker dies and they are reaped and re-queued.
+        number of workers together start exactly as many as needed. (None, False) means the last
+        trials are running elsewhere: they finish, or their worker dies and they are re-queued.
         """
         job = self.job
+        with job_lock(job.storage_url, job.name):
+            self._reap()
+            trials = self.study.get_trials(deepcopy=False)
+            done = sum(counts_as_finished(t) for t in trials)
+            if done >= job.search.trials:
+                return None, True
+            if done + sum(t.state == TrialState.RUNNING for t in trials) >= job.search.trials:
+                return None, False
+            trial = self.study.ask()  # a re-queued trial first, if any
+            self.storage.record_heartbeat(trial._trial_id)
+            if self.worker:
+                trial.set_user_attr("worker", self.worker)
+            return trial, False
+
+    def next_trial(self, should_stop: Callable[[], bool] = lambda: False) -> optuna.Trial | None:
+        """The job's next trial, waiting while the last ones run elsewhere; None when done or stopping."""
         while not should_stop() and time.monotonic() < self.deadline:
-            with job_lock(job.storage_url, job.name):
-                self._reap()
-                trials = self.study.get_trials(deepcopy=False)
-                done = sum(counts_as_finished(t) for t in trials)
-                if done >= job.search.trials:
-                    return None
-                if done + sum(t.state == TrialState.RUNNING for t in trials) < job.search.trials:
-                    trial = self.study.ask()  # a re-queued trial first, if any
-                    self.storage.record_heartbeat(trial._trial_id)
-                    if self.worker:
-                        trial.set_user_attr("worker", self.worker)
-                    return trial
-            time.sleep(job.search.heartbeat_seconds)
+            trial, done = self.reserve()
+            if trial is not None or done:
+                return trial
+            time.sleep(self.job.search.heartbeat_seconds)
         return None
 
-    def run_trial(self, trial: optuna.Trial) -> FrozenTrial:
-        """Score one reserved trial (beating meanwhile), store its outcome in Optuna and MLflow."""
+    def run_trial(self, trial: optuna.Trial, beat: bool = True) -> FrozenTrial:
+        """Score one reserved trial (beating meanwhile, unless the caller does), store its outcome."""
         values, state = None, TrialState.COMPLETE
-        with Heartbeat(self.storage, trial._trial_id, self.job.search.heartbeat_seconds):
+        with Heartbeat(self.storage, trial._trial_id, self.job.search.heartbeat_seconds) if beat else nullcontext():
             try:
                 values = self.objective(trial)
             except optuna.TrialPruned:
