@@ -29,8 +29,19 @@ def catalog_dir(catalog: str) -> Path:
     return package.parent / catalog
 
 
+def user_catalog_dir(catalog: str) -> Path:
+    """Where users' own entries live (e.g. the calibrated ``host`` target); they win over shipped ones."""
+    from autocompress.cache import cache_root
+
+    return cache_root() / catalog
+
+
+def _search_path(catalog: str) -> list[Path]:
+    return [user_catalog_dir(catalog), catalog_dir(catalog)]
+
+
 def catalog_names(catalog: str) -> list[str]:
-    return sorted(p.stem for p in catalog_dir(catalog).glob("*.yaml"))
+    return sorted({p.stem for folder in _search_path(catalog) for p in folder.glob("*.yaml")})
 
 
 def looks_like_path(ref: str) -> bool:
@@ -46,7 +57,8 @@ def resolve(catalog: str, ref: str, field: str) -> Path:
         return path
     if not _NAME.match(ref) or ".." in ref:
         raise ConfigError(field, f"{ref!r} is not a valid name (letters, digits, '-', '_', '.')")
-    path = catalog_dir(catalog) / f"{ref}.yaml"
+    path = next((d / f"{ref}.yaml" for d in _search_path(catalog) if (d / f"{ref}.yaml").is_file()),
+                catalog_dir(catalog) / f"{ref}.yaml")
     if not path.is_file():
         raise ConfigError(field, f"unknown {catalog[:-1].replace('_', ' ')} {ref!r}; "
                                  f"allowed: {', '.join(catalog_names(catalog))} or a path to a .yaml file")

@@ -14,12 +14,14 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from autocompress.cli_hardware import app as hardware_app
 from autocompress.errors import AutocompressError, ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Find the best way to compress a small language model for an edge device.")
 pipeline_app = typer.Typer(no_args_is_help=True, help="Run declarative recipes from pipelines/.")
 app.add_typer(pipeline_app, name="pipeline")
+app.add_typer(hardware_app, name="hardware")
 
 out = Console()
 err = Console(stderr=True)
@@ -98,7 +100,7 @@ def search(
     target: list[str] = typer.Option([], help="hardware target (repeatable)"),
     objective: list[str] = typer.Option([], help="METRIC[:min|max] (repeatable)"),
     budget: list[str] = typer.Option([], help="'METRIC<=X' or 'METRIC>=X' (repeatable)"),
-    sampler: Optional[str] = typer.Option(None, help="nsga2, tpe or random"),
+    sampler: Optional[str] = typer.Option(None, help="nsga2, nsga3, tpe, gp or random"),
     trials: Optional[int] = typer.Option(None, help="total finished trials wanted"),
     timeout: Optional[float] = typer.Option(None, help="seconds for this invocation"),
     seed: Optional[int] = typer.Option(None),
@@ -149,6 +151,30 @@ def pareto(
         out.print(_front_table(result))
 
 
+@app.command()
+def report(
+    job_ref: str = typer.Argument(..., help="job YAML, or a job name with --workdir/--storage"),
+    out_dir: Path = typer.Option(..., "--out", help="folder for the HTML/PNG charts and summary.json"),
+    workdir: str = typer.Option("./runs"),
+    storage: Optional[str] = typer.Option(None),
+) -> None:
+    """Fronts per target, hypervolume over trials, parameter importances and the time split of a job."""
+    import optuna
+
+    from autocompress.search.report import write_report
+    from autocompress.search.storage import open_storage
+
+    job = _load_job(Path(job_ref), {"storage": storage}) if Path(job_ref).is_file() else \
+        _job_from_storage(job_ref, workdir, storage)
+    study = optuna.load_study(study_name=job.name, storage=open_storage(job.storage_url, 10))
+    summary = write_report(study, job, out_dir)
+    for target, front in summary["fronts"].items():
+        out.print(f"{target}: front of {len(front)} trials {front}")
+    out.print(f"hypervolume {summary['hypervolume']:.4g}; trial time outside evaluation "
+              f"{100 * summary['time']['overhead_share']:.0f}%")
+    out.print(f"wrote {out_dir}")
+
+
 def _job_from_storage(name: str, workdir: str, storage: Optional[str]) -> "Job":
     """Rebuild a job's definition from what the study recorded."""
     import optuna
@@ -164,6 +190,7 @@ def _job_from_storage(name: str, workdir: str, storage: Optional[str]) -> "Job":
         raise ConfigError("job", f"no job named {name!r} in {url}") from None
     fp = study.user_attrs["job"]
     return Job.from_dict({"name": name, "model": fp["model"], "targets": fp["targets"], "objectives": fp["objectives"],
+                          "search": {"seed": fp["seed"]},
                           "budgets": fp["budgets"], "workdir": workdir, "storage": storage})
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 ACCURACY_METRICS = ("kl", "perplexity")
-COST_METRICS = ("decode_ms_per_token", "prefill_ms", "peak_memory_mb")
+COST_METRICS = ("decode_ms_per_token", "prefill_ms", "peak_memory_mb", "energy_mj_per_token")
 
 
 def metric_name(target: str, metric: str) -> str:

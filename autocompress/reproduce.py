@@ -58,7 +58,11 @@ def from_mlflow_run(run_id: str, tracking_uri: str) -> Provenance:
             job = yaml.safe_load(Path(client.download_artifacts(parent, "job.yaml", tmp)).read_text()) if parent else {}
     except MlflowException:
         raise ConfigError("run", f"{run_id!r} is neither a recipe file nor an MLflow run in {tracking_uri}") from None
-    return Provenance(recipe, dict(run.data.metrics), None, (job or {}).get("workload", {}))
+    from autocompress.evaluators import known_metrics
+    from autocompress.metrics import is_cost_metric
+
+    recorded = {k: v for k, v in run.data.metrics.items() if is_cost_metric(k) or k in known_metrics()}
+    return Provenance(recipe, recorded, None, (job or {}).get("workload", {}))
 
 
 def reproduce(provenance: Provenance, out_dir: Path, targets: list[str] | None = None) -> Outcome:

@@ -43,7 +43,8 @@ class Tracker(Protocol):
     def trial_runs(self) -> dict[int, str]: ...
     def running_trials(self) -> dict[int, str]: ...
     def close_interrupted(self, live_trial_numbers: set[int]) -> list[int]: ...
-    def mark_pareto(self, pareto_trials: set[int]) -> None: ...
+    def mark_pareto(self, pareto_trials: set[int], tag: str = ...) -> None: ...
+    def log_report(self, folder: str) -> None: ...
     def log_front(self, rows: list[dict], objectives: list[tuple[str, str]]) -> None: ...
     def log_model(self, run_id: str, model_dir: str, registered_name: str) -> str: ...
     def finish_job(self, status: str = "FINISHED") -> None: ...
@@ -177,12 +178,16 @@ class MlflowTracker:
                 closed.append(n)
         return closed
 
-    def mark_pareto(self, pareto_trials: set[int]) -> None:
-        """Set ``autocompress.pareto`` on every trial run, writing only the tags that change."""
+    def mark_pareto(self, pareto_trials: set[int], tag: str = PARETO) -> None:
+        """Set ``tag`` (default ``autocompress.pareto``) on every trial run, writing only the tags that change."""
         for n, run in self._trials().items():
             want = _bool(n in pareto_trials)
-            if run.data.tags.get(PARETO) != want:
-                self.client.set_tag(run.info.run_id, PARETO, want)
+            if run.data.tags.get(tag) != want:
+                self.client.set_tag(run.info.run_id, tag, want)
+
+    def log_report(self, folder: str) -> None:
+        """A report folder's files under ``report/`` of the job run."""
+        self.client.log_artifacts(self.job_run_id(), folder, "report")
 
     # ---- artifacts -----------------------------------------------------------------------
     def log_front(self, rows: list[dict], objectives: list[tuple[str, str]]) -> None:
@@ -270,7 +275,10 @@ class NullTracker:
     def close_interrupted(self, live_trial_numbers: set[int]) -> list[int]:
         return []
 
-    def mark_pareto(self, pareto_trials: set[int]) -> None:
+    def log_report(self, folder: str) -> None:
+        return None
+
+    def mark_pareto(self, pareto_trials: set[int], tag: str = PARETO) -> None:
         pass
 
     def log_front(self, rows: list[dict], objectives: list[tuple[str, str]]) -> None:

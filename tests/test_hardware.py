@@ -19,7 +19,8 @@ from autocompress.metrics import COST_METRICS, metric_name
 from autocompress.models.adapter import ModelAdapter
 from autocompress.models.annotations import WeightFormat, set_weight_format
 
-SHIPPED = ("apple-m2", "raspberry-pi-5", "snapdragon-8-gen3-cpu")
+SHIPPED = ("apple-m2-cpu", "apple-m2-gpu", "intel-core-ultra-cpu", "jetson-orin-nano", "raspberry-pi-5",
+           "snapdragon-8-gen3-cpu", "snapdragon-8-gen3-gpu", "snapdragon-8-gen3-npu")
 GEOMETRY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
                 num_key_value_heads=2, vocab_size=256)
 
@@ -212,7 +213,7 @@ def test_cost_metrics_names_and_registry(targets: dict[str, HardwareTarget]) -> 
     assert all(v > 0 for v in metrics.values())
     assert HARDWARE_MODELS["roofline"] is RooflineModel
     # the faster memory system decodes faster
-    assert metrics["apple-m2.decode_ms_per_token"] < metrics["raspberry-pi-5.decode_ms_per_token"]
+    assert metrics["apple-m2-cpu.decode_ms_per_token"] < metrics["raspberry-pi-5.decode_ms_per_token"]
 
 
 # ---- targets ----------------------------------------------------------------------------
@@ -221,7 +222,8 @@ def test_shipped_targets_load_and_are_plausible(targets: dict[str, HardwareTarge
     for name, t in targets.items():
         assert t.name == name and t.description and t.runtime
         peak = t.peak_gflops
-        assert peak.fp32 < peak.fp16 <= peak.int8 and peak.int4 >= peak.int8
+        # fp16 == fp32 where the hardware has no faster half-precision math (Apple GPUs, AVX2 CPUs)
+        assert peak.fp32 <= peak.fp16 <= peak.int8 and peak.int4 >= peak.int8
         assert 5 < t.memory_bandwidth_gbps < 200 and 0.2 <= t.sustained_bandwidth_fraction <= 0.8
         assert 0.05 <= t.compute_efficiency <= 0.6 and 1 <= t.memory_capacity_gb <= 64
     # the derivations cited in the YAML comments hold
@@ -229,8 +231,28 @@ def test_shipped_targets_load_and_are_plausible(targets: dict[str, HardwareTarge
     assert pi.memory_bandwidth_gbps == pytest.approx(4.267 * 4, rel=1e-3)  # LPDDR4X-4267, 32-bit
     assert pi.peak_gflops.fp32 == pytest.approx(4 * 2.4 * 2 * 4 * 2)  # cores x GHz x pipes x lanes x FMA
     assert pi.peak_gflops.int8 == pytest.approx(4 * pi.peak_gflops.fp32)  # SDOT: 16 MACs per 128-bit op
-    assert targets["apple-m2"].memory_bandwidth_gbps == pytest.approx(6.4 * 16)  # LPDDR5-6400, 128-bit
+    assert targets["apple-m2-cpu"].memory_bandwidth_gbps == pytest.approx(6.4 * 16)  # LPDDR5-6400, 128-bit
     assert targets["snapdragon-8-gen3-cpu"].memory_bandwidth_gbps == pytest.approx(9.6 * 8)  # LPDDR5X-9600, 64-bit
+    for name in ("snapdragon-8-gen3-gpu", "snapdragon-8-gen3-npu"):  # the same LPDDR5X-9600 64-bit bus
+        assert targets[name].memory_bandwidth_gbps == pytest.approx(9.6 * 8)
+    adreno = targets["snapdragon-8-gen3-gpu"].peak_gflops
+    assert adreno.fp32 == pytest.approx(1536 * 2 * 0.903)  # ALUs x FMA x GHz (third-party estimate)
+    assert adreno.fp16 == pytest.approx(2 * adreno.fp32)  # Adreno double-rate half precision
+    hexagon = targets["snapdragon-8-gen3-npu"].peak_gflops
+    assert hexagon.int8 == pytest.approx(16384 * 2 * 1.0)  # HMX MACs/cycle x 2 ops x ~1 GHz (estimate)
+    m2_gpu = targets["apple-m2-gpu"]
+    assert m2_gpu.memory_bandwidth_gbps == pytest.approx(6.4 * 16)  # LPDDR5-6400, 128-bit
+    assert m2_gpu.peak_gflops.fp32 == pytest.approx(10 * 128 * 2 * 1.398, rel=1e-4)  # cores x ALUs x FMA x GHz
+    assert m2_gpu.peak_gflops.fp16 == m2_gpu.peak_gflops.fp32  # Apple GPUs: F16 at the F32 rate
+    jetson = targets["jetson-orin-nano"]
+    assert jetson.memory_bandwidth_gbps == pytest.approx(6.4 * 16)  # LPDDR5-6400, 128-bit ("102 GB/s")
+    assert jetson.peak_gflops.fp32 == pytest.approx(1024 * 2 * 1.02)  # CUDA cores x FMA x GHz (Super mode)
+    assert 2 * jetson.peak_gflops.int8 == pytest.approx(67_000, rel=0.01)  # 2:4 sparse INT8 = NVIDIA's "67 TOPS"
+    assert jetson.has("sparse_2_4") and not jetson.has("int8_activations")
+    ultra = targets["intel-core-ultra-cpu"]
+    assert ultra.memory_bandwidth_gbps == pytest.approx(7.467 * 16)  # LPDDR5X-7467, 128-bit (ARK: 120 GB/s)
+    assert ultra.peak_gflops.fp32 == pytest.approx(6 * 2 * 8 * 2 * 3.5)  # P-cores x FMA ports x lanes x FMA x GHz
+    assert ultra.peak_gflops.int8 == pytest.approx(4 * ultra.peak_gflops.fp32)  # AVX-VNNI: 4x the fp32 FMA rate
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -238,7 +260,7 @@ def test_every_number_cites_a_source(name: str) -> None:
     lines = catalog.resolve("hardware_models", name, "targets").read_text().splitlines()
     number = re.compile(r"^\s*[A-Za-z0-9_]+:\s*-?[0-9.]+\s*(#.*)?$")
     numeric = [i for i, line in enumerate(lines) if number.match(line)]
-    assert len(numeric) == 9  # 5 top-level numbers + 4 peaks
+    assert len(numeric) >= 10  # at least 6 top-level numbers + 4 peaks
     for i in numeric:
         assert "#" in lines[i] or lines[i - 1].lstrip().startswith("#"), f"{name}.yaml:{i + 1} has no source"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -283,3 +284,40 @@ def test_cli_pareto_json_and_reproduce_check_exit_codes(searched, tmp_path):
     proc = run_cli(["reproduce", str(folder / "recipe.yaml"), "--out", str(tmp_path / "bad"), "--check"], tmp_path)
     assert proc.returncode == 1
     assert "mismatch" in proc.stderr and "perplexity" in proc.stderr
+
+
+def test_space_seeds_run_first_and_reports_are_written(tmp_path, tiny_checkpoints):
+    space = yaml.safe_load((TESTS / "data" / "tiny-space.yaml").read_text())
+    space["seeds"] = [{"quantize.bits": 8, "quantize.mlp.bits": 4, "prune_depth.drop_layers": 0,
+                       "sparsify.sparsity": 0.0}, {"quantize.bits": 16}]
+    (tmp_path / "seeded.yaml").write_text(yaml.safe_dump(space))
+    job = make_job(tmp_path, tiny_checkpoints["llama"], space=str(tmp_path / "seeded.yaml"),
+                   targets=["raspberry-pi-5", "apple-m2-cpu"], search={"trials": 5, "sampler": "random"})
+    result = run_job(job, progress=False)
+    steps = [r.recipe["steps"] for r in result.records]
+    assert steps[0][2]["params"]["bits"] == 8 and steps[0][2]["params"]["overrides"][0]["bits"] == 4
+    assert steps[1][2]["params"]["bits"] == 16
+    report = job.job_dir / "report"
+    assert {"pareto-raspberry-pi-5.png", "pareto-apple-m2-cpu.html", "hypervolume.png", "summary.json"} <= \
+        {p.name for p in report.iterdir()}
+    summary = json.loads((report / "summary.json").read_text())
+    assert set(summary["fronts"]) == {"raspberry-pi-5", "apple-m2-cpu"}
+    assert summary["fronts"]["raspberry-pi-5"] == sorted(r.number for r in result.front)
+    assert summary["time"]["evaluate_s"] > 0 and 0 < summary["time"]["overhead_share"] < 1
+    runs = trial_runs(job)
+    for target, front in summary["fronts"].items():
+        tagged = {n for n, run in runs.items() if run.data.tags.get(f"autocompress.pareto.{target}") == "true"}
+        assert tagged == set(front)
+    assert all("seconds.apply" in run.data.metrics for n, run in runs.items()
+               if result.records[n].state == "COMPLETE" and result.records[n].duplicate_of is None)
+
+
+def test_seeds_outside_the_space_are_rejected(tmp_path):
+    from autocompress.errors import ConfigError
+    from autocompress.search.space import SearchSpace
+
+    space = yaml.safe_load((TESTS / "data" / "tiny-space.yaml").read_text())
+    for seed, message in (({"quantize.bitz": 8}, "not a parameter"), ({"quantize.bits": 5}, "outside the space")):
+        (tmp_path / "s.yaml").write_text(yaml.safe_dump({**space, "seeds": [seed]}))
+        with pytest.raises(ConfigError, match=message):
+            SearchSpace.load(str(tmp_path / "s.yaml"))

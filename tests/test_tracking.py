@@ -175,7 +175,7 @@ def test_log_front_writes_json_and_plots(store: tuple[str, Path]) -> None:
     for n in (0, 1, 2, 3, 15):
         assert f"trial {n} (" in html
     assert "trial 4 (" not in html  # failed trial: no metrics to plot
-    assert "kl (min)" in html and "quantize(method=rtn, bits=4, group_size=128)" in html
+    assert "kl (min)" in html and "rtn w4g128" in html
     assert 'src="https://cdn.plot.ly' not in html and len(html) > 1_000_000  # plotly.js embedded: offline
 
 

@@ -13,6 +13,10 @@ Rules (kept deliberately simple; each is one line in the code below):
   with ``sparse_2_4`` (for a 2:4 pattern) as half the weights plus 2 index bits per kept weight;
   either only when that is smaller than dense. FLOPs scale by the density only in that case.
 * **KV cache.** ``kv_bits < 16`` counts (as 8 bits) only on targets with ``kv_int8``.
+* **Runtime width.** A target with ``runtime_bits`` (e.g. torch eager on the host, 32) stores and
+  computes every weight and the KV cache at that width: quantization saves nothing there.
+* **Energy** per decoded token = decode time x the target's ``power_w``.
+* **TTFT** at batch 1 without queueing is the prefill time (the first token comes from its logits).
 * **Decode** (one step = one token per sequence) reads every weight once, the LM head included,
   and the KV cache at ``context_tokens``; with early exit the blocks are scaled by the exit depth.
   The embedding lookup reads one row and is only charged its dispatch cost.
@@ -28,7 +32,7 @@ Rules (kept deliberately simple; each is one line in the code below):
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar, Literal
 
 from autocompress.hardware.profile import LinearProfile, ModelProfile
@@ -92,7 +96,7 @@ class HardwareModel(ABC):
 
     @abstractmethod
     def predict(self, profile: ModelProfile, workload: Workload) -> dict[str, float]:
-        """``decode_ms_per_token``, ``prefill_ms`` and ``peak_memory_mb``."""
+        """``decode_ms_per_token``, ``prefill_ms``, ``peak_memory_mb`` and ``energy_mj_per_token``."""
 
 
 HARDWARE_MODELS: Registry[type[HardwareModel]] = Registry("hardware model", "autocompress.hardware_models")
@@ -105,6 +109,11 @@ class RooflineModel(HardwareModel):
     name = "roofline"
 
     # ---- per-linear rules ------------------------------------------------------------
+    def as_stored(self, lin: LinearProfile) -> LinearProfile:
+        """The linear as the runtime holds it (a fixed-width runtime ignores quantization)."""
+        bits = self.target.runtime_bits
+        return lin if bits is None else replace(lin, bits=bits, group_size=None)
+
     def precision(self, bits: int) -> Precision:
         """The arithmetic a weight of ``bits`` runs at on this target."""
         if bits >= 32:
@@ -137,12 +146,15 @@ class RooflineModel(HardwareModel):
         return 0.5 if lin.sparse_2_4 and self.target.has("sparse_2_4") else lin.nnz / lin.params
 
     def kv_bits(self, profile: ModelProfile) -> int:
+        if self.target.runtime_bits is not None:
+            return self.target.runtime_bits
         if profile.kv_bits >= 16:
             return profile.kv_bits
         return max(profile.kv_bits, 8) if self.target.has("kv_int8") else 16
 
     # ---- the ops of one pass ---------------------------------------------------------
     def _linear_op(self, lin: LinearProfile, tokens: int, count: float) -> Op:
+        lin = self.as_stored(lin)
         return Op(lin.name,
                   bytes=self.weight_bytes(lin) + tokens * (lin.in_features + lin.out_features) * ACT_BYTES,
                   flops=2 * lin.in_features * lin.out_features * tokens * self.density(lin),
@@ -190,9 +202,11 @@ class RooflineModel(HardwareModel):
     # ---- memory ----------------------------------------------------------------------
     def peak_memory_bytes(self, profile: ModelProfile, workload: Workload) -> float:
         b, p = workload.batch, workload.prompt_tokens
-        weights = sum(self.weight_bytes(lin) for lin in profile.linears)
+        weights = sum(self.weight_bytes(self.as_stored(lin)) for lin in profile.linears)
         if not (profile.tied_embeddings and profile.lm_head is not None):
-            weights += profile.embedding_bytes
+            runtime_bits = self.target.runtime_bits
+            weights += (profile.embedding_bytes if runtime_bits is None
+                        else profile.embedding_params * runtime_bits / 8)
         kv = profile.kv_cache_bytes(p + workload.context_tokens, b, self.kv_bits(profile))
         per_token = HIDDEN_BUFFERS_PER_TOKEN * profile.hidden_size + 2 * profile.intermediate_size
         scores = profile.num_heads * p * p  # one layer's attention scores
@@ -201,8 +215,10 @@ class RooflineModel(HardwareModel):
 
     def predict(self, profile: ModelProfile, workload: Workload | None = None) -> dict[str, float]:
         workload = workload or Workload()
+        decode_ms = self.phase_cost(profile, workload, "decode").time_s * 1e3
         return {
-            "decode_ms_per_token": self.phase_cost(profile, workload, "decode").time_s * 1e3,
+            "decode_ms_per_token": decode_ms,
             "prefill_ms": self.phase_cost(profile, workload, "prefill").time_s * 1e3,
             "peak_memory_mb": self.peak_memory_bytes(profile, workload) / 1e6,
+            "energy_mj_per_token": decode_ms * self.target.power_w,  # ms x W = mJ
         }

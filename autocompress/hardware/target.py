@@ -38,7 +38,13 @@ class HardwareTarget(BaseModel, extra="forbid", frozen=True):
     compute_efficiency: float = Field(gt=0, le=1, description="share of peak a GEMM reaches")
     memory_capacity_gb: float = Field(gt=0)
     per_op_overhead_us: float = Field(ge=0, description="dispatch/synchronisation cost per op")
+    power_w: float = Field(gt=0, description="typical power while decoding, for energy per token")
     features: tuple[Feature, ...] = ()
+    runtime_bits: Literal[16, 32] | None = Field(
+        None, description="the runtime stores and computes every weight and the KV cache at this width, whatever "
+                          "the quantization (e.g. 32 for torch eager running fake-quantized fp32 weights)")
+    uncertainty: float = Field(0.3, ge=0, le=2, description="relative error of predictions (from validation "
+                                                             "where measured): the upper bound is value * (1 + this)")
 
     def has(self, feature: Feature) -> bool:
         return feature in self.features

@@ -65,3 +65,57 @@ def trial_records(study: optuna.Study, objectives: list[Objective]) -> list[Tria
     for r in records:
         r.pareto = r.number in front
     return records
+
+
+def hypervolume(points: list[list[float]], reference: list[float]) -> float:
+    """Volume dominated by ``points`` (all minimised) and bounded by ``reference``.
+
+    Exact, by slicing along the first objective: between consecutive x values the dominated
+    region is the (d-1)-dimensional hypervolume of the points at or left of the slice.
+    """
+    pts = [p for p in points if all(x < r for x, r in zip(p, reference))]
+    if not pts:
+        return 0.0
+    if len(reference) == 1:
+        return reference[0] - min(p[0] for p in pts)
+    pts.sort(key=lambda p: p[0])
+    volume = 0.0
+    for i, p in enumerate(pts):
+        right = pts[i + 1][0] if i + 1 < len(pts) else reference[0]
+        if right > p[0]:
+            volume += (right - p[0]) * hypervolume([q[1:] for q in pts[: i + 1]], reference[1:])
+    return volume
+
+
+def minimised(record: TrialRecord, objectives: list[Objective]) -> list[float]:
+    return [(1.0 if o.direction == "minimize" else -1.0) * record.metrics.get(o.metric, math.nan) for o in objectives]
+
+
+def retarget(objectives: list[Objective], target: str) -> list[Objective]:
+    """The same objectives with every cost metric read on ``target`` instead."""
+    from autocompress.metrics import is_cost_metric, split_metric_name
+
+    return [o.model_copy(update={"metric": f"{target}.{split_metric_name(o.metric)[1]}"}) if is_cost_metric(o.metric)
+            else o for o in objectives]
+
+
+def per_target_fronts(records: list[TrialRecord], objectives: list[Objective],
+                      targets: list[str]) -> dict[str, set[int]]:
+    """Accuracy does not depend on the device: one set of trials gives a front per target."""
+    return {t: pareto_numbers(records, retarget(objectives, t)) for t in targets}
+
+
+def hypervolume_history(records: list[TrialRecord], objectives: list[Objective]) -> list[float]:
+    """Hypervolume of the feasible front after each trial, with the worst value seen as reference."""
+    feasible = [r for r in sorted(records, key=lambda r: r.number)
+                if r.feasible and all(math.isfinite(v) for v in minimised(r, objectives))]
+    if not feasible:
+        return [0.0] * len(records)
+    points = {r.number: minimised(r, objectives) for r in feasible}
+    reference = [max(p[i] for p in points.values()) * 1.1 + 1e-12 for i in range(len(objectives))]
+    history, seen = [], []
+    for r in sorted(records, key=lambda r: r.number):
+        if r.number in points:
+            seen.append(points[r.number])
+        history.append(hypervolume(seen, reference))
+    return history

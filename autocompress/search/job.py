@@ -56,12 +56,15 @@ class Bound(BaseModel):
 class SearchSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    sampler: Literal["nsga2", "tpe", "random"] = "nsga2"
+    sampler: Literal["nsga2", "nsga3", "tpe", "gp", "random"] = "nsga2"
     trials: int = Field(20, ge=1, le=100_000, description="finished trials the job wants in total")
     timeout: float | None = Field(None, gt=0, description="seconds for this invocation")
     seed: int = 0
-    population_size: int = Field(8, ge=2, description="NSGA-II population")
+    population_size: int = Field(8, ge=2, description="NSGA-II/III population; GP's random start-up trials")
     heartbeat_seconds: int = Field(10, ge=1, description="how often a running trial says it is alive")
+    cost_bound: Literal["expected", "upper"] = Field(
+        "expected", description="check cost budgets against the prediction or its upper bound "
+                                "(prediction x (1 + the target's uncertainty))")
 
 
 class WorkloadSpec(BaseModel):

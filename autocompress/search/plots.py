@@ -37,14 +37,10 @@ def _plottable(rows: list[dict], objectives: list[tuple[str, str]]) -> list[dict
 
 
 def recipe_summary(recipe: dict[str, Any] | None) -> str:
-    """One line per recipe, e.g. ``quantize(bits=4, method=gptq) → sparsify(sparsity=0.5)``."""
-    if not recipe:
-        return "base model"
-    steps = [
-        f"{s.get('technique', '?')}({', '.join(f'{k}={v}' for k, v in (s.get('params') or {}).items())})"
-        for s in recipe.get("steps", [])
-    ]
-    return " → ".join(steps) or "no steps"
+    """The recipe's one-line summary, e.g. ``drop 2 layers | rtn w4g64``."""
+    from autocompress.recipe import Recipe
+
+    return Recipe.parse_obj(recipe).summary() if recipe else "base model"
 
 
 def _hover(row: dict, names: list[str]) -> str:

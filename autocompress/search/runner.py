@@ -10,13 +10,13 @@ under a per-job lock, so together they run exactly ``search.trials`` finished tr
 from __future__ import annotations
 
 import gc
-from contextlib import nullcontext
 import math
 import threading
 import time
 import warnings
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -28,11 +28,12 @@ from autocompress.hardware.roofline import Workload
 from autocompress.hardware.target import HardwareTarget, load_target
 from autocompress.models.loading import check_remote_code, resolve_checkpoint
 from autocompress.pipeline import Session, apply_recipe, measure_accuracy, open_session, predict_cost
-from autocompress.metrics import is_cost_metric
+from autocompress.metrics import is_cost_metric, split_metric_name
 from autocompress.recipe import Recipe
 from autocompress.search.front import TrialRecord, is_feasible, trial_records
 from autocompress.search.job import Job
 from autocompress.search.lock import job_lock
+from autocompress.search.report import write_report
 from autocompress.search.samplers import make_sampler
 from autocompress.search.space import SearchSpace
 from autocompress.search.storage import open_storage
@@ -67,6 +68,25 @@ def job_fingerprint(job: Job, space: SearchSpace) -> dict[str, Any]:
             "workload": job.workload.model_dump(), "seed": job.search.seed}
 
 
+class StageClock:
+    """Wall time per stage of a trial: ``with clock("apply"): ...``, then ``take()``."""
+
+    def __init__(self) -> None:
+        self._seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._seconds[stage] = self._seconds.get(stage, 0.0) + time.perf_counter() - start
+
+    def take(self) -> dict[str, float]:
+        seconds, self._seconds = self._seconds, {}
+        return seconds
+
+
 class TrialObjective:
     """Recipe -> compressed model -> cost (always) -> accuracy (only if the cost meets the budgets)."""
 
@@ -74,13 +94,16 @@ class TrialObjective:
                  tracker: Tracker):
         self.job, self.space, self.session, self.targets, self.tracker = job, space, session, targets, tracker
         self.workload = Workload(**job.workload.model_dump())
+        self.uncertainty = {t.name: t.uncertainty for t in targets}
+        self.clock = StageClock()
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         job = self.job
         recipe = self.space.sample(trial, job.model, job.search.seed, job.calibration)
         trial.set_user_attr("recipe", recipe.to_dict())
         trial.set_user_attr("recipe_digest", recipe.digest())
-        trial.set_user_attr("run_id", self.tracker.start_trial(trial.number, recipe))
+        with self.clock("tracking"):
+            trial.set_user_attr("run_id", self.tracker.start_trial(trial.number, recipe))
         try:
             twin = self._twin(trial, recipe.digest())
             if twin is not None:  # samplers repeat points of small spaces: reuse, don't recompute
@@ -101,21 +124,34 @@ class TrialObjective:
         except Exception as exc:
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:5000])
             raise
+        finally:
+            trial.set_user_attr("seconds", self.clock.take())
         trial.set_user_attr("metrics", metrics)
-        constraints = {m: b.violation(metrics[m]) for m, b in job.budgets.items()}
+        constraints = {m: self.violation(m, metrics) for m in job.budgets}
         trial.set_user_attr("constraints", list(constraints.values()))
         for metric, violation in constraints.items():
             trial.set_constraint(metric, violation)  # what NSGA-II and TPE read
         return values
 
+    def violation(self, metric: str, metrics: dict[str, float]) -> float:
+        """How far a metric is beyond its budget (<= 0: met); cost metrics may use their upper bound."""
+        value = metrics[metric]
+        target = split_metric_name(metric)[0]
+        if self.job.search.cost_bound == "upper" and target in self.uncertainty:
+            value *= 1 + self.uncertainty[target]
+        return self.job.budgets[metric].violation(value)
+
     def _measure(self, trial: optuna.Trial, recipe: Recipe) -> dict[str, float]:
-        model = apply_recipe(self.session, recipe)
-        metrics = predict_cost(model, self.targets, self.workload)
-        over = [m for m, b in self.job.budgets.items() if is_cost_metric(m) and b.violation(metrics[m]) > 0]
+        with self.clock("apply"):
+            model = apply_recipe(self.session, recipe)
+        with self.clock("predict"):
+            metrics = predict_cost(model, self.targets, self.workload)
+        over = [m for m in self.job.budgets if is_cost_metric(m) and self.violation(m, metrics) > 0]
         if over:
             trial.set_user_attr("metrics", metrics)
             raise optuna.TrialPruned("cost over budget: " + ", ".join(f"{m}={metrics[m]:.4g}" for m in over))
-        return metrics | measure_accuracy(model, self.session, self.job.metric_names)
+        with self.clock("evaluate"):
+            return metrics | measure_accuracy(model, self.session, self.job.metric_names)
 
     @staticmethod
     def _twin(trial: optuna.Trial, digest: str) -> FrozenTrial | None:
@@ -219,6 +255,8 @@ class JobRunner:
             assert study is not None
             return study
         study.set_user_attr("job", job_fingerprint(job, self.space))
+        for seed in self.space.seeds:  # sensible configurations first (e.g. uniform int8, uniform int4)
+            study.enqueue_trial(seed)
         return study
 
     def _open_tracker(self) -> Tracker:
@@ -330,8 +368,9 @@ class JobRunner:
         if not run_id:
             return
         tags = {"autocompress.pruned_reason": trial.user_attrs["pruned_reason"]} if "pruned_reason" in trial.user_attrs else None
-        self.tracker.log_trial(run_id, trial.user_attrs.get("metrics", {}), trial.state.name, is_feasible(trial),
-                               error=trial.user_attrs.get("error"), extra_tags=tags)
+        seconds = {f"seconds.{stage}": v for stage, v in trial.user_attrs.get("seconds", {}).items()}
+        self.tracker.log_trial(run_id, trial.user_attrs.get("metrics", {}) | seconds, trial.state.name,
+                               is_feasible(trial), error=trial.user_attrs.get("error"), extra_tags=tags)
 
     # ---- run -------------------------------------------------------------------------------
     def search(self, should_stop: Callable[[], bool] = lambda: False) -> bool:
@@ -345,6 +384,10 @@ class JobRunner:
         records = trial_records(self.study, job.objectives)
         tracker.mark_pareto({r.number for r in records if r.pareto})
         tracker.log_front([r.row() for r in records], [(o.metric, o.direction) for o in job.objectives])
+        report = write_report(self.study, job, job.job_dir / "report")
+        for target, front in report["fronts"].items():
+            tracker.mark_pareto(set(front), tag=f"autocompress.pareto.{target}")
+        tracker.log_report(str(job.job_dir / "report"))
         if job.export:
             from autocompress.export.pareto import export_front
 

@@ -53,6 +53,12 @@ class Distribution(BaseModel):
             raise ValueError(f"range {list(bounds)} is empty")
         return self
 
+    def admits(self, value: Any) -> bool:
+        if self.choice is not None:
+            return value in self.choice
+        low, high = self.int_range or self.float_range
+        return isinstance(value, (int, float)) and low <= value <= high
+
     def values_to_check(self) -> list[Any]:
         return list(self.choice) if self.choice is not None else list(self.int_range or self.float_range)
 
@@ -91,6 +97,7 @@ class SearchSpace(BaseModel):
     name: str
     description: str = ""
     steps: list[StepSpace] = Field(min_length=1)
+    seeds: list[dict[str, Any]] = Field(default_factory=list, description="first trials: Optuna param -> value")
 
     @classmethod
     def load(cls, ref: str, field: str = "space") -> "SearchSpace":
@@ -116,6 +123,28 @@ class SearchSpace(BaseModel):
                     for option in self._options(value, f"{where}.groups[{g}].params.{key}"):
                         override = {"match": group.match, "layers": group.layers, key: option}
                         technique.parse_params({"overrides": [override]}, f"{where}.groups[{g}]")
+
+        distributions = self.distributions()
+        for i, seed in enumerate(self.seeds):
+            for key, value in seed.items():
+                if key not in distributions:
+                    raise ConfigError(f"{field}: seeds[{i}].{key}", f"not a parameter of this space; "
+                                                                   f"parameters: {', '.join(distributions)}")
+                if not distributions[key].admits(value):
+                    raise ConfigError(f"{field}: seeds[{i}].{key}", f"{value!r} is outside the space")
+
+    def distributions(self) -> dict[str, Distribution]:
+        """Every searched parameter by its Optuna name."""
+        found = {}
+        for step in self.steps:
+            for key, value in step.params.items():
+                if _is_distribution(value):
+                    found[f"{step.technique}.{key}"] = Distribution.model_validate(value)
+            for group in step.groups:
+                for key, value in group.params.items():
+                    if _is_distribution(value):
+                        found[f"{step.technique}.{group.name}.{key}"] = Distribution.model_validate(value)
+        return found
 
     @staticmethod
     def _options(value: Any, field: str) -> list[Any]:
