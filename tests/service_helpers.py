@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -42,19 +43,30 @@ def start_worker(database: str, workdir: Path, plugins: bool = False) -> subproc
                   log, plugins)
 
 
-def stop(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> str:
-    """Signal the process group, reap it, return what it wrote to stderr."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
+def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL, timeout: float = 30) -> None:
+    """Signal the process group of ``proc`` (started in its own session), reap it; SIGKILL if it lingers."""
     try:
-        proc.wait(timeout=30)
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> str:
+    """Kill an ``autocompress`` process started by ``launch``; return what it wrote to stderr."""
+    if proc.poll() is None:
+        kill_group(proc, sig)
     return Path(proc.log).read_text(errors="replace")  # type: ignore[attr-defined]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.3) -> Any:

@@ -10,7 +10,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,19 +18,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from service_helpers import TESTS, tiny_spec, wait_for
+from service_helpers import TESTS, free_port, kill_group, tiny_spec, wait_for
 
 from autocompress.search.job import Job
 from autocompress.search.runner import load_result, run_job
 
 ray = pytest.importorskip("ray")
+pytestmark = [pytest.mark.slow, pytest.mark.ray]  # a two-node cluster: minutes
 RAY = str(Path(sys.executable).parent / "ray")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
@@ -40,24 +34,17 @@ def _start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
                                 env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _kill(proc: subprocess.Popen) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            continue
-        if sig == signal.SIGTERM:
-            time.sleep(2)  # let raylet and gcs children exit, then make sure
+def _kill(node: subprocess.Popen) -> None:
+    """SIGTERM the node's process group (a graceful stop), then SIGKILL whatever of it remains."""
+    kill_group(node, signal.SIGTERM, timeout=15)
+    time.sleep(2)
+    kill_group(node, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")
 def cluster():
     tmp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
-    port = _free_port()
+    port = free_port()
     token = secrets.token_hex(32)
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "PYTHONPATH": str(TESTS),
            "AUTOCOMPRESS_PLUGINS": "plugins_slow"}

@@ -6,7 +6,6 @@ dropped afterwards; every process a test starts is killed by the test.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import uuid
 from pathlib import Path
@@ -19,7 +18,7 @@ from fastapi.testclient import TestClient
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 import plugins_slow  # noqa: F401  (the 'wait' technique, for submissions validated in this process)
-from service_helpers import TESTS, launch, start_worker, stop, tiny_spec, wait_for
+from service_helpers import TESTS, free_port, launch, start_worker, stop, tiny_spec, wait_for
 from sqlalchemy import create_engine, text
 
 from autocompress.search.runner import counts_as_finished
@@ -39,6 +38,7 @@ def _postgres_up() -> bool:
 
 
 needs_postgres = pytest.mark.skipif(not _postgres_up(), reason="PostgreSQL is not running on 127.0.0.1:5432")
+pytestmark = pytest.mark.slow  # worker and server processes: minutes, not seconds
 
 
 @pytest.fixture
@@ -172,12 +172,6 @@ def test_sigkilled_workers_five_times_the_job_still_completes_exactly(pg_url, tm
     _mlflow_agrees_with_optuna(f"sqlite:///{workdir / 'mlflow.db'}", "killed", trials)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _serve(workdir: Path, port: int) -> subprocess.Popen:
     return launch(["serve", "--host", "127.0.0.1", "--port", str(port), "--workdir", str(workdir), "--heartbeat", "1"],
                   workdir.parent / f"serve-{uuid.uuid4().hex[:6]}.log", plugins=True)
@@ -186,7 +180,7 @@ def _serve(workdir: Path, port: int) -> subprocess.Popen:
 def test_a_killed_server_resumes_its_running_job_after_restart(tmp_path, tiny_checkpoints):
     workdir = tmp_path / "wd"
     workdir.mkdir()
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     spec = tiny_spec(tiny_checkpoints["qwen2"], name="restart", trials=4, space=slow_space(workdir, 1.0))
 

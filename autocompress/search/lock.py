@@ -19,6 +19,8 @@ from typing import Iterator
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 
+from autocompress.errors import ConfigError
+
 
 def lock_key(name: str) -> int:
     """A stable signed 64-bit key for ``pg_advisory_xact_lock``."""
@@ -35,7 +37,12 @@ def job_lock(storage_url: str, name: str) -> Iterator[None]:
     url = make_url(storage_url)
     backend = url.get_backend_name()
     if backend == "postgresql":
-        with _engine(storage_url).begin() as conn:
+        try:
+            connection = _engine(storage_url).connect()
+        except Exception as exc:  # server down, bad credentials: the same one-line error as open_storage
+            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise ConfigError("storage", f"cannot open {url.render_as_string(hide_password=True)!r}: {reason}") from None
+        with connection as conn, conn.begin():
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(name)})
             yield
     elif backend == "sqlite" and url.database not in (None, "", ":memory:"):
