@@ -226,8 +226,13 @@ def test_cancelling_a_running_job_stops_its_worker(client, spec, queue, settings
                               args=(threading.Event(), 1))
     worker.start()
     deadline = time.monotonic() + 60
-    while client.get(f"/jobs/{job_id}").json()["progress"]["trials_done"] < 1 and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        response = client.get(f"/jobs/{job_id}")
+        assert response.status_code == 200, response.text  # also while the worker creates the study
+        if response.json()["progress"]["trials_done"] >= 1:
+            break
         time.sleep(0.3)
+    assert client.get(f"/jobs/{job_id}").json()["state"] == "running", client.get(f"/jobs/{job_id}").json()["error"]
     assert client.post(f"/jobs/{job_id}/cancel").json()["state"] == "cancelled"
     worker.join(30)
     assert not worker.is_alive()

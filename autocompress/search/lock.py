@@ -22,6 +22,9 @@ from sqlalchemy.engine import Engine, make_url
 from autocompress.errors import ConfigError
 
 
+STORAGE_WIDE = "*"  # a lock name no job can have (job names start with a letter or digit)
+
+
 def lock_key(name: str) -> int:
     """A stable signed 64-bit key for ``pg_advisory_xact_lock``."""
     return int.from_bytes(hashlib.sha256(f"autocompress-job:{name}".encode()).digest()[:8], "big", signed=True)
@@ -47,7 +50,7 @@ def job_lock(storage_url: str, name: str) -> Iterator[None]:
             yield
     elif backend == "sqlite" and url.database not in (None, "", ":memory:"):
         path = Path(url.database).expanduser()
-        with open(path.with_name(path.name + f".{name}.lock"), "a") as handle:
+        with open(path.with_name(path.name + f".{'all' if name == STORAGE_WIDE else name}.lock"), "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield

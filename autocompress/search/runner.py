@@ -32,7 +32,7 @@ from autocompress.metrics import is_cost_metric, split_metric_name
 from autocompress.recipe import Recipe
 from autocompress.search.front import TrialRecord, is_feasible, trial_records
 from autocompress.search.job import Job
-from autocompress.search.lock import job_lock
+from autocompress.search.lock import STORAGE_WIDE, job_lock
 from autocompress.search.report import write_report
 from autocompress.search.samplers import make_sampler
 from autocompress.search.space import SearchSpace
@@ -274,8 +274,9 @@ class JobRunner:
         job = self.job
         if job.storage is None or job.tracking is None:
             job.workdir_path.mkdir(parents=True, exist_ok=True)
-        with job_lock(job.storage_url, job.name):  # workers starting together create tables and runs once
+        with job_lock(job.storage_url, STORAGE_WIDE):  # processes starting together create the tables once
             self.storage = open_storage(job.storage_url, job.search.heartbeat_seconds)
+        with job_lock(job.storage_url, job.name):  # ... and the study and its MLflow job run once
             study = self._load_study(self.storage)
             self.tracker = self._open_tracker()  # only now: every check that can fail has passed
             self.study = study or self._create_study(self.storage)

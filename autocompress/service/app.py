@@ -107,9 +107,11 @@ class StudyReader:
             return None  # nothing ran yet; don't create the file just to read it
         with self._lock:
             if url not in self._storages:
+                from autocompress.search.lock import STORAGE_WIDE, job_lock
                 from autocompress.search.storage import open_storage
 
-                self._storages[url] = open_storage(url, 10)
+                with job_lock(url, STORAGE_WIDE):  # not while a worker creates the tables
+                    self._storages[url] = open_storage(url, 10)
             return self._storages[url]
 
     def read(self, job: Job) -> tuple[Progress, list[TrialRow]]:
