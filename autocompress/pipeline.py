@@ -35,8 +35,9 @@ class Session:
     evaluation: EvalSettings
 
 
-def open_session(model_ref: str, calibration: TextSpec, seed: int, evaluation: EvalSettings | None = None) -> Session:
-    base = load_model(model_ref)
+def open_session(model_ref: str, calibration: TextSpec, seed: int, evaluation: EvalSettings | None = None,
+                 trust_remote_code: bool = False) -> Session:
+    base = load_model(model_ref, trust_remote_code=trust_remote_code)
     digest = weights_digest(base.model)
     text = load_text(calibration, base.tokenizer, base.model, digest, seed)
     ctx = CompressionContext(tokenizer=base.tokenizer, calibration=text.calibration, evaluation=text.evaluation,

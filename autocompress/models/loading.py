@@ -109,6 +109,19 @@ def _hub_checkpoint(repo_id: str, allow_download: bool) -> Path:
     return resolve_checkpoint(folder)
 
 
+def check_remote_code(folder: Path, trusted: bool) -> None:
+    """Refuse a checkpoint whose config names its own Python classes (``auto_map``) unless trusted."""
+    import json
+
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        raise ModelSourceError(f"model: {str(folder)!r} has an unreadable config.json") from None
+    if "auto_map" in config and not trusted:
+        raise ModelSourceError(f"model: {str(folder)!r} needs remote code (config.json has auto_map); "
+                               "set trust_remote_code: true in the job if you trust it")
+
+
 def load_model(ref: str, trust_remote_code: bool = False) -> LoadedModel:
     """Load a model reference as fp32 in eval mode, from safetensors only."""
     folder = resolve_checkpoint(ref)

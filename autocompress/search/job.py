@@ -74,6 +74,17 @@ class WorkloadSpec(BaseModel):
     context_tokens: int = Field(512, ge=1)
 
 
+class RaySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    address: str | None = Field(None, description="ray.init address of an existing cluster, e.g. 10.0.0.5:6379; "
+                                                  "default: a local Ray")
+    concurrency: int = Field(2, ge=1, le=1024, description="trials in flight at once")
+    cpus_per_trial: float = Field(1.0, gt=0)
+    gpus_per_trial: float = Field(0.0, ge=0)
+    max_retries: int = Field(2, ge=0, le=100, description="re-runs of a trial whose Ray worker died")
+
+
 class Job(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -91,6 +102,10 @@ class Job(BaseModel):
     tracking: str | None = Field(None, description="MLflow tracking URI; default sqlite:///<workdir>/mlflow.db; 'none' disables")
     workdir: str = "./runs"
     export: bool = Field(True, description="write Pareto-optimal checkpoints")
+    backend: str = Field("local", description="where trials run: local (in this process) or ray")
+    ray: RaySettings = Field(default_factory=RaySettings)
+    workers: int = Field(1, ge=1, le=64, description="service workers that may run this job's trials at once")
+    trust_remote_code: bool = Field(False, description="allow a model whose config names its own Python code")
 
     @field_validator("name")
     @classmethod

@@ -2,35 +2,40 @@
 
 Every trial is persisted in the SQL storage as it finishes; a killed search resumes by running
 the same command again: trials left RUNNING are detected by their missing heartbeat, marked
-failed and re-queued with the same parameters, so no finished trial is repeated or lost.
+failed and re-queued with the same parameters, so no finished trial is repeated or lost. Any
+number of workers (processes, machines, Ray tasks) can share a job: each reserves its next trial
+under a per-job lock, so together they run exactly ``search.trials`` finished trials.
 """
 
 from __future__ import annotations
 
 import json
+import gc
 import math
+import threading
 import time
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from autocompress.backends import BACKENDS
 from autocompress.errors import ConfigError
 from autocompress.evaluators import evaluators_for
 from autocompress.hardware.roofline import Workload
 from autocompress.hardware.target import HardwareTarget, load_target
-from autocompress.models.loading import resolve_checkpoint
+from autocompress.models.loading import check_remote_code, resolve_checkpoint
 from autocompress.pipeline import Session, apply_recipe, measure_accuracy, open_session, predict_cost
 from autocompress.metrics import is_cost_metric, split_metric_name
 from autocompress.recipe import Recipe
 from autocompress.search.fidelity import near_front, objective_points, proxy_correlation
 from autocompress.search.front import LATE_METRICS, TrialRecord, is_feasible, trial_records
 from autocompress.search.job import Job
+from autocompress.search.lock import STORAGE_WIDE, job_lock
 from autocompress.search.report import write_report
 from autocompress.search.samplers import make_sampler
 from autocompress.search.space import SearchSpace
@@ -38,8 +43,8 @@ from autocompress.search.storage import open_storage
 from autocompress.tracking import MlflowTracker, NullTracker, Tracker
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")  # we beat for ask/tell ourselves
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 @dataclass
@@ -185,34 +190,91 @@ class TrialObjective:
 
     @staticmethod
     def _twin(trial: optuna.Trial, digest: str) -> FrozenTrial | None:
-        """An earlier finished trial with the same recipe, if any."""
-        for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-            if other.user_attrs.get("recipe_digest") == digest and "duplicate_of" not in other.user_attrs:
-                return other
-        return None
+        """The first finished trial with the same recipe, if any.
+
+        A lower-numbered trial with the same recipe that is still running (another worker sampled
+        it at the same moment) is waited for, so that a recipe is never measured twice; if its
+        worker dies it goes stale, fails and stops being a twin.
+        """
+        study = trial.study
+        while True:
+            running = False
+            for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                                  TrialState.RUNNING)):
+                if other.user_attrs.get("recipe_digest") != digest or other.number == trial.number:
+                    continue
+                if other.state != TrialState.RUNNING and "duplicate_of" not in other.user_attrs:
+                    return other
+                running |= other.state == TrialState.RUNNING and other.number < trial.number
+            if not running:
+                return None
+            time.sleep(0.5)
+            optuna.storages.fail_stale_trials(study)
+
+
+class Heartbeat:
+    """Records an Optuna heartbeat for one trial every ``interval`` seconds while it runs.
+
+    Optuna only beats for ``study.optimize``; trials taken with ``ask`` (every backend here) need
+    their own, so that a dead worker's trials go stale and ``reap`` fails and re-queues them.
+    """
+
+    def __init__(self, storage: optuna.storages.RDBStorage, trial_id: int, interval: float):
+        self.storage, self.trial_id, self.interval = storage, trial_id, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True, name=f"heartbeat-{trial_id}")
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.storage.record_heartbeat(self.trial_id)
+            except Exception:  # a database hiccup must not kill the trial; the next beat retries
+                pass
+
+    def __enter__(self) -> "Heartbeat":
+        self.storage.record_heartbeat(self.trial_id)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 class JobRunner:
-    """Opens (or resumes) the study for a job and runs it to its trial count."""
+    """Opens (or resumes) the study for a job; its backend runs trials until the job has its count.
 
-    def __init__(self, job: Job, console: Console | None = None, progress: bool = True):
+    ``open`` -> ``search`` (any number of workers, each with its own runner) -> ``finish`` (once).
+    """
+
+    def __init__(self, job: Job, console: Console | None = None, progress: bool = True, sampler_offset: int = 0,
+                 worker: str | None = None):
         self.job = job
+        self.worker = worker  # recorded on each trial it runs
         self.console = console or Console(stderr=True)
         self.progress = progress
+        self.sampler_offset = sampler_offset  # workers of one job sample with different seeds
         # Validate everything the user wrote before anything is created on disk or in a database.
         self.space = SearchSpace.load(job.space)
         self.targets = [load_target(t, f"targets[{i}]") for i, t in enumerate(job.targets)]
-        resolve_checkpoint(job.model)
+        check_remote_code(resolve_checkpoint(job.model), job.trust_remote_code)
+        BACKENDS.get(job.backend, "backend")
         accuracy = [m for m in job.metric_names + job.evaluation.costly if not is_cost_metric(m)]
         for evaluator in evaluators_for(accuracy, job.evaluation, "evaluation"):
             evaluator.prepare()
 
     # ---- set-up ----------------------------------------------------------------------------
+    def _sampler(self) -> optuna.samplers.BaseSampler:
+        settings = self.job.search
+        if self.sampler_offset:
+            settings = settings.model_copy(update={"seed": settings.seed + 1000 * self.sampler_offset})
+        return make_sampler(settings)
+
     def _load_study(self, storage: optuna.storages.BaseStorage) -> optuna.Study | None:
         """The job's existing study (None if new); a different job under the same name is an error."""
         job = self.job
         try:
-            study = optuna.load_study(study_name=job.name, storage=storage, sampler=make_sampler(job.search))
+            study = optuna.load_study(study_name=job.name, storage=storage, sampler=self._sampler())
         except KeyError:
             return None
         if study.user_attrs.get("job") != job_fingerprint(job, self.space):
@@ -223,8 +285,13 @@ class JobRunner:
 
     def _create_study(self, storage: optuna.storages.BaseStorage) -> optuna.Study:
         job = self.job
-        study = optuna.create_study(study_name=job.name, storage=storage, sampler=make_sampler(job.search),
-                                    directions=[o.direction for o in job.objectives])
+        try:
+            study = optuna.create_study(study_name=job.name, storage=storage, sampler=self._sampler(),
+                                        directions=[o.direction for o in job.objectives])
+        except optuna.exceptions.DuplicatedStudyError:  # another worker created it first
+            study = self._load_study(storage)
+            assert study is not None
+            return study
         study.set_user_attr("job", job_fingerprint(job, self.space))
         for seed in self.space.seeds:  # sensible configurations first (e.g. uniform int8, uniform int4)
             study.enqueue_trial(seed)
@@ -240,72 +307,124 @@ class JobRunner:
         except Exception as exc:
             raise ConfigError("tracking", f"cannot open MLflow tracking URI {uri!r}: {str(exc)[:200]}") from None
 
-    def _recover(self, study: optuna.Study, tracker: Tracker) -> None:
-        """Fail trials whose worker died (no heartbeat), re-queue them, and close their MLflow runs."""
-        if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            grace = 2 * self.job.search.heartbeat_seconds + 1
-            self.console.print(f"[yellow]found running trials; waiting {grace} s to tell live workers from killed ones[/]")
-            time.sleep(grace + 1)
-            optuna.storages.fail_stale_trials(study)
+    def open(self) -> None:
+        """Connect storage and tracking, create or resume the study, load the model once."""
+        job = self.job
+        if job.storage is None or job.tracking is None:
+            job.workdir_path.mkdir(parents=True, exist_ok=True)
+        with job_lock(job.storage_url, STORAGE_WIDE):  # processes starting together create the tables once
+            self.storage = open_storage(job.storage_url, job.search.heartbeat_seconds)
+        with job_lock(job.storage_url, job.name):  # ... and the study and its MLflow job run once
+            study = self._load_study(self.storage)
+            self.tracker = self._open_tracker()  # only now: every check that can fail has passed
+            self.study = study or self._create_study(self.storage)
+            self.tracker.start_job(job.model_dump(mode="json"))
+            self._reap(initial=True)
+        with self.console.status(f"loading {job.model} and calibration text..."):
+            self.session = open_session(job.model, job.calibration, job.search.seed, job.evaluation,
+                                        trust_remote_code=job.trust_remote_code)
+        self.objective = TrialObjective(job, self.space, self.session, self.targets, self.tracker)
+        self.deadline = time.monotonic() + job.search.timeout if job.search.timeout else math.inf
+
+    def _reap(self, initial: bool = False) -> None:
+        """Fail trials whose worker stopped beating, re-queue them once, close their MLflow runs.
+
+        Call under the job lock, so that two workers never re-queue the same trial.
+        """
+        study, tracker = self.study, self.tracker
+        optuna.storages.fail_stale_trials(study)
         trials = study.get_trials(deepcopy=False)
         requeued = {t.user_attrs.get("retry_of") for t in trials}
-        for t in trials:
-            if t.state == TrialState.FAIL and "error" not in t.user_attrs and t.number not in requeued:
-                study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
-                self.console.print(f"[yellow]trial {t.number} was interrupted; re-queued with the same parameters[/]")
-        by_number = {t.number: t for t in trials}
-        for number, run_id in tracker.running_trials().items():
-            t = by_number.get(number)
-            if t is not None and counts_as_finished(t):
-                self._log_outcome(tracker, t)
-        tracker.close_interrupted({t.number for t in trials if t.state == TrialState.RUNNING or counts_as_finished(t)})
+        killed = [t for t in trials if t.state == TrialState.FAIL and "error" not in t.user_attrs
+                  and t.number not in requeued]
+        for t in killed:
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+            self.console.print(f"[yellow]trial {t.number} was interrupted; re-queued with the same parameters[/]")
+        if initial:
+            by_number = {t.number: t for t in trials}
+            for number in tracker.running_trials():
+                t = by_number.get(number)
+                if t is not None and counts_as_finished(t):
+                    self._log_outcome(t)
+        if initial or killed:
+            tracker.close_interrupted({t.number for t in trials
+                                       if t.state == TrialState.RUNNING or counts_as_finished(t)})
 
-    # ---- per trial -------------------------------------------------------------------------
-    def _log_outcome(self, tracker: Tracker, trial: FrozenTrial) -> None:
+    # ---- trials (what backends call) -------------------------------------------------------
+    def finished(self) -> int:
+        return sum(counts_as_finished(t) for t in self.study.get_trials(deepcopy=False))
+
+    def reserve(self) -> tuple[optuna.Trial | None, bool]:
+        """(the job's next trial or None, whether the job has all its finished trials).
+
+        Under the job lock a worker starts a trial only while finished + running < trials, so any
+        number of workers together start exactly as many as needed. (None, False) means the last
+        trials are running elsewhere: they finish, or their worker dies and they are re-queued.
+        """
+        job = self.job
+        with job_lock(job.storage_url, job.name):
+            self._reap()
+            trials = self.study.get_trials(deepcopy=False)
+            done = sum(counts_as_finished(t) for t in trials)
+            if done >= job.search.trials:
+                return None, True
+            if done + sum(t.state == TrialState.RUNNING for t in trials) >= job.search.trials:
+                return None, False
+            trial = self.study.ask()  # a re-queued trial first, if any
+            self.storage.record_heartbeat(trial._trial_id)
+            if self.worker:
+                trial.set_user_attr("worker", self.worker)
+            return trial, False
+
+    def next_trial(self, should_stop: Callable[[], bool] = lambda: False) -> optuna.Trial | None:
+        """The job's next trial, waiting while the last ones run elsewhere; None when done or stopping."""
+        while not should_stop() and time.monotonic() < self.deadline:
+            trial, done = self.reserve()
+            if trial is not None or done:
+                return trial
+            time.sleep(self.job.search.heartbeat_seconds)
+        return None
+
+    def run_trial(self, trial: optuna.Trial, beat: bool = True) -> FrozenTrial:
+        """Score one reserved trial (beating meanwhile, unless the caller does), store its outcome."""
+        values, state = None, TrialState.COMPLETE
+        with Heartbeat(self.storage, trial._trial_id, self.job.search.heartbeat_seconds) if beat else nullcontext():
+            try:
+                values = self.objective(trial)
+            except optuna.TrialPruned:
+                state = TrialState.PRUNED
+            except Exception as exc:
+                state = TrialState.FAIL
+                if "error" not in trial.user_attrs:  # failed before the objective could record why
+                    trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:5000])
+            frozen = self.study.tell(trial, values, state=state)
+        self._log_outcome(frozen)
+        self.tracker.mark_pareto({r.number for r in trial_records(self.study, self.job.objectives) if r.pareto})
+        gc.collect()
+        return frozen
+
+    def _log_outcome(self, trial: FrozenTrial) -> None:
         run_id = trial.user_attrs.get("run_id")
         if not run_id:
             return
         tags = {"autocompress.pruned_reason": trial.user_attrs["pruned_reason"]} if "pruned_reason" in trial.user_attrs else None
         seconds = {f"seconds.{stage}": v for stage, v in trial.user_attrs.get("seconds", {}).items()}
-        tracker.log_trial(run_id, trial.user_attrs.get("metrics", {}) | seconds, trial.state.name, is_feasible(trial),
-                          error=trial.user_attrs.get("error"), extra_tags=tags)
+        self.tracker.log_trial(run_id, trial.user_attrs.get("metrics", {}) | seconds, trial.state.name,
+                               is_feasible(trial), error=trial.user_attrs.get("error"), extra_tags=tags)
 
     # ---- run -------------------------------------------------------------------------------
-    def run(self) -> JobResult:
-        job = self.job
-        if job.storage is None or job.tracking is None:
-            job.workdir_path.mkdir(parents=True, exist_ok=True)
-        storage = open_storage(job.storage_url, job.search.heartbeat_seconds)
-        study = self._load_study(storage)
-        tracker = self._open_tracker()  # only now: every check that can fail has passed
-        study = study or self._create_study(storage)
-        tracker.start_job(job.model_dump(mode="json"))
-        self._recover(study, tracker)
+    def search(self, should_stop: Callable[[], bool] = lambda: False) -> bool:
+        """Run trials on the job's backend; True once the job has all its finished trials."""
+        BACKENDS.get(self.job.backend)(self, should_stop)
+        return self.finished() >= self.job.search.trials
 
-        with self.console.status(f"loading {job.model} and calibration text..."):
-            session = open_session(job.model, job.calibration, job.search.seed, job.evaluation)
-        objective = TrialObjective(job, self.space, session, self.targets, tracker)
-
-        def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-            self._log_outcome(tracker, trial)
-            tracker.mark_pareto({r.number for r in trial_records(study, job.objectives) if r.pareto})
-
-        deadline = time.monotonic() + job.search.timeout if job.search.timeout else math.inf
-        done = sum(counts_as_finished(t) for t in study.get_trials(deepcopy=False))
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TextColumn("{task.fields[last]}"), console=self.console, disable=not self.progress) as bar:
-            task = bar.add_task(f"search {job.name}", total=job.search.trials, completed=done, last="")
-            while done < job.search.trials and time.monotonic() < deadline:
-                study.optimize(objective, n_trials=1, callbacks=[after_trial], catch=(Exception,),
-                               gc_after_trial=True, show_progress_bar=False)
-                trials = study.get_trials(deepcopy=False)
-                done = sum(counts_as_finished(t) for t in trials)
-                bar.update(task, completed=done, last=_summary(trials[-1], job))
-
-        records = trial_records(study, job.objectives)
+    def finish(self) -> JobResult:
+        """The front: Pareto tags, front artifacts, exported checkpoints. Once per job."""
+        job, tracker = self.job, self.tracker
+        records = trial_records(self.study, job.objectives)
         if job.evaluation.costly:
             with self.console.status("measuring costly metrics of the Pareto-optimal trials..."):
-                records = self._score_front(study, session, tracker, records)
+                records = self._score_front(records)
             result = JobResult(job, records)
             job.job_dir.mkdir(parents=True, exist_ok=True)
             (job.job_dir / "proxy_correlation.json").write_text(json.dumps(result.proxy_correlation, indent=2))
@@ -313,34 +432,38 @@ class JobRunner:
                                                        for m, c in result.proxy_correlation.items()})
         tracker.mark_pareto({r.number for r in records if r.pareto})
         tracker.log_front([r.row() for r in records], [(o.metric, o.direction) for o in job.objectives])
-        summary = write_report(study, job, job.job_dir / "report")
-        for target, front in summary["fronts"].items():
+        report = write_report(self.study, job, job.job_dir / "report")
+        for target, front in report["fronts"].items():
             tracker.mark_pareto(set(front), tag=f"autocompress.pareto.{target}")
         tracker.log_report(str(job.job_dir / "report"))
         if job.export:
             from autocompress.export.pareto import export_front
 
             with self.console.status("exporting Pareto-optimal checkpoints..."):
-                export_front(job, session, records, tracker)
+                export_front(job, self.session, records, tracker)
         tracker.finish_job()
         return JobResult(job, records)
 
+    def run(self) -> JobResult:
+        self.open()
+        self.search()
+        return self.finish()
 
-    def _score_front(self, study: optuna.Study, session: Session, tracker: Tracker,
-                     records: list[TrialRecord]) -> list[TrialRecord]:
+    def _score_front(self, records: list[TrialRecord]) -> list[TrialRecord]:
         """Costly metrics for every Pareto-optimal trial that lacks them, logged to its own MLflow run."""
         costly = self.job.evaluation.costly
         for record in records:
             if record.pareto and not all(m in record.metrics for m in costly):
-                model = apply_recipe(session, Recipe.parse_obj(record.recipe))
-                late = measure_accuracy(model, session, costly)
-                study.set_user_attr(f"{LATE_METRICS}{record.number}", late)
+                model = apply_recipe(self.session, Recipe.parse_obj(record.recipe))
+                late = measure_accuracy(model, self.session, costly)
+                self.study.set_user_attr(f"{LATE_METRICS}{record.number}", late)
                 if record.run_id:
-                    tracker.log_metrics(record.run_id, late)
-        return trial_records(study, self.job.objectives)
+                    self.tracker.log_metrics(record.run_id, late)
+        return trial_records(self.study, self.job.objectives)
 
 
-def _summary(trial: FrozenTrial, job: Job) -> str:
+def summary(trial: FrozenTrial, job: Job) -> str:
+    """One line for a progress bar."""
     if trial.state == TrialState.COMPLETE:
         metrics = trial.user_attrs.get("metrics", {})
         return f"trial {trial.number}: " + ", ".join(f"{o.metric}={metrics.get(o.metric, math.nan):.4g}"
