@@ -116,3 +116,16 @@ def test_upper_bound_budgets_are_stricter(tmp_path, tiny_checkpoints):
     for r in upper:
         if r.feasible:
             assert r.metrics["raspberry-pi-5.decode_ms_per_token"] * (1 + u) <= 0.33
+
+
+def test_validation_recipes_are_valid_for_smollm2_widths():
+    from autocompress.hardware.suites import CALIBRATION_SHAPES, VALIDATION_RECIPES, VALIDATION_SHAPES
+    from autocompress.recipe import Recipe
+
+    assert len(VALIDATION_SHAPES) + len(VALIDATION_RECIPES) >= 20
+    assert not {s.label for s in CALIBRATION_SHAPES} & {s.label for s in VALIDATION_SHAPES}
+    for steps in VALIDATION_RECIPES.values():
+        recipe = Recipe.parse_obj({"model": "smollm2-135m", "steps": steps})
+        for step in recipe.steps:
+            group = step.params.get("group_size", 0)
+            assert all(width % group == 0 for width in (576, 1536)) if group else True

@@ -36,7 +36,7 @@ VALIDATION_SHAPES = (
 
 VALIDATION_RECIPES = {  # label -> recipe steps, applied to the real base model
     "int4 g32": [{"technique": "quantize", "params": {"bits": 4, "group_size": 32}}],
-    "int8 g128": [{"technique": "quantize", "params": {"bits": 8, "group_size": 128}}],
+    "int8 g64": [{"technique": "quantize", "params": {"bits": 8, "group_size": 64}}],
     "int3 asym g64": [{"technique": "quantize", "params": {"bits": 3, "group_size": 64, "symmetric": False}}],
     "50% sparse": [{"technique": "sparsify", "params": {"sparsity": 0.5}}],
     "drop 6": [{"technique": "prune_depth", "params": {"drop_layers": 6}}],

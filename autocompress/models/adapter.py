@@ -107,7 +107,10 @@ class ModelAdapter:
         """The norm between the last block and the LM head."""
         parent_path = self.layers_path.rpartition(".")[0]
         parent = self.model.get_submodule(parent_path) if parent_path else self.model
-        return next(getattr(parent, name) for name in _FINAL_NORMS if hasattr(parent, name))
+        found = next((getattr(parent, name) for name in _FINAL_NORMS if hasattr(parent, name)), None)
+        if found is None:
+            raise ValueError(f"no final norm found in {type(parent).__name__}")
+        return found
 
     @property
     def tied_embeddings(self) -> bool:
@@ -139,15 +142,6 @@ class ModelAdapter:
         if name is None or not hasattr(block, name):
             raise ValueError(f"no known norm before {group!r} in {type(block).__name__}")
         return getattr(block, name)
-
-    @property
-    def final_norm(self) -> nn.Module:
-        """The norm after the last block, before the LM head."""
-        parent_path = self.layers_path.rpartition(".")[0]
-        parent = self.model.get_submodule(parent_path) if parent_path else self.model
-        if not hasattr(parent, "norm"):
-            raise ValueError(f"no final norm found in {type(parent).__name__}")
-        return parent.norm
 
     def untie_lm_head(self) -> None:
         """Give the LM head its own copy of the embedding matrix (an explicit, visible choice)."""

@@ -3,11 +3,10 @@ error onto the columns not yet quantized, weighted by the inverse input Hessian.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 
+from autocompress.threads import one_thread
 from autocompress.techniques.quant.grid import QuantFormat, fake_quant, find_grid
 
 
@@ -22,18 +21,6 @@ def inverse_hessian_factor(hessian: torch.Tensor, damp: float) -> tuple[torch.Te
     h += damp * torch.diag(h).mean() * torch.eye(h.shape[0], dtype=h.dtype)
     inverse = torch.cholesky_inverse(torch.linalg.cholesky(h))
     return torch.linalg.cholesky(inverse, upper=True).to(torch.float32), dead
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """The column loop is thousands of tiny ops; on a busy CPU, waking a thread pool for each one
-    costs far more than the op (measured 30x slower with 2 threads under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @torch.no_grad()

@@ -9,12 +9,12 @@ The mask is chosen lazily per block of ``block`` columns (unstructured) or per g
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 
 import torch
 
 from autocompress.calibration import InputStats
 from autocompress.techniques.sparsity.masks import SparsityTarget
+from autocompress.threads import one_thread
 
 
 def inverse_hessian_cholesky(hessian: torch.Tensor, weight: torch.Tensor, damp: float) -> torch.Tensor:
@@ -27,21 +27,10 @@ def inverse_hessian_cholesky(hessian: torch.Tensor, weight: torch.Tensor, damp: 
     return torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True).float()
 
 
-@contextmanager
-def _one_thread():
-    """The column loop is thousands of tiny ops: handing each to a thread pool costs more than it saves."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 @torch.no_grad()
 def sparsegpt_prune(weight: torch.Tensor, stats: InputStats | None, target: SparsityTarget,
                     block: int = 128, damp: float = 0.01) -> torch.Tensor:
-    with _one_thread():
+    with one_thread():
         w = weight.float().clone()
         hinv = inverse_hessian_cholesky(stats.hessian, w, damp)
         return _prune_columns(w.T.contiguous(), hinv, target, block).T.to(weight.dtype)
