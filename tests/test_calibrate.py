@@ -63,13 +63,14 @@ def test_a_fixed_width_runtime_gets_nothing_from_quantization():
 
 
 def test_written_yaml_is_a_valid_target_that_cites_its_numbers(tmp_path):
-    target = HardwareTarget(**{**HOST, "sustained_bandwidth_fraction": 0.4321})
+    target = HardwareTarget(**{**HOST, "sustained_bandwidth_fraction": 0.4321,
+                               "description": "this machine: x86_64, 2 CPUs"})  # a colon, as platform gives
     samples = [Sample("x", p, w, ModelTiming(10.0, 1.0)) for _, p, w in _profiles()[:2]]
     path = tmp_path / "host.yaml"
     path.write_text(target_yaml(target, len(samples), errors(target, samples)))
     loaded = load_target(str(path))
     assert loaded.sustained_bandwidth_fraction == pytest.approx(0.4321)
-    assert loaded.runtime_bits == 32
+    assert loaded.runtime_bits == 32 and loaded.description == "this machine: x86_64, 2 CPUs"
     for key in ("memory_bandwidth_gbps", "sustained_bandwidth_fraction", "compute_efficiency", "per_op_overhead_us"):
         lines = path.read_text().splitlines()
         i = next(i for i, line in enumerate(lines) if line.startswith(key))
