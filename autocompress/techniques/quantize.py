@@ -26,7 +26,8 @@ from autocompress.techniques.quant.grid import QuantFormat, Quantized, check_for
 from autocompress.techniques.quant.kv import set_kv_bits
 from autocompress.techniques.quant.methods import WEIGHT_METHODS, Member
 from autocompress.techniques.quant.rotation import rotate
-from autocompress.techniques.quant.sensitivity import allocate_bits, layer_sensitivity
+from autocompress.techniques.quant.latency import LatencyBudget, decode_costs
+from autocompress.techniques.quant.sensitivity import allocate_bits, bits_budget, layer_sensitivity
 from autocompress.techniques.selection import ModuleSelector
 
 Bits = Literal[2, 3, 4, 8, 16]
@@ -64,6 +65,9 @@ class QuantizeParams(BaseModel):
     avg_bits: float | None = Field(None, description="with allocation: sensitivity, the parameter-weighted "
                                                     "mean bits (default: bits); ignored otherwise")
     bit_choices: list[Bits] = Field(default_factory=lambda: [2, 3, 4, 8], min_length=2)
+    latency_budget: LatencyBudget | None = Field(
+        None, description="with allocation: sensitivity, keep the predicted decode step on a target within "
+                          "this; avg_bits then applies only if given")
     act_bits: Literal[8, 16] = Field(16, description="8: per-token dynamic fake quantization of linear inputs")
     smoothquant_alpha: float | None = Field(None, ge=0, le=1,
                                             description="SmoothQuant migration strength (needs act_bits 8)")
@@ -76,7 +80,10 @@ class QuantizeParams(BaseModel):
     @model_validator(mode="after")
     def _budget(self) -> "QuantizeParams":
         lo, hi = min(self.bit_choices), max(self.bit_choices)
-        if self.allocation == "sensitivity" and not lo <= self.budget_bits <= hi:
+        if self.latency_budget is not None and self.allocation != "sensitivity":
+            raise ValueError("latency_budget: allocating bits under a latency budget needs allocation: sensitivity")
+        bits_bound = self.latency_budget is None or self.avg_bits is not None
+        if self.allocation == "sensitivity" and bits_bound and not lo <= self.budget_bits <= hi:
             raise ValueError(f"avg_bits: {self.budget_bits:g} cannot be met with bit_choices "
                              f"{self.bit_choices}; allowed: {lo} to {hi}")
         if self.smoothquant_alpha is not None and self.act_bits == 16:
@@ -163,6 +170,9 @@ class Quantize(Technique):
     def describe(cls, params: dict) -> str:
         p = QuantizeParams.model_validate(params)
         bits = f"~{p.budget_bits:g}" if p.allocation == "sensitivity" else str(p.bits)
+        if p.latency_budget is not None:
+            bits = f"@{p.latency_budget.decode_ms_per_token:g}ms/{p.latency_budget.target}"
+            bits += f"~{p.avg_bits:g}" if p.avg_bits is not None else ""
         text = f"{p.method} w{bits}g{p.group_size}" + ("" if p.symmetric else " asym")
         text += " +emb" if p.embeddings else ""
         text += f" a{p.act_bits}" if p.act_bits < 16 else ""
@@ -199,8 +209,13 @@ class Quantize(Technique):
         if params.allocation == "uniform":
             return None
         errors = layer_sensitivity(model, ctx, params.bit_choices, params.group_size, params.symmetric)
-        sizes = {s.name: s.module.weight.numel() for s in ModelAdapter(model).linear_sites()}
-        return allocate_bits(sizes, errors, params.bit_choices, params.budget_bits)
+        budgets = []
+        if params.latency_budget is not None:
+            budgets.append(decode_costs(model, params.latency_budget, params.bit_choices, params.group_size))
+        if params.latency_budget is None or params.avg_bits is not None:
+            sizes = {s.name: s.module.weight.numel() for s in ModelAdapter(model).linear_sites()}
+            budgets.append(bits_budget(sizes, params.bit_choices, params.budget_bits))
+        return allocate_bits(errors, params.bit_choices, budgets)
 
 
 @torch.no_grad()
