@@ -158,6 +158,7 @@ def _mixed(session, recipe, evaluate) -> dict:
     uniform w4 attn / w3 mlp is not 3.5 bits, so 'uniform' is the nearest 3.5-bit layer-wise split
     (even layers 4 bits, odd 3), vs sensitivity allocation, vs random allocations (5 seeds)."""
     from autocompress.models.adapter import ModelAdapter
+    from autocompress.models.annotations import weight_format
 
     sites = ModelAdapter(session.base.model).linear_sites()
     out: dict = {}
@@ -181,10 +182,18 @@ def _mixed(session, recipe, evaluate) -> dict:
                 acc += size[key]
         return chosen
 
-    uniform = {(s.layer, s.role) for s in sites if s.layer % 2 == 0}
+    from autocompress.hardware import Workload, cost_metrics, load_target, profile_model
     from autocompress.pipeline import apply_recipe
-    out["layerwise even/odd"] = {"avg_bits": avg_bits(uniform),
-                                 **evaluate(apply_recipe(session, recipe(**base, overrides=overrides(uniform))))}
+
+    pi5 = load_target("raspberry-pi-5")
+
+    def pi5_decode_ms(model) -> float:
+        return cost_metrics(profile_model(model), [pi5], Workload())["raspberry-pi-5.decode_ms_per_token"]
+
+    uniform = {(s.layer, s.role) for s in sites if s.layer % 2 == 0}
+    layerwise = apply_recipe(session, recipe(**base, overrides=overrides(uniform)))
+    budget_ms = pi5_decode_ms(layerwise)
+    out["layerwise even/odd"] = {"avg_bits": avg_bits(uniform), "pi5_decode_ms": budget_ms, **evaluate(layerwise)}
     runs = []
     for seed in range(5):
         four = random_half(seed)
@@ -194,11 +203,16 @@ def _mixed(session, recipe, evaluate) -> dict:
     out["random runs"] = runs
     try:
         model = apply_recipe(session, recipe(**base, allocation="sensitivity", avg_bits=3.5, bit_choices=[3, 4]))
-        from autocompress.models.annotations import weight_format
         bits = {(s.layer, s.role) for s in ModelAdapter(model).linear_sites() if weight_format(s.module).bits == 4}
-        out["sensitivity"] = {"avg_bits": avg_bits(bits), **evaluate(model)}
+        out["sensitivity"] = {"avg_bits": avg_bits(bits), "pi5_decode_ms": pi5_decode_ms(model), **evaluate(model)}
     except Exception as exc:  # sensitivity allocation not available
         out["sensitivity"] = {"error": str(exc)}
+    # The same decode latency on a Raspberry Pi 5 as the layer-wise split, spent by sensitivity.
+    model = apply_recipe(session, recipe(**base, allocation="sensitivity", bit_choices=[3, 4], latency_budget={
+        "target": "raspberry-pi-5", "decode_ms_per_token": budget_ms}))
+    bits = {(s.layer, s.role) for s in ModelAdapter(model).linear_sites() if weight_format(s.module).bits == 4}
+    out["sensitivity under the Pi 5 latency of layerwise"] = {
+        "avg_bits": avg_bits(bits), "pi5_decode_ms": pi5_decode_ms(model), **evaluate(model)}
     return out
 
 

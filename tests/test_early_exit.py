@@ -120,3 +120,20 @@ def test_expected_exit_depth_reaches_the_cost_model_and_metrics_json(tiny_model,
                                                                             "exit_layers": [1]}}])
     record = write_artifact(tiny_model, tokenizer, recipe, metrics, tmp_path / "out")
     assert record["avg_exit_layer"] == 1.0
+
+
+@pytest.mark.parametrize("first_exit,every,depth,expected", [(0.5, 4, 30, [15, 19, 23, 27]),
+                                                             (0.25, 1, 4, [1, 2, 3]), (0.9, 2, 4, [])])
+def test_first_exit_and_spacing_place_the_exits_for_any_depth(first_exit, every, depth, expected):
+    params = TECHNIQUES["early_exit"].parse_params({"first_exit": first_exit, "exit_every": every}, "params")
+    assert params.layers(depth) == expected
+
+
+def test_scalar_exit_placement_is_applied(tiny_model, tokenizer):
+    apply(tiny_model, tokenizer, threshold=0.3, first_exit=0.5, exit_every=1)  # 4 blocks: exits after 2 and 3
+    assert tiny_model.config.early_exit == {"exit_layers": [2, 3], "threshold": 0.3}
+
+
+def test_exit_layers_and_scalar_placement_are_exclusive():
+    with pytest.raises(ConfigError, match="exit_layers: give either exit_layers or first_exit/exit_every"):
+        TECHNIQUES["early_exit"].parse_params({"exit_layers": [2], "exit_every": 2}, "params")

@@ -40,9 +40,9 @@ def test_every_method_stores_at_most_2_to_the_bits_values_per_group(bits, group,
     w, stats = layer_problem()
     fmt = QuantFormat(bits, group, symmetric)
     width = group or w.shape[1]
-    assert max_distinct_per_group(gptq(w, stats.hessian, fmt), width) <= 2**bits
+    assert max_distinct_per_group(gptq(w, stats.hessian, fmt).weight, width) <= 2**bits
     (effective,), alpha = awq([w], [fmt], stats)
-    stored = effective * awq_scales(stats.absmean, alpha)  # AWQ stores Q(W s); 1/s folds into the op before
+    stored = effective.weight * awq_scales(stats.absmean, alpha)  # AWQ stores Q(W s); 1/s folds into the op before
     assert max_distinct_per_group(stored, width, tol=1e-5) <= 2**bits
     assert max_distinct_per_group(rtn(w, fmt), width) <= 2**bits
 
@@ -52,7 +52,7 @@ def test_gptq_reconstructs_the_layer_output_better_than_rtn(bits, group):
     w, stats = layer_problem(seed=bits)
     fmt = QuantFormat(bits, group, symmetric=False)
     err_rtn = output_error(w, rtn(w, fmt), stats.hessian)
-    err_gptq = output_error(w, gptq(w, stats.hessian, fmt), stats.hessian)
+    err_gptq = output_error(w, gptq(w, stats.hessian, fmt).weight, stats.hessian)
     assert err_gptq < 0.6 * err_rtn
 
 
@@ -60,14 +60,14 @@ def test_gptq_with_an_identity_hessian_is_rtn():
     # Uncorrelated unit inputs leave nothing to compensate: GPTQ reduces to round to nearest.
     w, _ = layer_problem()
     fmt = QuantFormat(4, 32)
-    assert torch.allclose(gptq(w, torch.eye(w.shape[1]), fmt, damp=0.0), rtn(w, fmt), atol=1e-5)
+    assert torch.allclose(gptq(w, torch.eye(w.shape[1]), fmt, damp=0.0).weight, rtn(w, fmt), atol=1e-5)
 
 
 def test_gptq_zeroes_weights_of_dead_inputs():
     w, stats = layer_problem()
     h = stats.hessian.clone()
     h[5, :] = h[:, 5] = 0
-    assert torch.all(gptq(w, h, QuantFormat(4, 32))[:, 5] == 0)
+    assert torch.all(gptq(w, h, QuantFormat(4, 32)).weight[:, 5] == 0)
 
 
 def test_awq_beats_rtn_on_outlier_channels_and_never_loses():
@@ -75,7 +75,7 @@ def test_awq_beats_rtn_on_outlier_channels_and_never_loses():
     for bits in (3, 4):
         fmt = QuantFormat(bits, 32)
         (effective,), alpha = awq([w], [fmt], stats)
-        err_rtn, err_awq = (output_error(w, a, stats.hessian) for a in (rtn(w, fmt), effective))
+        err_rtn, err_awq = (output_error(w, a, stats.hessian) for a in (rtn(w, fmt), effective.weight))
         assert alpha > 0 and err_awq < 0.8 * err_rtn
 
 
@@ -202,14 +202,21 @@ def test_unsupported_combinations_fail_with_one_line(tiny_model, tokenizer):
 
 
 def test_allocation_spends_the_budget_on_the_most_sensitive_layers():
-    from autocompress.techniques.quant.sensitivity import allocate_bits
+    from autocompress.techniques.quant.sensitivity import allocate_bits, bits_budget
 
     sizes = {"a": 100, "b": 100, "c": 200, "d": 100}
     errors = {"a": [9.0, 1.0], "b": [2.0, 1.5], "c": [30.0, 2.0], "d": [0.5, 0.4]}  # at 3 and 4 bits
-    bits = allocate_bits(sizes, errors, [3, 4], avg_bits=3.6)  # 300 extra bits x params: c (200) + a (100)
+    bits = allocate_bits(errors, [3, 4], [bits_budget(sizes, [3, 4], 3.6)])  # 300 extra bits x params: c + a
     assert bits == {"a": 4, "b": 3, "c": 4, "d": 3}
     assert sum(bits[n] * sizes[n] for n in sizes) / sum(sizes.values()) <= 3.6
-    assert allocate_bits(sizes, errors, [3, 4], avg_bits=3.0) == dict.fromkeys(sizes, 3)
+    assert allocate_bits(errors, [3, 4], [bits_budget(sizes, [3, 4], 3.0)]) == dict.fromkeys(sizes, 3)
+    # A second budget that makes "c" expensive: the error per unit of the first cost decides, both must hold.
+    latency = {"a": [0.0, 1.0], "b": [0.0, 1.0], "c": [0.0, 5.0], "d": [0.0, 1.0]}
+    budgets = [(latency, 2.0), bits_budget(sizes, [3, 4], 4.0)]
+    assert allocate_bits(errors, [3, 4], budgets) == {"a": 4, "b": 4, "c": 3, "d": 3}
+    flip = lambda table: {n: v[::-1] for n, v in table.items()}  # noqa: E731  (choices in any order)
+    budgets = [(flip(latency), 2.0), bits_budget(sizes, [4, 3], 4.0)]
+    assert allocate_bits(flip(errors), [4, 3], budgets) == {"a": 4, "b": 4, "c": 3, "d": 3}
 
 
 def test_sensitivity_allocation_meets_the_average_and_is_cached(tiny_model, tokenizer, tmp_path, monkeypatch):
@@ -324,3 +331,34 @@ def test_rotation_leaves_float_outputs_unchanged_and_unties_the_head(tiny_model,
     assert not ModelAdapter(rotated).tied_embeddings and not rotated.config.tie_word_embeddings
     emb = rotated.get_input_embeddings().weight
     assert not torch.allclose(emb, tiny_model.get_input_embeddings().weight, atol=1e-3)  # really rotated
+
+
+def test_latency_budget_allocation_keeps_the_predicted_decode_within_budget(tiny_model, tokenizer, tmp_path):
+    from autocompress.hardware import Workload, cost_metrics, load_target, profile_model
+
+    target = load_target("raspberry-pi-5")
+
+    def decode_ms(model):
+        return cost_metrics(profile_model(model), [target], Workload())["raspberry-pi-5.decode_ms_per_token"]
+
+    uniform = {}
+    for bits in (3, 8):
+        uniform[bits] = copy.deepcopy(tiny_model)
+        quantize(uniform[bits], make_context(tiny_model, tokenizer), bits=bits, group_size=32)
+    chosen = []
+    for fraction in (0.0, 0.5, 1.0):
+        budget = decode_ms(uniform[3]) + fraction * (decode_ms(uniform[8]) - decode_ms(uniform[3]))
+        model = copy.deepcopy(tiny_model)
+        quantize(model, cached_context(tiny_model, tokenizer, tmp_path), group_size=32, allocation="sensitivity",
+                 bit_choices=[3, 8], latency_budget={"target": "raspberry-pi-5", "decode_ms_per_token": budget})
+        assert decode_ms(model) <= budget * (1 + 1e-9)
+        chosen.append(sum(weight_format(s.module).bits == 8 for s in ModelAdapter(model).linear_sites()))
+    assert chosen[0] == 0 and chosen[0] < chosen[1] < chosen[2] == len(ModelAdapter(tiny_model).linear_sites())
+    with pytest.raises(ConfigError, match=r"quantize.latency_budget.decode_ms_per_token: .* cannot be met on "
+                                          r"raspberry-pi-5: every linear at 3 bits"):
+        quantize(copy.deepcopy(tiny_model), make_context(tiny_model, tokenizer), group_size=32,
+                 allocation="sensitivity", bit_choices=[3, 8],
+                 latency_budget={"target": "raspberry-pi-5", "decode_ms_per_token": decode_ms(uniform[3]) * 0.99})
+    with pytest.raises(ConfigError, match="latency_budget: allocating bits under a latency budget needs allocation"):
+        TECHNIQUES["quantize"].parse_params({"latency_budget": {"target": "raspberry-pi-5",
+                                                                "decode_ms_per_token": 5}}, "params")

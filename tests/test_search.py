@@ -139,6 +139,19 @@ def test_resume_continues_without_repeating_finished_trials(tmp_path, tiny_check
     assert sorted(trial_runs(again.job)) == list(range(5))
 
 
+def test_a_job_with_other_evaluation_data_under_the_same_name_is_refused(tmp_path, tiny_checkpoints):
+    from autocompress.errors import ConfigError
+
+    run_job(make_job(tmp_path, tiny_checkpoints["qwen2"], search={"trials": 1, "sampler": "random"}), progress=False)
+    changed = make_job(tmp_path, tiny_checkpoints["qwen2"], search={"trials": 2, "sampler": "random"},
+                       evaluation={"top_k": 8})  # KL values would not be comparable with the stored trials
+    with pytest.raises(ConfigError, match="^name: a job named 'tiny' with a different .*evaluation data"):
+        run_job(changed, progress=False)
+    batch = make_job(tmp_path, tiny_checkpoints["qwen2"], search={"trials": 2, "sampler": "random"},
+                     evaluation={"batch_size": 2})  # does not change any metric: resumes
+    assert len(run_job(batch, progress=False).records) == 2
+
+
 def test_failing_trials_are_recorded_and_the_search_goes_on(tmp_path, tiny_checkpoints):
     space = yaml.safe_load((TESTS / "data" / "tiny-space.yaml").read_text())
     space["steps"][2]["params"]["group_size"] = {"choice": [32, 48]}  # 48 does not divide 64: fails

@@ -73,7 +73,9 @@ def job_fingerprint(job: Job, space: SearchSpace) -> dict[str, Any]:
     return {"model": job.model, "space": space.model_dump(mode="json"), "targets": job.targets,
             "objectives": [o.model_dump() for o in job.objectives],
             "budgets": {m: b.model_dump(exclude_none=True) for m, b in job.budgets.items()}, "calibration": job.calibration.model_dump(),
-            "workload": job.workload.model_dump(), "seed": job.search.seed}
+            "workload": job.workload.model_dump(), "seed": job.search.seed,
+            # what a trial's accuracy metrics depend on (batch size, costly-metric policy do not)
+            "evaluation": job.evaluation.model_dump(include={"data", "limit", "top_k"})}
 
 
 class StageClock:
@@ -279,8 +281,8 @@ class JobRunner:
             return None
         if study.user_attrs.get("job") != job_fingerprint(job, self.space):
             raise ConfigError("name", f"a job named {job.name!r} with a different model, space, targets, objectives, "
-                                      "budgets, calibration, workload or seed already exists in this storage; "
-                                      "use another name")
+                                      "budgets, calibration, workload, evaluation data or seed already exists in this "
+                                      "storage; use another name")
         return study
 
     def _create_study(self, storage: optuna.storages.BaseStorage) -> optuna.Study:

@@ -20,7 +20,7 @@ The saved checkpoint is the unchanged transformer (stock ``from_pretrained`` run
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from autocompress.context import CompressionContext
@@ -146,7 +146,25 @@ class EarlyExitParams(BaseModel):
 
     threshold: float = Field(0.9, gt=0.0, le=1.0, description="exit when the top-token probability exceeds this")
     exit_layers: list[int] = Field(default_factory=list,
-                                   description="blocks after which a token may exit; empty: every 4th from half depth")
+                                   description="blocks after which a token may exit; empty: from first_exit on, "
+                                               "every exit_every blocks")
+    first_exit: float | None = Field(None, gt=0.0, lt=1.0,
+                                     description="fraction of the depth after which the first exit sits "
+                                                 "(searchable stand-in for exit_layers; default 0.5)")
+    exit_every: int | None = Field(None, ge=1, description="blocks between exits after the first (default 4)")
+
+    @model_validator(mode="after")
+    def _one_placement(self) -> "EarlyExitParams":
+        if self.exit_layers and (self.first_exit is not None or self.exit_every is not None):
+            raise ValueError("exit_layers: give either exit_layers or first_exit/exit_every, not both")
+        return self
+
+    def layers(self, depth: int) -> list[int]:
+        """The blocks after which a token may exit, for a decoder of ``depth`` blocks."""
+        if self.exit_layers:
+            return self.exit_layers
+        first = max(round((self.first_exit or 0.5) * depth), 1)
+        return list(range(first, depth, self.exit_every or 4))
 
 
 @register_technique
@@ -157,14 +175,14 @@ class EarlyExit(Technique):
     @classmethod
     def describe(cls, params: dict) -> str:
         p = EarlyExitParams.model_validate(params)
-        return f"exit>{p.threshold:g}" + (f"@{','.join(map(str, p.exit_layers))}" if p.exit_layers else "")
+        if p.exit_layers:
+            return f"exit>{p.threshold:g}@{','.join(map(str, p.exit_layers))}"
+        return f"exit>{p.threshold:g}@{p.first_exit or 0.5:g}/{p.exit_every or 4}"
 
     def apply(self, model: nn.Module, params: EarlyExitParams, ctx: CompressionContext) -> nn.Module:
         if params.threshold >= 1.0:  # no probability exceeds 1: nothing would exit, and nothing is checked
             return model
-        n = ModelAdapter(model).num_layers
-        layers = params.exit_layers or list(range(max(n // 2, 1), n, 4))
-        policy = attach_early_exit(model, layers, params.threshold)
+        policy = attach_early_exit(model, params.layers(ModelAdapter(model).num_layers), params.threshold)
         # The expected depth the hardware model charges: measured on the held-out text.
         policy.expected_depth, policy.expected_head_reads = measure_exit_depth(model, ctx.batches(ctx.evaluation))
         return model

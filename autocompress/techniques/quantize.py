@@ -18,15 +18,16 @@ from autocompress.calibration import input_stats
 from autocompress.cache import text_digest
 from autocompress.context import CompressionContext
 from autocompress.models.adapter import ModelAdapter
-from autocompress.models.annotations import WeightFormat, set_weight_format
+from autocompress.models.annotations import WeightFormat, set_weight_format, set_weight_grid
 from autocompress.techniques.base import Technique, register_technique
 from autocompress.techniques.quant.activations import add_activation_quant, rescaled, smooth
 from autocompress.techniques.quant.cache import WeightCache
-from autocompress.techniques.quant.grid import QuantFormat, check_format, rtn
+from autocompress.techniques.quant.grid import QuantFormat, Quantized, check_format, rtn_grid
 from autocompress.techniques.quant.kv import set_kv_bits
 from autocompress.techniques.quant.methods import WEIGHT_METHODS, Member
 from autocompress.techniques.quant.rotation import rotate
-from autocompress.techniques.quant.sensitivity import allocate_bits, layer_sensitivity
+from autocompress.techniques.quant.latency import LatencyBudget, decode_costs
+from autocompress.techniques.quant.sensitivity import allocate_bits, bits_budget, layer_sensitivity
 from autocompress.techniques.selection import ModuleSelector
 
 Bits = Literal[2, 3, 4, 8, 16]
@@ -64,6 +65,9 @@ class QuantizeParams(BaseModel):
     avg_bits: float | None = Field(None, description="with allocation: sensitivity, the parameter-weighted "
                                                     "mean bits (default: bits); ignored otherwise")
     bit_choices: list[Bits] = Field(default_factory=lambda: [2, 3, 4, 8], min_length=2)
+    latency_budget: LatencyBudget | None = Field(
+        None, description="with allocation: sensitivity, keep the predicted decode step on a target within "
+                          "this; avg_bits then applies only if given")
     act_bits: Literal[8, 16] = Field(16, description="8: per-token dynamic fake quantization of linear inputs")
     smoothquant_alpha: float | None = Field(None, ge=0, le=1,
                                             description="SmoothQuant migration strength (needs act_bits 8)")
@@ -76,7 +80,10 @@ class QuantizeParams(BaseModel):
     @model_validator(mode="after")
     def _budget(self) -> "QuantizeParams":
         lo, hi = min(self.bit_choices), max(self.bit_choices)
-        if self.allocation == "sensitivity" and not lo <= self.budget_bits <= hi:
+        if self.latency_budget is not None and self.allocation != "sensitivity":
+            raise ValueError("latency_budget: allocating bits under a latency budget needs allocation: sensitivity")
+        bits_bound = self.latency_budget is None or self.avg_bits is not None
+        if self.allocation == "sensitivity" and bits_bound and not lo <= self.budget_bits <= hi:
             raise ValueError(f"avg_bits: {self.budget_bits:g} cannot be met with bit_choices "
                              f"{self.bit_choices}; allowed: {lo} to {hi}")
         if self.smoothquant_alpha is not None and self.act_bits == 16:
@@ -123,7 +130,7 @@ def quantize_linears(model: nn.Module, assignment: dict[str, tuple[str, QuantFor
     prescale = prescale or {}
     adapter = ModelAdapter(model)
     cache = cache or WeightCache.for_context(ctx)
-    jobs: list[tuple[str, list[Member], bool, list[str], list[torch.Tensor | None]]] = []
+    jobs: list[tuple[str, list[Member], bool, list[str], list[Quantized | None]]] = []
     for group, sites in adapter.input_groups():
         for name in dict.fromkeys(assignment[s.name][0] for s in sites):
             method = WEIGHT_METHODS[name]
@@ -144,10 +151,11 @@ def quantize_linears(model: nn.Module, assignment: dict[str, tuple[str, QuantFor
                 if group_stats is not None and first in prescale:
                     group_stats = rescaled(group_stats, prescale[first])
                 hit = WEIGHT_METHODS[name]().quantize(members, group_stats, fold)
-                for key, weight in zip(keys, hit):
-                    cache.put(key, weight)
-            for member, weight in zip(members, hit):
-                member.site.module.weight.copy_(weight)
+                for key, result in zip(keys, hit):
+                    cache.put(key, result)
+            for member, result in zip(members, hit):
+                member.site.module.weight.copy_(result.weight)
+                set_weight_grid(member.site.module, result.grid)
                 set_weight_format(member.site.module, WeightFormat(member.fmt.bits, member.fmt.group_size,
                                                                    member.fmt.symmetric))
     return cache
@@ -162,6 +170,9 @@ class Quantize(Technique):
     def describe(cls, params: dict) -> str:
         p = QuantizeParams.model_validate(params)
         bits = f"~{p.budget_bits:g}" if p.allocation == "sensitivity" else str(p.bits)
+        if p.latency_budget is not None:
+            bits = f"@{p.latency_budget.decode_ms_per_token:g}ms/{p.latency_budget.target}"
+            bits += f"~{p.avg_bits:g}" if p.avg_bits is not None else ""
         text = f"{p.method} w{bits}g{p.group_size}" + ("" if p.symmetric else " asym")
         text += " +emb" if p.embeddings else ""
         text += f" a{p.act_bits}" if p.act_bits < 16 else ""
@@ -198,16 +209,24 @@ class Quantize(Technique):
         if params.allocation == "uniform":
             return None
         errors = layer_sensitivity(model, ctx, params.bit_choices, params.group_size, params.symmetric)
-        sizes = {s.name: s.module.weight.numel() for s in ModelAdapter(model).linear_sites()}
-        return allocate_bits(sizes, errors, params.bit_choices, params.budget_bits)
+        budgets = []
+        if params.latency_budget is not None:
+            budgets.append(decode_costs(model, params.latency_budget, params.bit_choices, params.group_size))
+        if params.latency_budget is None or params.avg_bits is not None:
+            sizes = {s.name: s.module.weight.numel() for s in ModelAdapter(model).linear_sites()}
+            budgets.append(bits_budget(sizes, params.bit_choices, params.budget_bits))
+        return allocate_bits(errors, params.bit_choices, budgets)
 
 
 @torch.no_grad()
 def _quantize_embeddings(adapter: ModelAdapter, fmt: QuantFormat) -> None:
     """Round the input embedding and LM head; a tied head shares the tensor: quantized once, both recorded."""
-    tensors = {id(m.weight): m for m in (adapter.input_embedding, adapter.lm_head)}
-    for module in tensors.values():
+    grids = {}
+    for module in {id(m.weight): m for m in (adapter.input_embedding, adapter.lm_head)}.values():
         check_format(fmt, "the embedding", module.weight.shape[1])
-        module.weight.copy_(rtn(module.weight, fmt))
+        result = rtn_grid(module.weight, fmt)
+        module.weight.copy_(result.weight)
+        grids[id(module.weight)] = result.grid
     for module in (adapter.input_embedding, adapter.lm_head):
         set_weight_format(module, WeightFormat(fmt.bits, fmt.group_size, fmt.symmetric))
+        set_weight_grid(module, grids[id(module.weight)])

@@ -1,4 +1,4 @@
-"""Per-layer sensitivity (the GPTQ proxy) and bit allocation under an average-bits budget.
+"""Per-layer sensitivity (the GPTQ proxy) and bit allocation under average-bits and latency budgets.
 
 The sensitivity of a linear at ``b`` bits is the output error that round-to-nearest at ``b`` bits
 causes on the calibration inputs, ``tokens * tr(dW H dW^T)`` (GPTQ's layer objective, summed over
@@ -44,30 +44,39 @@ def layer_sensitivity(model: nn.Module, ctx: CompressionContext, bit_choices: li
     return ctx.memo(f"sensitivity/{key}", compute)
 
 
-def allocate_bits(sizes: dict[str, int], errors: dict[str, list[float]], bit_choices: list[int],
-                  avg_bits: float) -> dict[str, int]:
+def allocate_bits(errors: dict[str, list[float]], bit_choices: list[int],
+                  budgets: list[tuple[dict[str, list[float]], float]]) -> dict[str, int]:
     """Greedy allocation: start every layer at the fewest bits, then repeatedly take the upgrade
-    (one step up in ``bit_choices``) that removes the most error per extra stored bit, while the
-    parameter-weighted mean stays within ``avg_bits``."""
-    choices = sorted(bit_choices)
-    order = {b: i for i, b in enumerate(bit_choices)}
-    level = {name: 0 for name in sizes}
-    budget = avg_bits * sum(sizes.values()) - choices[0] * sum(sizes.values())
+    (one step up in ``bit_choices``) that removes the most error per unit of cost, while every
+    budget holds. A budget is ``(cost of each layer at each of bit_choices, total allowed)``; the
+    first one prices the upgrades."""
+    order = sorted(range(len(bit_choices)), key=lambda i: bit_choices[i])  # indices, fewest bits first
+    level = {name: 0 for name in errors}
+    left = [total - sum(cost[n][order[0]] for n in errors) for cost, total in budgets]
+
+    def step_costs(name: str) -> list[float]:
+        now, nxt = order[level[name]], order[level[name] + 1]
+        return [cost[name][nxt] - cost[name][now] for cost, _ in budgets]
 
     def gain(name: str) -> tuple[float, str]:
-        now, nxt = choices[level[name]], choices[level[name] + 1]
-        saved = errors[name][order[now]] - errors[name][order[nxt]]
-        return -saved / ((nxt - now) * sizes[name]), name
+        now, nxt = order[level[name]], order[level[name] + 1]
+        saved = errors[name][now] - errors[name][nxt]
+        return -saved / max(step_costs(name)[0], 1e-12), name
 
-    heap = [gain(n) for n in sorted(sizes)]
+    heap = [gain(n) for n in sorted(errors)]
     heapq.heapify(heap)
     while heap:
         _, name = heapq.heappop(heap)
-        cost = (choices[level[name] + 1] - choices[level[name]]) * sizes[name]
-        if cost > budget:
+        extra = step_costs(name)
+        if any(c > room + 1e-12 for c, room in zip(extra, left)):
             continue  # too large for what is left; smaller upgrades may still fit
-        budget -= cost
+        left = [room - c for c, room in zip(extra, left)]
         level[name] += 1
-        if level[name] + 1 < len(choices):
+        if level[name] + 1 < len(order):
             heapq.heappush(heap, gain(name))
-    return {name: choices[i] for name, i in level.items()}
+    return {name: bit_choices[order[i]] for name, i in level.items()}
+
+
+def bits_budget(sizes: dict[str, int], bit_choices: list[int], avg_bits: float) -> tuple[dict[str, list[float]], float]:
+    """The average-bits budget as costs: stored bits of each layer at each choice, and the total allowed."""
+    return {n: [b * size for b in bit_choices] for n, size in sizes.items()}, avg_bits * sum(sizes.values())
