@@ -176,3 +176,35 @@ def test_distill_comes_after_quantize_and_before_early_exit():
     with pytest.raises(ConfigError, match="'quantize' must come before 'distill'"):
         Recipe.parse_obj({"model": "m", "steps": steps})
     Recipe.parse_obj({"model": "m", "steps": steps[::-1] + [{"technique": "early_exit"}]})
+
+
+def test_the_shipped_space_searches_distill_steps_and_zero_skips_the_step():
+    import optuna
+
+    from autocompress.recipe import TextSpec
+    from autocompress.search.space import SearchSpace
+
+    space = SearchSpace.load("distill")
+    assert space.distributions()["distill.steps"].choice == [0, 50, 200]
+    trial = optuna.trial.FixedTrial({"prune_width.ffn_ratio": 0.25, "quantize.method": "rtn", "quantize.bits": 4,
+                                     "distill.steps": 0, "distill.train": "lora"})
+    recipe = space.sample(trial, "m", 0, TextSpec())
+    assert [s.technique for s in recipe.steps] == ["prune_width", "quantize", "distill"]
+    assert "no distill" in recipe.summary()
+
+
+def test_apply_recipe_times_each_step_as_its_own_stage(tiny_checkpoints):
+    from autocompress.pipeline import apply_recipe, open_session
+    from autocompress.recipe import TextSpec
+    from autocompress.search.runner import StageClock
+
+    spec = TextSpec(seq_len=32, calibration_samples=4, eval_samples=2)
+    session = open_session(str(tiny_checkpoints["llama"]), spec, seed=0)
+    recipe = Recipe(model=str(tiny_checkpoints["llama"]), calibration=spec,
+                    steps=[{"technique": "sparsify", "params": {"sparsity": 0.5}},
+                           {"technique": "distill", "params": FAST | {"steps": 2}}])
+    clock = StageClock()
+    model = apply_recipe(session, recipe, clock)
+    seconds = clock.take()
+    assert set(seconds) == {"apply.sparsify", "apply.distill"} and seconds["apply.distill"] > 0
+    assert model.distill_report["steps"] == 2

@@ -70,7 +70,7 @@ def trainable_tensors(model: nn.Module, params: DistillParams, seed: int) -> tup
         gen = torch.Generator().manual_seed(seed)
         for site in adapter.linear_sites():
             linear = site.module
-            lora = (LoRA(linear.out_features, linear.in_features, params.lora_rank, gen)
+            lora = (LoRA(linear.out_features, linear.in_features, params.lora_rank, gen).to_device_of(linear.weight)
                     if params.train == "lora" else None)
             constrain(linear, keep_mask(linear), lora)
             linears.append(linear)

@@ -31,11 +31,11 @@ class Checkpoint:
         self.path = path
 
     def save(self, state: TrainState, tensors: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer | None) -> None:
-        flat = {f"param/{name}": t.detach().contiguous().clone() for name, t in tensors.items()}
+        flat = {f"param/{name}": t.detach().cpu().contiguous().clone() for name, t in tensors.items()}
         if optimizer is not None:
             for index, moments in optimizer.state_dict()["state"].items():
                 for key, value in moments.items():
-                    flat[f"optim/{index}/{key}"] = torch.as_tensor(value).contiguous().clone()
+                    flat[f"optim/{index}/{key}"] = torch.as_tensor(value).cpu().contiguous().clone()
         meta = {"state": json.dumps({"step": state.step, "losses": state.losses})}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")

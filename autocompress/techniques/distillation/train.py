@@ -52,6 +52,10 @@ def batch(tokens: torch.Tensor, cfg: TrainConfig, step: int) -> torch.Tensor:
     return tokens[rows, start:start + cfg.seq_len]
 
 
+def device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 def distillation_loss(student: nn.Module, teacher: nn.Module, ids: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
     hidden = cfg.hidden_weight > 0
     with torch.no_grad():
@@ -77,7 +81,8 @@ def train(student: nn.Module, teacher: nn.Module, tokens: torch.Tensor, trainabl
             if checkpoint:
                 checkpoint.save(state, trainable, optimizer)
             raise Interrupted(f"distillation stopped at step {state.step} of {cfg.steps}")
-        loss = distillation_loss(student, teacher, batch(tokens, cfg, state.step), cfg)
+        ids = batch(tokens, cfg, state.step).to(device_of(student))
+        loss = distillation_loss(student, teacher, ids, cfg)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.max_grad_norm > 0:

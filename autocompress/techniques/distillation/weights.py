@@ -44,6 +44,9 @@ class LoRA(nn.Module):
         self.a = nn.Parameter(torch.randn(rank, in_features, generator=generator) / in_features**0.5)
         self.b = nn.Parameter(torch.zeros(out_features, rank))
 
+    def to_device_of(self, weight: torch.Tensor) -> "LoRA":
+        return self.to(device=weight.device, dtype=weight.dtype)
+
     def delta(self) -> torch.Tensor:
         return self.b @ self.a
 
@@ -61,7 +64,7 @@ class ConstrainedWeight(nn.Module):
         if self.rounder is not None:
             w = straight_through(w, self.rounder(w.detach()))
         if self.keep is not None:
-            w = torch.where(self.keep, w, torch.zeros((), dtype=w.dtype))
+            w = torch.where(self.keep, w, w.new_zeros(()))
         return w
 
 
@@ -82,7 +85,7 @@ def finalize(linear: nn.Linear) -> None:
     if parametrization.rounder is not None:
         w = parametrization.rounder(w)
     if parametrization.keep is not None:
-        w = torch.where(parametrization.keep, w, torch.zeros((), dtype=w.dtype))
+        w = torch.where(parametrization.keep, w, w.new_zeros(()))
     requires_grad = latent.requires_grad
     parametrize.remove_parametrizations(linear, "weight", leave_parametrized=False)
     linear.weight = nn.Parameter(w.detach().clone(), requires_grad=requires_grad)
