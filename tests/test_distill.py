@@ -208,3 +208,31 @@ def test_apply_recipe_times_each_step_as_its_own_stage(tiny_checkpoints):
     seconds = clock.take()
     assert set(seconds) == {"apply.sparsify", "apply.distill"} and seconds["apply.distill"] > 0
     assert model.distill_report["steps"] == 2
+
+
+def on_grid(model) -> tuple[int, bool]:
+    """How many linears have a recorded grid, and whether all their weights lie exactly on it."""
+    from autocompress.models import annotations
+
+    grids = [(s.module, annotations.weight_grid(s.module)) for s in ModelAdapter(model).linear_sites()]
+    grids = [(m, g) for m, g in grids if g is not None]
+    return len(grids), all(torch.equal(g.dequantize(g.codes(m.weight)).to(m.weight.dtype), m.weight) for m, g in grids)
+
+
+@pytest.mark.parametrize("method", ["rtn", "gptq", "awq"])
+@pytest.mark.parametrize("train", ["all", "lora"])
+def test_qat_keeps_quantized_weights_exactly_on_their_grid(tokenizer, method, train):
+    from autocompress.models import annotations
+
+    if not hasattr(annotations, "weight_grid"):
+        pytest.skip("quantization grids are not recorded yet")
+    model, ctx = compressed("llama", tokenizer, "sparsify", pattern="2:4")
+    model = apply("quantize", model, ctx, method=method, bits=3, group_size=16)
+    before = linear_weights(model)
+    assert on_grid(model) == (len(before), True)
+    model = apply("distill", model, ctx, **(FAST | {"train": train}))
+    after = linear_weights(model)
+    assert on_grid(model) == (len(before), True)
+    assert all(bool((after[k][before[k] == 0] == 0).all()) for k in before)  # the 2:4 masks too
+    changed = sum(int((after[k] != before[k]).sum()) for k in before)
+    assert changed > 0, "no weight moved to another grid point"

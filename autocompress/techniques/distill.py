@@ -46,7 +46,7 @@ class DistillParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     steps: int = Field(200, ge=0, description="optimizer steps; 0 skips the step")
-    lr: float = Field(1e-4, gt=0, description="peak AdamW learning rate (warmup, then cosine to 10%)")
+    lr: float = Field(3e-4, gt=0, description="peak AdamW learning rate (warmup, then cosine to 10%)")
     batch_size: int = Field(4, ge=1, description="token windows per step")
     seq_len: int | None = Field(None, ge=2, description="window length; default: the calibration block length")
     temperature: float = Field(1.0, gt=0, description="softening of both distributions in the KL")

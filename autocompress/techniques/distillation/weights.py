@@ -15,6 +15,7 @@ the grid, LoRA merged. Shapes never change (width-pruned linears stay narrow).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 import torch
@@ -33,7 +34,11 @@ def grid_rounder(module: nn.Module) -> Rounder | None:
     grid = read(module) if read is not None else None
     if grid is None:
         return None
-    return lambda w: grid.dequantize(grid.codes(w)).to(w.dtype)
+    device = module.weight.device
+    moved = {"scale": grid.scale.to(device), "zero": grid.zero.to(device),
+             "input_scale": None if grid.input_scale is None else grid.input_scale.to(device)}
+    local = dataclasses.replace(grid, **moved)  # the grid's tensors where the weight is (a GPU, say)
+    return lambda w: local.dequantize(local.codes(w)).to(w.dtype)
 
 
 class LoRA(nn.Module):
