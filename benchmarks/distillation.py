@@ -121,7 +121,8 @@ def timing(session, distill: dict, steps: int = 4) -> list[dict]:
             session.ctx.model_digest = model_digest
         row = {"train": train, "batch_size": params.batch_size, "seq_len": params.seq_len, "steps": steps,
                "seconds_per_step": round(model.distill_report["seconds"] / steps, 2), "threads": 2}
-        print(f"timing train={train:<6} bs {params.batch_size} x {params.seq_len}: {row['seconds_per_step']:.2f} s/step",
+        print(f"timing train={train:<6} bs {params.batch_size} x {params.seq_len}: "
+              f"{row['seconds_per_step']:.2f} s/step",
               flush=True)
         rows.append(row)
     torch.set_num_threads(threads)

@@ -161,7 +161,8 @@ def test_activation_quantization_passes_gradients_straight_through(tokenizer):
                                            ({"train": "everything"}, "steps[1].params.train")])
 def test_invalid_params_are_one_line_errors_naming_the_field(params, field):
     with pytest.raises(ConfigError) as exc:
-        Recipe.parse_obj({"model": "m", "steps": [{"technique": "quantize"}, {"technique": "distill", "params": params}]})
+        steps = [{"technique": "quantize"}, {"technique": "distill", "params": params}]
+        Recipe.parse_obj({"model": "m", "steps": steps})
     assert str(exc.value).startswith(field) and "\n" not in str(exc.value)
 
 

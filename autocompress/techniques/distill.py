@@ -20,7 +20,8 @@ seed), so an interrupted run resumes and a finished one is reused.
 from __future__ import annotations
 
 import time
-from typing import Literal
+from contextlib import contextmanager
+from typing import Callable, Iterator, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,7 +34,7 @@ from autocompress.context import CompressionContext
 from autocompress.errors import ConfigError
 from autocompress.models.adapter import ModelAdapter
 from autocompress.techniques.base import Technique, register_technique
-from autocompress.techniques.distillation.checkpoint import Checkpoint, TrainState
+from autocompress.techniques.distillation.checkpoint import Checkpoint
 from autocompress.techniques.distillation.train import TrainConfig, train
 from autocompress.techniques.distillation.weights import LoRA, constrain, finalize
 from autocompress.techniques.sparsity.masks import keep_mask
@@ -119,16 +120,16 @@ class Distill(Technique):
         trainable, linears = trainable_tensors(model, params, ctx.seed)
         start = time.perf_counter()
         try:
-            with _progress(params.steps) as on_step:
+            with loss_progress(params.steps) as on_step:
                 state = train(model, ctx.base_model, tokens, trainable, cfg, checkpoint, stop_at, on_step)
         finally:
             for linear in linears:
                 finalize(linear)
             for name, p in model.named_parameters():
                 p.requires_grad_(flags.get(name, False))
-        model.distill_report = {"steps": state.step, "resumed_from": state.resumed_from, "first_loss": state.losses[0] if state.losses else None,
-                                "last_loss": state.losses[-1] if state.losses else None,
-                                "seconds": time.perf_counter() - start}
+        losses = state.losses or [None]
+        model.distill_report = {"steps": state.step, "resumed_from": state.resumed_from, "first_loss": losses[0],
+                                "last_loss": losses[-1], "seconds": time.perf_counter() - start}
         return model
 
     @staticmethod
@@ -142,18 +143,12 @@ class Distill(Technique):
         return Checkpoint(ctx.cache_dir / "distill" / f"{key}.safetensors")
 
 
-class _progress:
+@contextmanager
+def loss_progress(total: int) -> Iterator[Callable[[int, float], None]]:
     """A progress bar with the running loss on stderr (only on a terminal); yields the step callback."""
-
-    def __init__(self, total: int):
-        self.bar = Progress(TextColumn("distill"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                            TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(),
-                            console=_console, transient=True, disable=not _console.is_terminal)
-        self.task = self.bar.add_task("distill", total=total, loss=float("nan"))
-
-    def __enter__(self):
-        self.bar.__enter__()
-        return lambda step, loss: self.bar.update(self.task, completed=step, loss=loss)
-
-    def __exit__(self, *exc) -> None:
-        self.bar.__exit__(*exc)
+    bar = Progress(TextColumn("distill"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                   TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(),
+                   console=_console, transient=True, disable=not _console.is_terminal)
+    task = bar.add_task("distill", total=total, loss=float("nan"))
+    with bar:
+        yield lambda step, loss: bar.update(task, completed=step, loss=loss)
