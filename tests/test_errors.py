@@ -444,7 +444,7 @@ def test_steps_out_of_the_canonical_order_are_refused() -> None:
     with pytest.raises(ConfigError) as exc:
         recipe({"technique": "quantize"}, {"technique": "sparsify"})
     raised(exc, "steps[1].technique", "'sparsify' must come before 'quantize'",
-           "prune_depth -> prune_width -> sparsify -> quantize -> early_exit")
+           "prune_depth -> prune_width -> sparsify -> quantize -> distill -> early_exit")
 
 
 def test_impossible_structure_requests_are_clear_errors() -> None:
