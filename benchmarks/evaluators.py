@@ -68,6 +68,7 @@ def main() -> None:
     parser.add_argument("--full-kl-every", type=int, default=1, help="check top-k KL against full KL every Nth variant")
     parser.add_argument("--tasks", nargs="+", default=["lambada_openai", "piqa"], help="tasks scored per variant")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "evaluators.json")
+    parser.add_argument("--resume", action="store_true", help="keep the variants already in the output file")
     args = parser.parse_args()
     torch.manual_seed(0)
     metrics = [f"lm_eval:{t}" for t in TASKS]
@@ -105,10 +106,16 @@ def main() -> None:
     cheap.evaluate(session.base.model, ctx)  # stores the base model's top-64 once, as a search does
     print(f"\nPart 2: {args.variants} variants; KL on {ctx.evaluation.numel()} tokens; "
           f"{', '.join(args.tasks)} on the first {args.limit} examples")
+    done = {}
+    if args.resume and args.out.is_file():
+        done = {v["recipe"]: v for v in json.loads(args.out.read_text()).get("variants", [])}
     header = f"{'recipe':38} {'kl':>7} {'kl_full':>7} " + " ".join(f"{t[:9]:>9}" for t in args.tasks) + "  cheap_s  full_s"
     print(header)
     for i, steps in enumerate(VARIANTS[: args.variants]):
         recipe = Recipe.parse_obj({"model": "smollm2-135m", "seed": 0, "steps": steps})
+        if recipe.summary() in done:  # measured by an earlier run of the same settings
+            report["variants"].append(done[recipe.summary()])
+            continue
         model = apply_recipe(session, recipe)
         start = time.perf_counter()
         row = cheap.evaluate(model, ctx)

@@ -32,6 +32,7 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--skip", nargs="*", default=[], help="sections to skip: methods hqq act cache mixed")
     ap.add_argument("--out", default="quantization.json", help="file name under benchmarks/results/")
+    ap.add_argument("--act-only", nargs="*", default=None, help="run only activation/KV rows containing these words")
     ap.add_argument("--formats", nargs="*", default=["4:64", "3:64", "4:32", "3:32"],
                     help="bits:group pairs for the method table (128 does not divide SmolLM2's width 576)")
     args = ap.parse_args()
@@ -91,6 +92,8 @@ def main() -> None:
                                                                 rotate="hadamard")),
                               ("fp weights, KV 8-bit", dict(bits=16, kv_bits=8)),
                               ("fp weights, KV 4-bit", dict(bits=16, kv_bits=4))]:
+            if args.act_only is not None and not any(word in label for word in args.act_only):
+                continue
             rows.append({"config": label, **evaluate(apply_recipe(session, recipe(**params)))})
             print(rows[-1], flush=True)
             save()

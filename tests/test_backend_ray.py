@@ -96,3 +96,18 @@ def test_two_node_cluster_runs_two_trials_at_once_and_finds_the_local_front(clus
     assert len({t.user_attrs["ray_node"] for t in trials}) == 2  # both nodes ran trials
     spans = sorted((t.datetime_start, t.datetime_complete) for t in trials)
     assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:]))  # two trials overlapped
+
+
+def test_a_local_ray_runs_the_job_through_tune_with_the_local_front(tmp_path, tiny_checkpoints):
+    specs = {backend: tiny_spec(tiny_checkpoints["qwen2"], name=f"tune-{backend}", trials=4, backend=backend,
+                                ray={"concurrency": 2}, tracking="none", workdir=str(tmp_path / backend))
+             for backend in ("local", "ray")}
+    (tmp_path / "ray-job.yaml").write_text(yaml.safe_dump(specs["ray"]))
+    proc = subprocess.run([sys.executable, "-m", "autocompress", "search", str(tmp_path / "ray-job.yaml"), "--quiet"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    local = run_job(Job.from_dict(specs["local"]), progress=False)
+    remote = load_result(Job.from_dict(specs["ray"]))
+    assert [r.state for r in remote.records] == ["COMPLETE"] * 4  # exactly the job's trials, all scored
+    assert [(r.recipe, r.pareto) for r in remote.records] == [(r.recipe, r.pareto) for r in local.records]
+    assert any((tmp_path / "ray" / "ray").iterdir())  # Tune's experiment folder, under the job's workdir

@@ -95,6 +95,13 @@ def test_measurements_are_positive_and_ordered_by_size():
     assert median_seconds(lambda: None, repeats=3) >= 0
 
 
+def test_prefill_is_timed_with_the_last_tokens_logits_only():
+    model, logits = build_model("qwen2"), []
+    model.register_forward_hook(lambda module, args, output: logits.append(tuple(output.logits.shape)))
+    time_model(model, 16, 8, repeats=2, decode_steps=1)
+    assert logits[0] == (1, 1, model.config.vocab_size)  # what a runtime computes after a prompt
+
+
 def test_upper_bound_budgets_are_stricter(tmp_path, tiny_checkpoints):
     from autocompress.search.job import Job
     from autocompress.search.runner import run_job

@@ -199,6 +199,7 @@ def test_unsupported_combinations_fail_with_one_line(tiny_model, tokenizer):
         quantize(tiny_model, ctx, method="gptq", bits=4, group_size=48)
     with pytest.raises(ConfigError, match="does not divide the input width 128 of .*down_proj"):
         quantize(tiny_model, ctx, method="awq", bits=4, overrides=[{"match": "mlp.down", "group_size": 96}])
+    quantize(tiny_model, ctx, bits=16, group_size=48, kv_bits=8)  # 16 bits is fp16: no groups to divide
 
 
 def test_allocation_spends_the_budget_on_the_most_sensitive_layers():

@@ -1,14 +1,17 @@
-"""The ``ray`` backend: each trial is a Ray task with its own CPU/GPU resources, on any node.
+"""The ``ray`` backend: Ray Tune runs the trials, each a Tune trial with its own CPU/GPU resources.
 
-The driver (this runner) reserves trials from the job's persistent Optuna study exactly as the
-local backend does (same sampler, same lock, same exact count) and beats for them while they are
-in flight; a task re-opens the study on its node, scores its trial and tells the study. A task
-whose worker process dies is re-run by Ray (``max_retries``) on the same trial; one that still
-fails is recorded as FAIL with the reason. ``ray.address`` joins an existing cluster.
+Tune's search algorithm here is ``StudySearcher`` (:func:`study_searcher`), an Optuna searcher over the job's persistent
+study: it reserves trials exactly as the local backend does (same sampler, same lock, same exact
+count across workers), samples their recipes on the driver and beats for them while they are in
+flight. The trainable re-opens the study on its node, scores its trial and tells the study. A trial
+whose Ray worker dies is re-run by Tune (``FailureConfig(max_failures=ray.max_retries)``) on the same
+Optuna trial; one that still fails is recorded as FAIL with the reason. ``ray.address`` joins an
+existing cluster.
 
-Why not Ray Tune's ``OptunaSearch``: it asks and tells the study itself, which would bypass the
-per-job reservation (exactly ``trials`` trials across workers), the recipe/metrics attributes
-and the budgets-as-constraints that every trial here carries.
+Why not Tune's stock ``OptunaSearch``: it asks and tells its own study, which would bypass the
+per-job reservation, the recipe/metrics attributes and the budgets-as-constraints that every trial
+here carries. The study stays the source of truth, so Tune keeps no state of its own worth restoring:
+a stopped job resumes from the study, as with the local backend.
 """
 
 from __future__ import annotations
@@ -62,46 +65,93 @@ def _connect(address: str | None) -> bool:
     return True
 
 
+def _trainable(config: dict[str, Any], job_data: dict[str, Any]) -> None:
+    """A Tune function trainable: score the reserved Optuna trial named in ``config``."""
+    from ray import tune
+
+    tune.report({"state": _score(job_data, config["optuna_trial_id"])})
+
+
+def study_searcher(runner: "JobRunner") -> Any:
+    """The Tune searcher over the job's study (defined here: Tune is imported only when the backend runs)."""
+    from ray.tune.search import Searcher
+
+    class StudySearcher(Searcher):
+        """Suggests the job's next reserved Optuna trial; FINISHED once the study has all its trials."""
+
+        def __init__(self) -> None:
+            super().__init__(metric=None, mode=None)
+            self.in_flight: dict[str, tuple[Any, Any]] = {}  # Tune trial id -> (Optuna trial, heartbeat)
+
+        def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+            from autocompress.search.runner import Heartbeat
+
+            job = runner.job
+            trial, done = runner.reserve()
+            if trial is None:
+                return Searcher.FINISHED if done and not self.in_flight else None
+            runner.space.sample(trial, job.model, job.search.seed, job.calibration)  # the driver's sampler
+            beat = Heartbeat(runner.storage, trial._trial_id, job.search.heartbeat_seconds).__enter__()
+            self.in_flight[trial_id] = (trial, beat)
+            return {"optuna_trial_id": trial._trial_id}
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            import optuna
+
+            trial, beat = self.in_flight.pop(trial_id)
+            beat.__exit__(None, None, None)
+            if error:  # Tune's retries are exhausted: the trial failed, with the reason
+                trial.set_user_attr("error", "ray task failed after its retries (see the Tune log)")
+                runner.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+
+        def release(self) -> None:
+            """Stop beating for trials still in flight; the study re-queues them once they go stale."""
+            for _, beat in self.in_flight.values():
+                beat.__exit__(None, None, None)
+            self.in_flight.clear()
+
+        def save(self, checkpoint_path: str) -> None:  # the Optuna study is the state
+            pass
+
+        def restore(self, checkpoint_path: str) -> None:
+            pass
+
+        def __reduce__(self):  # Tune pickles its config for restores we never use
+            return (object, ())
+
+    return StudySearcher()
+
+
 @register_backend("ray")
 def run_ray(runner: "JobRunner", should_stop: Callable[[], bool]) -> None:
-    import optuna
     import ray
-
-    from autocompress.search.runner import Heartbeat
+    from ray import tune
 
     job, settings = runner.job, runner.job.ray
     owned = _connect(settings.address)
-    task = ray.remote(_score).options(num_cpus=settings.cpus_per_trial, num_gpus=settings.gpus_per_trial,
-                                      max_retries=settings.max_retries, retry_exceptions=False)
-    job_data = job.model_dump(mode="json")
-    pending: dict[Any, tuple[optuna.Trial, Heartbeat]] = {}
+    searcher = study_searcher(runner)
+
+    class Cancelled(tune.Stopper):
+        def __call__(self, trial_id: str, result: dict) -> bool:
+            return False
+
+        def stop_all(self) -> bool:
+            return should_stop()
+
+    remaining = runner.deadline - time.monotonic()
+    trainable = tune.with_resources(tune.with_parameters(_trainable, job_data=job.model_dump(mode="json")),
+                                    {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1, max_concurrent_trials=settings.concurrency,
+                                    reuse_actors=True,  # the model stays loaded in a worker across trials
+                                    time_budget_s=remaining if remaining != float("inf") else None),
+        run_config=tune.RunConfig(name=f"{job.name}-{int(time.time())}", storage_path=str(job.workdir_path / "ray"),
+                                  failure_config=tune.FailureConfig(max_failures=settings.max_retries),
+                                  stop=Cancelled(), verbose=0))
     try:
-        while not should_stop() and time.monotonic() < runner.deadline:
-            done = False
-            if len(pending) < settings.concurrency:
-                trial, done = runner.reserve()
-                if trial is not None:
-                    runner.space.sample(trial, job.model, job.search.seed, job.calibration)  # the driver's sampler
-                    beat = Heartbeat(runner.storage, trial._trial_id, job.search.heartbeat_seconds).__enter__()
-                    pending[task.remote(job_data, trial._trial_id)] = (trial, beat)
-                    continue
-            if done and not pending:
-                break
-            if not pending:
-                time.sleep(job.search.heartbeat_seconds)
-                continue
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=job.search.heartbeat_seconds)
-            for ref in ready:
-                trial, beat = pending.pop(ref)
-                beat.__exit__(None, None, None)
-                try:
-                    ray.get(ref)
-                except Exception as exc:  # retries exhausted: the trial failed, with the reason
-                    trial.set_user_attr("error", f"ray task failed: {type(exc).__name__}: {exc}"[:5000])
-                    runner.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        tuner.fit()
     finally:
-        for ref, (_, beat) in pending.items():  # stopping: the study re-queues them once they go stale
-            ray.cancel(ref, force=True)
-            beat.__exit__(None, None, None)
+        searcher.release()
         if owned:
             ray.shutdown()

@@ -18,6 +18,7 @@ from typing import Iterator
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.pool import NullPool
 
 from autocompress.errors import ConfigError
 
@@ -32,7 +33,7 @@ def lock_key(name: str) -> int:
 
 @lru_cache(maxsize=16)
 def _engine(url: str) -> Engine:
-    return create_engine(url, pool_pre_ping=True, pool_size=1, max_overflow=2)
+    return create_engine(url, poolclass=NullPool)  # the lock's connection lives only while it is held
 
 
 @contextmanager

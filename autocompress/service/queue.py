@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import (JSON, Column, DateTime, ForeignKey, Integer, MetaData, PrimaryKeyConstraint, String, Table,
                         Text, create_engine, delete, event, func, insert, select, update)
+from sqlalchemy.pool import NullPool
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError
 
@@ -84,7 +85,8 @@ class JobQueue:
         self.claim_timeout = claim_timeout  # seconds without a beat after which a claim is dead
         self.is_postgres = make_url(url).get_backend_name() == "postgresql"
         if self.is_postgres:
-            self.engine = create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4)
+            # a connection per operation (as the Optuna storages): idle queues hold no server slots
+            self.engine = create_engine(url, poolclass=NullPool)
         else:
             self.engine = _sqlite_engine(url)
         metadata.create_all(self.engine)

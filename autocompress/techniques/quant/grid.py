@@ -40,7 +40,7 @@ def check_format(fmt: QuantFormat, name: str, cols: int, field: str = "quantize.
     if fmt.bits not in SUPPORTED_BITS:
         allowed = ", ".join(map(str, SUPPORTED_BITS))
         raise ConfigError("quantize.bits", f"{fmt.bits} is not supported; allowed: {allowed}")
-    if 0 < fmt.group_size < cols and cols % fmt.group_size:
+    if fmt.bits < 16 and 0 < fmt.group_size < cols and cols % fmt.group_size:  # 16 bits: fp16, no groups
         raise ConfigError(field, f"{fmt.group_size} does not divide the input width {cols} of {name}")
 
 
