@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import Callable
 
 from torch import nn
 
@@ -51,8 +53,10 @@ def check_compatible(session: Session, recipe: Recipe) -> None:
         raise ValueError("recipe model/calibration/seed differ from the session's")
 
 
-def apply_recipe(session: Session, recipe: Recipe) -> nn.Module:
-    """A compressed copy of the base model; the base model is never modified."""
+def apply_recipe(session: Session, recipe: Recipe,
+                 clock: Callable[[str], AbstractContextManager[None]] | None = None) -> nn.Module:
+    """A compressed copy of the base model; the base model is never modified. ``clock(stage)``, if
+    given, times each step as stage ``apply.<technique>`` (distill is the long one)."""
     check_compatible(session, recipe)
     model = copy.deepcopy(session.base.model)
     ctx = session.ctx
@@ -62,7 +66,8 @@ def apply_recipe(session: Session, recipe: Recipe) -> nn.Module:
             technique = TECHNIQUES[step.technique]
             params = technique.parse_params(step.params, f"steps[{i}].params")
             ctx.lineage = lineage
-            model = technique().apply(model, params, ctx)
+            with clock(f"apply.{step.technique}") if clock else nullcontext():
+                model = technique().apply(model, params, ctx)
             lineage = text_digest(lineage, step.model_dump_json())
     finally:
         ctx.lineage = ""

@@ -127,6 +127,17 @@ class ModelAdapter:
             sites.append(LinearSite("lm_head", self.lm_head, None, "lm_head"))
         return sites
 
+    def norms(self) -> list[tuple[str, nn.Module]]:
+        """Every normalisation layer inside the decoder blocks, then the final norm, by module name."""
+        found = [(f"{self.layers_path}.{i}.{sub}", module) for i, block in enumerate(self.layers)
+                 for sub, module in block.named_modules() if type(module).__name__.endswith("Norm")]
+        final = self.final_norm
+        return found + [(next(n for n, m in self.model.named_modules() if m is final), final)]
+
+    def block_biases(self) -> list[tuple[str, nn.Parameter]]:
+        """The biases of the decoder blocks' linears (Qwen2's q/k/v), by parameter name."""
+        return [(f"{site.name}.bias", site.module.bias) for site in self.linear_sites() if site.module.bias is not None]
+
     def input_groups(self) -> list[tuple[str, list[LinearSite]]]:
         """The decoder linears grouped by the tensor they read, in execution order:
         ``attn.in`` (q/k/v), ``attn.o``, ``mlp.in`` (gate/up), ``mlp.down`` in every block."""

@@ -158,7 +158,7 @@ class TrialObjective:
 
     def _measure(self, trial: optuna.Trial, recipe: Recipe) -> dict[str, float]:
         with self.clock("apply"):
-            model = apply_recipe(self.session, recipe)
+            model = apply_recipe(self.session, recipe, self.clock)
         with self.clock("predict"):
             metrics = predict_cost(model, self.targets, self.workload)
         over = [m for m in self.job.budgets if is_cost_metric(m) and self.violation(m, metrics) > 0]

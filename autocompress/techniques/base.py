@@ -44,9 +44,10 @@ TECHNIQUES: Registry[type[Technique]] = Registry("technique", "autocompress.tech
 # The one order in which the built-in techniques compose. Each step measures what it needs on the model
 # the earlier steps left: blocks are dropped first, then the remaining blocks are narrowed, the final shapes
 # are sparsified (Wanda/SparseGPT statistics of the pruned model), the sparse weights are quantized (zeros
-# stay zero), and early exit is decided last, on the final weights, where its exit depth is measured.
-# Techniques not listed (plugins, distill) may go anywhere.
-STEP_ORDER = ("prune_depth", "prune_width", "sparsify", "quantize", "early_exit")
+# stay zero), distillation then recovers accuracy under all of those constraints at once (shapes, masks,
+# quantization grids: one training run, QAT included), and early exit is decided last, on the final
+# weights, where its exit depth is measured. Techniques not listed (plugins) may go anywhere.
+STEP_ORDER = ("prune_depth", "prune_width", "sparsify", "quantize", "distill", "early_exit")
 
 
 def check_step_order(techniques: list[str], field: str = "steps") -> None:

@@ -10,9 +10,7 @@ from torch import nn
 from autocompress.errors import NotYetAvailableError
 from autocompress.techniques.base import Technique, register_technique
 
-PLANNED = {
-    "distill": "knowledge distillation and QAT",
-}
+PLANNED: dict[str, str] = {}  # name -> what will arrive (none at present)
 
 
 def _reserved(technique: str, what: str) -> type[Technique]:

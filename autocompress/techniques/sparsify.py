@@ -19,7 +19,7 @@ from autocompress.errors import ConfigError
 from autocompress.models.adapter import ModelAdapter
 from autocompress.techniques.base import Technique, register_technique
 from autocompress.techniques.selection import ModuleSelector
-from autocompress.techniques.sparsity.masks import SparsityTarget
+from autocompress.techniques.sparsity.masks import SparsityTarget, mark_sparse
 from autocompress.techniques.sparsity.methods import magnitude_prune, wanda_prune
 from autocompress.techniques.sparsity.sparsegpt import sparsegpt_prune
 
@@ -111,4 +111,5 @@ class Sparsify(Technique):
                 if target.fraction > 0:
                     weight = site.module.weight
                     weight.copy_(prune(weight, stats.get(site.name), target))
+                    mark_sparse(site.module)
         return model

@@ -15,12 +15,12 @@ from torch import nn
 
 from autocompress.calibration import InputStats
 from autocompress.models.adapter import LinearSite, ModelAdapter
-from autocompress.techniques.quant.grid import QuantFormat, rtn
+from autocompress.techniques.quant.grid import QuantFormat, rtn, straight_through
 
 
 def quantize_per_token(x: torch.Tensor, bits: int) -> torch.Tensor:
-    flat = x.reshape(-1, x.shape[-1])
-    return rtn(flat.float(), QuantFormat(bits, 0, symmetric=True)).reshape(x.shape).to(x.dtype)
+    flat = x.detach().reshape(-1, x.shape[-1])
+    return straight_through(x, rtn(flat.float(), QuantFormat(bits, 0, symmetric=True)).reshape(x.shape).to(x.dtype))
 
 
 def add_activation_quant(model: nn.Module, bits: int) -> None:

@@ -65,6 +65,12 @@ def fake_quant(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: i
     return (torch.clamp(torch.round(w / scale) + zero, qmin, qmax) - zero) * scale
 
 
+def straight_through(x: torch.Tensor, rounded: torch.Tensor) -> torch.Tensor:
+    """``rounded`` in the forward (exactly: ``x - x.detach()`` is 0) with the identity gradient to ``x``
+    (the straight-through estimator): rounding inside a model that is being trained (QAT)."""
+    return rounded if not x.requires_grad else rounded.detach() + (x - x.detach())
+
+
 def grouped(weight: torch.Tensor, group: int) -> torch.Tensor:
     """``[rows, cols]`` -> ``[rows, cols // group, group]`` (float32)."""
     rows, cols = weight.shape

@@ -11,7 +11,7 @@ from transformers import AttentionInterface
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from autocompress.models.adapter import ModelAdapter
-from autocompress.techniques.quant.grid import QuantFormat, rtn
+from autocompress.techniques.quant.grid import QuantFormat, rtn, straight_through
 
 KV_ATTENTION = "autocompress_kv"
 _MODULE_ATTR = "_autocompress_kv"  # on each attention module: (bits, wrapped implementation)
@@ -20,8 +20,8 @@ _MODEL_ATTR = "_autocompress_kv_bits"
 
 def quantize_per_head(t: torch.Tensor, bits: int) -> torch.Tensor:
     """Round ``[..., head_dim]`` vectors, one asymmetric group per vector."""
-    flat = t.reshape(-1, t.shape[-1])
-    return rtn(flat.float(), QuantFormat(bits, 0, symmetric=False)).reshape(t.shape).to(t.dtype)
+    flat = t.detach().reshape(-1, t.shape[-1])
+    return straight_through(t, rtn(flat.float(), QuantFormat(bits, 0, symmetric=False)).reshape(t.shape).to(t.dtype))
 
 
 def _kv_quant_attention(module: nn.Module, query, key, value, attention_mask, **kwargs):

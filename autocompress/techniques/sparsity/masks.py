@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
+
+_SPARSE_ATTR = "_autocompress_sparse"
 
 
 @dataclass(frozen=True)
@@ -80,3 +83,14 @@ def nm_keep_mask(score: torch.Tensor, n: int, m: int) -> torch.Tensor:
 def magnitude_mask(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
     """Keep-mask that zeroes exactly ``round(sparsity * numel)`` weights of smallest magnitude."""
     return layer_keep_mask(weight.abs(), sparsity)
+
+
+def mark_sparse(module: nn.Module) -> None:
+    """Record that the zeros of ``module.weight`` are a pruning mask, to be kept by later training."""
+    setattr(module, _SPARSE_ATTR, True)
+
+
+def keep_mask(module: nn.Module) -> torch.Tensor | None:
+    """The keep-mask of a module marked sparse (its nonzero weights), else None. Derived from the
+    weight: quantization after sparsify keeps zeros at zero, so the mask survives it."""
+    return module.weight.detach() != 0 if getattr(module, _SPARSE_ATTR, False) else None

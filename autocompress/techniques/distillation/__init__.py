@@ -1,0 +1,1 @@
+"""Knowledge distillation from the base model: loss, constrained trainable weights, resumable training."""
