@@ -321,3 +321,18 @@ def test_seeds_outside_the_space_are_rejected(tmp_path):
         (tmp_path / "s.yaml").write_text(yaml.safe_dump({**space, "seeds": [seed]}))
         with pytest.raises(ConfigError, match=message):
             SearchSpace.load(str(tmp_path / "s.yaml"))
+
+
+def test_a_runner_reuses_a_loaded_session_and_refuses_one_for_other_text(tmp_path, tiny_checkpoints):
+    from autocompress.search.runner import JobRunner
+
+    job = make_job(tmp_path, tiny_checkpoints["llama"], tracking="none", export=False,
+                   search={"trials": 2, "sampler": "random", "seed": 1})
+    session = open_session(job.model, job.calibration, job.search.seed, job.evaluation)
+    runner = JobRunner(job, progress=False, session=session)
+    runner.open()
+    assert runner.session is session and runner.objective.session is session
+    assert runner.search() and runner.finished() == 2
+    other = job.model_copy(update={"name": "other", "calibration": job.calibration.model_copy(update={"eval_samples": 2})})
+    with pytest.raises(ValueError, match="differ"):
+        JobRunner(other, progress=False, session=session)
