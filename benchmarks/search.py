@@ -338,6 +338,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("runs/search-bench"))
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "search.json")
     parser.add_argument("--plot", type=Path, default=None, help="PNG of hypervolume vs trials and wall time")
+    parser.add_argument("--only-seed", type=int, default=None, help="run this sampler seed only (e.g. in a second "
+                                                                     "process on the same --workdir)")
     parser.add_argument("--analyse-only", action="store_true", help="tables from the finished runs in --workdir")
     args = parser.parse_args()
     args.workdir = args.workdir.resolve()
@@ -353,7 +355,7 @@ def main() -> None:
                              Workload(**job.workload.model_dump()))
     references = {t: [args.kl_budget, base_cost[f"{t}.decode_ms_per_token"]] for t in args.targets}
     if not args.analyse_only:
-        for seed in range(args.seeds):
+        for seed in ([args.only_seed] if args.only_seed is not None else range(args.seeds)):
             for sampler in args.samplers:
                 run_one(jobs[sampler], seed, session, memo, rows_path, console)
     rows = complete_runs(read_rows(rows_path), args)
