@@ -336,3 +336,17 @@ def test_a_runner_reuses_a_loaded_session_and_refuses_one_for_other_text(tmp_pat
     other = job.model_copy(update={"name": "other", "calibration": job.calibration.model_copy(update={"eval_samples": 2})})
     with pytest.raises(ValueError, match="differ"):
         JobRunner(other, progress=False, session=session)
+
+
+def test_a_resumed_search_does_not_replay_its_first_random_draws(tmp_path, tiny_checkpoints):
+    job = dict(tracking="none", export=False)
+    first = run_job(make_job(tmp_path, tiny_checkpoints["llama"], search={"trials": 3, "sampler": "random"}, **job),
+                    progress=False)
+    again = run_job(make_job(tmp_path, tiny_checkpoints["llama"], search={"trials": 6, "sampler": "random"}, **job),
+                    progress=False)
+    recipes = [r.recipe for r in again.records]
+    assert recipes[:3] == [r.recipe for r in first.records]  # finished trials kept
+    assert recipes[3:] != recipes[:3]  # before: the re-created sampler drew trials 0-2 again
+    fresh = run_job(make_job(tmp_path / "b", tiny_checkpoints["llama"], search={"trials": 3, "sampler": "random"},
+                             **job), progress=False)
+    assert [r.recipe for r in fresh.records] == recipes[:3]  # a fresh job with the same seed is reproducible

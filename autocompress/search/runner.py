@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 
 from autocompress.backends import BACKENDS
+from autocompress.cache import text_digest
 from autocompress.errors import ConfigError
 from autocompress.evaluators import evaluators_for
 from autocompress.hardware.roofline import Workload
@@ -274,11 +275,17 @@ class JobRunner:
             check_compatible(session, Recipe(model=job.model, seed=job.search.seed, calibration=job.calibration))
 
     # ---- set-up ----------------------------------------------------------------------------
-    def _sampler(self) -> optuna.samplers.BaseSampler:
+    def _sampler(self, trials_so_far: int = 0) -> optuna.samplers.BaseSampler:
+        """The job's sampler; workers of one job, and a resumed study, each get their own stream.
+
+        A fresh study samples with the job's seed (reproducible); a resumed one with a seed derived
+        from it and the number of trials already there, or it would replay the random draws it began with.
+        """
         settings = self.job.search
-        if self.sampler_offset:
-            settings = settings.model_copy(update={"seed": settings.seed + 1000 * self.sampler_offset})
-        return make_sampler(settings)
+        seed = settings.seed + 1000 * self.sampler_offset
+        if trials_so_far:
+            seed = int(text_digest(str(seed), str(trials_so_far))[:8], 16)
+        return make_sampler(settings.model_copy(update={"seed": seed}))
 
     def _load_study(self, storage: optuna.storages.BaseStorage) -> optuna.Study | None:
         """The job's existing study (None if new); a different job under the same name is an error."""
@@ -291,6 +298,7 @@ class JobRunner:
             raise ConfigError("name", f"a job named {job.name!r} with a different model, space, targets, objectives, "
                                       "budgets, calibration, workload or seed already exists in this storage; "
                                       "use another name")
+        study.sampler = self._sampler(len(study.get_trials(deepcopy=False)))
         return study
 
     def _create_study(self, storage: optuna.storages.BaseStorage) -> optuna.Study:
