@@ -1,6 +1,7 @@
 import pytest
 
-from autocompress.search.front import TrialRecord, hypervolume, hypervolume_history, pareto_numbers, per_target_fronts
+from autocompress.search.front import (TrialRecord, hypervolume, hypervolume_history, pareto_numbers, per_target_fronts,
+                                       running_hypervolume, trials_to_reach)
 from autocompress.search.job import Objective
 
 
@@ -37,3 +38,25 @@ def test_hypervolume_history_never_decreases():
     assert all(b >= a - 1e-12 for a, b in zip(history, history[1:]))
     assert history[2] == pytest.approx(history[1])  # trial 2 is dominated: no gain
     assert history[3] > history[1] * 1.1
+
+
+def test_running_hypervolume_uses_the_fixed_reference_and_skips_infeasible_trials():
+    objectives = [Objective(metric="kl"), Objective(metric="rpi.decode_ms_per_token")]
+    records = [record(0, 0.5, 30, 0), record(1, 0.1, 10, 0, feasible=False), record(2, 0.2, 20, 0),
+               record(3, 2.0, 5, 0)]  # trial 3 lies beyond the reference's KL
+    history = running_hypervolume(records, objectives, [1.0, 40.0])
+    # (1-0.5)*(40-30) = 5; adding (0.2, 20): 0.8*20 = 16 covers it -> 16; trial 3 adds nothing.
+    assert history == pytest.approx([5.0, 5.0, 16.0, 16.0])
+
+
+def test_running_hypervolume_flips_maximised_objectives():
+    objectives = [Objective(metric="kl", direction="maximize"), Objective(metric="rpi.decode_ms_per_token")]
+    history = running_hypervolume([record(0, 0.5, 30, 0)], objectives, [0.0, 40.0])
+    assert history == pytest.approx([0.5 * 10])
+
+
+def test_trials_to_reach_counts_trials_and_says_none_when_never_reached():
+    history = [0.0, 0.2, 0.2, 0.9, 1.0]
+    assert trials_to_reach(history, 0.95) == 5
+    assert trials_to_reach(history, 0.2) == 2
+    assert trials_to_reach(history, 1.01) is None

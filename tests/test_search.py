@@ -334,3 +334,32 @@ def test_seeds_outside_the_space_are_rejected(tmp_path):
         (tmp_path / "s.yaml").write_text(yaml.safe_dump({**space, "seeds": [seed]}))
         with pytest.raises(ConfigError, match=message):
             SearchSpace.load(str(tmp_path / "s.yaml"))
+
+
+def test_a_runner_reuses_a_loaded_session_and_refuses_one_for_other_text(tmp_path, tiny_checkpoints):
+    from autocompress.search.runner import JobRunner
+
+    job = make_job(tmp_path, tiny_checkpoints["llama"], tracking="none", export=False,
+                   search={"trials": 2, "sampler": "random", "seed": 1})
+    session = open_session(job.model, job.calibration, job.search.seed, job.evaluation)
+    runner = JobRunner(job, progress=False, session=session)
+    runner.open()
+    assert runner.session is session and runner.objective.session is session
+    assert runner.search() and runner.finished() == 2
+    other = job.model_copy(update={"name": "other", "calibration": job.calibration.model_copy(update={"eval_samples": 2})})
+    with pytest.raises(ValueError, match="differ"):
+        JobRunner(other, progress=False, session=session)
+
+
+def test_a_resumed_search_does_not_replay_its_first_random_draws(tmp_path, tiny_checkpoints):
+    job = dict(tracking="none", export=False)
+    first = run_job(make_job(tmp_path, tiny_checkpoints["llama"], search={"trials": 3, "sampler": "random"}, **job),
+                    progress=False)
+    again = run_job(make_job(tmp_path, tiny_checkpoints["llama"], search={"trials": 6, "sampler": "random"}, **job),
+                    progress=False)
+    recipes = [r.recipe for r in again.records]
+    assert recipes[:3] == [r.recipe for r in first.records]  # finished trials kept
+    assert recipes[3:] != recipes[:3]  # before: the re-created sampler drew trials 0-2 again
+    fresh = run_job(make_job(tmp_path / "b", tiny_checkpoints["llama"], search={"trials": 3, "sampler": "random"},
+                             **job), progress=False)
+    assert [r.recipe for r in fresh.records] == recipes[:3]  # a fresh job with the same seed is reproducible

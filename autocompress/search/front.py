@@ -108,17 +108,32 @@ def per_target_fronts(records: list[TrialRecord], objectives: list[Objective],
     return {t: pareto_numbers(records, retarget(objectives, t)) for t in targets}
 
 
+def running_hypervolume(records: list[TrialRecord], objectives: list[Objective],
+                        reference: list[float]) -> list[float]:
+    """Hypervolume of the feasible front after each trial (in trial order), against a fixed ``reference``
+    given in the objectives' own directions (a maximised objective's reference is its lowest useful value)."""
+    signs = [1.0 if o.direction == "minimize" else -1.0 for o in objectives]
+    bound = [s * r for s, r in zip(signs, reference)]
+    history, seen = [], []
+    for r in sorted(records, key=lambda r: r.number):
+        point = minimised(r, objectives)
+        if r.feasible and all(math.isfinite(v) for v in point):
+            seen.append(point)
+        history.append(hypervolume(seen, bound))
+    return history
+
+
+def trials_to_reach(history: list[float], level: float) -> int | None:
+    """How many trials a run needed for its hypervolume to reach ``level`` (None: it never did)."""
+    return next((i + 1 for i, v in enumerate(history) if v >= level), None)
+
+
 def hypervolume_history(records: list[TrialRecord], objectives: list[Objective]) -> list[float]:
     """Hypervolume of the feasible front after each trial, with the worst value seen as reference."""
-    feasible = [r for r in sorted(records, key=lambda r: r.number)
+    feasible = [minimised(r, objectives) for r in records
                 if r.feasible and all(math.isfinite(v) for v in minimised(r, objectives))]
     if not feasible:
         return [0.0] * len(records)
-    points = {r.number: minimised(r, objectives) for r in feasible}
-    reference = [max(p[i] for p in points.values()) * 1.1 + 1e-12 for i in range(len(objectives))]
-    history, seen = [], []
-    for r in sorted(records, key=lambda r: r.number):
-        if r.number in points:
-            seen.append(points[r.number])
-        history.append(hypervolume(seen, reference))
-    return history
+    signs = [1.0 if o.direction == "minimize" else -1.0 for o in objectives]
+    worst = [max(p[i] for p in feasible) * 1.1 + 1e-12 for i in range(len(objectives))]
+    return running_hypervolume(records, objectives, [s * w for s, w in zip(signs, worst)])

@@ -24,12 +24,13 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 
 from autocompress.backends import BACKENDS
+from autocompress.cache import text_digest
 from autocompress.errors import ConfigError
 from autocompress.evaluators import evaluators_for
 from autocompress.hardware.roofline import Workload
 from autocompress.hardware.target import HardwareTarget, load_target
 from autocompress.models.loading import check_remote_code, resolve_checkpoint
-from autocompress.pipeline import Session, apply_recipe, measure_accuracy, open_session, predict_cost
+from autocompress.pipeline import Session, apply_recipe, check_compatible, measure_accuracy, open_session, predict_cost
 from autocompress.metrics import is_cost_metric, split_metric_name
 from autocompress.recipe import Recipe
 from autocompress.search.fidelity import near_front, objective_points, proxy_correlation
@@ -91,6 +92,13 @@ class StageClock:
             yield
         finally:
             self._seconds[stage] = self._seconds.get(stage, 0.0) + time.perf_counter() - start
+
+    def charge(self, stage: str, seconds: float) -> None:
+        """Book time measured elsewhere (e.g. a replayed measurement) to a stage."""
+        self._seconds[stage] = self._seconds.get(stage, 0.0) + seconds
+
+    def peek(self) -> dict[str, float]:
+        return dict(self._seconds)
 
     def take(self) -> dict[str, float]:
         seconds, self._seconds = self._seconds, {}
@@ -250,8 +258,9 @@ class JobRunner:
     """
 
     def __init__(self, job: Job, console: Console | None = None, progress: bool = True, sampler_offset: int = 0,
-                 worker: str | None = None):
+                 worker: str | None = None, session: Session | None = None):
         self.job = job
+        self._session = session  # a base model already loaded for this job's model/calibration/seed (benchmarks)
         self.worker = worker  # recorded on each trial it runs
         self.console = console or Console(stderr=True)
         self.progress = progress
@@ -264,13 +273,21 @@ class JobRunner:
         accuracy = [m for m in job.metric_names + job.evaluation.costly if not is_cost_metric(m)]
         for evaluator in evaluators_for(accuracy, job.evaluation, "evaluation"):
             evaluator.prepare()
+        if session is not None:
+            check_compatible(session, Recipe(model=job.model, seed=job.search.seed, calibration=job.calibration))
 
     # ---- set-up ----------------------------------------------------------------------------
-    def _sampler(self) -> optuna.samplers.BaseSampler:
+    def _sampler(self, trials_so_far: int = 0) -> optuna.samplers.BaseSampler:
+        """The job's sampler; workers of one job, and a resumed study, each get their own stream.
+
+        A fresh study samples with the job's seed (reproducible); a resumed one with a seed derived
+        from it and the number of trials already there, or it would replay the random draws it began with.
+        """
         settings = self.job.search
-        if self.sampler_offset:
-            settings = settings.model_copy(update={"seed": settings.seed + 1000 * self.sampler_offset})
-        return make_sampler(settings)
+        seed = settings.seed + 1000 * self.sampler_offset
+        if trials_so_far:
+            seed = int(text_digest(str(seed), str(trials_so_far))[:8], 16)
+        return make_sampler(settings.model_copy(update={"seed": seed}))
 
     def _load_study(self, storage: optuna.storages.BaseStorage) -> optuna.Study | None:
         """The job's existing study (None if new); a different job under the same name is an error."""
@@ -283,6 +300,7 @@ class JobRunner:
             raise ConfigError("name", f"a job named {job.name!r} with a different model, space, targets, objectives, "
                                       "budgets, calibration, workload, evaluation data or seed already exists in this "
                                       "storage; use another name")
+        study.sampler = self._sampler(len(study.get_trials(deepcopy=False)))
         return study
 
     def _create_study(self, storage: optuna.storages.BaseStorage) -> optuna.Study:
@@ -322,11 +340,15 @@ class JobRunner:
             self.study = study or self._create_study(self.storage)
             self.tracker.start_job(job.model_dump(mode="json"))
             self._reap(initial=True)
-        with self.console.status(f"loading {job.model} and calibration text..."):
-            self.session = open_session(job.model, job.calibration, job.search.seed, job.evaluation,
-                                        trust_remote_code=job.trust_remote_code)
+        self.session = self._session or self._open_session()
         self.objective = TrialObjective(job, self.space, self.session, self.targets, self.tracker)
         self.deadline = time.monotonic() + job.search.timeout if job.search.timeout else math.inf
+
+    def _open_session(self) -> Session:
+        job = self.job
+        with self.console.status(f"loading {job.model} and calibration text..."):
+            return open_session(job.model, job.calibration, job.search.seed, job.evaluation,
+                                trust_remote_code=job.trust_remote_code)
 
     def _reap(self, initial: bool = False) -> None:
         """Fail trials whose worker stopped beating, re-queue them once, close their MLflow runs.

@@ -1,0 +1,375 @@
+"""Search efficiency: hypervolume versus trials and wall time for random, TPE, NSGA-II and GP, side by side.
+
+Every (sampler, sampler seed) pair runs a real job through ``JobRunner`` (the local backend's loop:
+``next_trial`` -> ``run_trial``, SQL storage, MLflow tracking, predictor-first budget check) on one
+loaded model. The job has two targets and three objectives (KL, and decode latency on each target);
+a front and its hypervolume are read per target over (KL, that target's latency), against a fixed
+reference point shared by all runs: KL at its budget and the uncompressed model's latency.
+
+Affordability: the objective is deterministic given the recipe (the job seed, calibration and
+evaluation text are the same in every run; only the sampler's seed changes, through the runner's
+``sampler_offset``), so a recipe's outcome is memoised across runs by recipe digest. Each run is
+charged the wall time that outcome cost when it was first measured (per stage: apply, predict,
+evaluate), so wall-time curves stay honest; the rest of a trial's time (sampling, storage, tracking)
+is measured live in every run. Rows are appended to a JSONL file as trials finish, and the memo is
+saved too, so an interrupted run continues where it stopped when run again with the same --workdir.
+
+    .venv/bin/python benchmarks/search.py [--trials 50 --seeds 3 --samplers nsga2 tpe gp random]
+
+Prints tables and writes benchmarks/results/search.json (and --plot PNG).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import optuna
+from rich.console import Console
+from rich.table import Table
+
+from autocompress.hardware.roofline import Workload
+from autocompress.hardware.target import load_target
+from autocompress.pipeline import Session, open_session, predict_cost
+from autocompress.recipe import Recipe
+from autocompress.search.front import TrialRecord, is_feasible, running_hypervolume, trials_to_reach
+from autocompress.search.job import Job, Objective, SearchSettings
+from autocompress.search.runner import JobRunner, TrialObjective
+
+ROOT = Path(__file__).resolve().parent
+DEFAULT_SAMPLER = SearchSettings().sampler
+EVALUATION_STAGES = ("apply", "evaluate")  # what scoring a recipe costs; everything else is search overhead
+
+
+@dataclass
+class Outcome:
+    """What measuring one recipe gave, and what each stage cost the first time."""
+
+    metrics: dict[str, float]
+    seconds: dict[str, float]
+    pruned: str | None = None
+
+
+@dataclass
+class Memo:
+    """Recipe digest -> outcome, saved as JSON lines so a rerun keeps what was measured."""
+
+    path: Path
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.path.is_file():
+            for line in self.path.read_text().splitlines():
+                row = json.loads(line)
+                digest = row.pop("digest")
+                self.outcomes[digest] = Outcome(**row)
+
+    def add(self, digest: str, outcome: Outcome) -> None:
+        self.outcomes[digest] = outcome
+        with self.path.open("a") as f:
+            f.write(json.dumps({"digest": digest, **asdict(outcome)}) + "\n")
+
+
+class MemoObjective(TrialObjective):
+    """The runner's objective, replaying a recipe measured in an earlier run and charging its first cost."""
+
+    def __init__(self, *args: Any, memo: Memo, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.memo = memo
+        self.replayed = {"actual": 0.0, "charged": 0.0, "hit": False}
+
+    def _since(self, before: dict[str, float]) -> dict[str, float]:
+        return {k: v - before.get(k, 0.0) for k, v in self.clock.peek().items() if v > before.get(k, 0.0)}
+
+    def _measure(self, trial: optuna.Trial, recipe: Recipe) -> dict[str, float]:
+        digest = recipe.digest()
+        outcome = self.memo.outcomes.get(digest)
+        if outcome is None:
+            before = self.clock.peek()
+            try:
+                metrics = super()._measure(trial, recipe)
+            except optuna.TrialPruned as exc:
+                self.memo.add(digest, Outcome(dict(trial.user_attrs["metrics"]), self._since(before), str(exc)))
+                raise
+            self.memo.add(digest, Outcome(metrics, self._since(before)))
+            return metrics
+        start = time.perf_counter()
+        for stage, seconds in outcome.seconds.items():
+            self.clock.charge(stage, seconds)
+        self.replayed["charged"] += sum(outcome.seconds.values())
+        self.replayed["hit"] = True
+        try:
+            if outcome.pruned is not None:
+                trial.set_user_attr("metrics", outcome.metrics)
+                raise optuna.TrialPruned(outcome.pruned)
+            return dict(outcome.metrics)
+        finally:
+            self.replayed["actual"] += time.perf_counter() - start
+
+
+def make_job(args: argparse.Namespace, sampler: str) -> Job:
+    t1, t2 = args.targets
+    return Job.from_dict({
+        "name": f"search-bench-{sampler}", "model": args.model, "space": args.space, "targets": [t1, t2],
+        "objectives": [{"metric": "kl"}, {"metric": f"{t1}.decode_ms_per_token"},
+                       {"metric": f"{t2}.decode_ms_per_token"}],
+        "budgets": {"kl": {"max": args.kl_budget}, f"{t1}.peak_memory_mb": {"max": args.memory_budget}},
+        "search": {"sampler": sampler, "trials": args.trials, "seed": 0, "population_size": args.population},
+        "calibration": {"source": args.text, "seq_len": args.seq_len, "calibration_samples": args.calibration_samples,
+                        "eval_samples": args.eval_samples},
+        "workdir": str(args.workdir), "export": False,
+        "tracking": None if args.tracking else "none",
+    })
+
+
+def run_one(job: Job, offset: int, session: Session, memo: Memo, rows_path: Path, console: Console) -> None:
+    """One (sampler, seed) run through the runner; one JSON row per finished trial."""
+    runner = JobRunner(job.model_copy(update={"name": f"{job.name}-s{offset}"}), console, progress=False,
+                       sampler_offset=offset, session=session)
+    runner.open()
+    objective = runner.objective
+    runner.objective = MemoObjective(runner.job, objective.space, session, objective.targets, runner.tracker, memo=memo)
+    key = {"sampler": job.search.sampler, "seed": offset}
+    done = {r["trial"] for r in read_rows(rows_path) if {k: r[k] for k in key} == key}
+    while True:
+        runner.objective.replayed.update(actual=0.0, charged=0.0, hit=False)
+        start = time.perf_counter()
+        trial = runner.next_trial()
+        if trial is None:
+            break
+        sampled = time.perf_counter()
+        frozen = runner.run_trial(trial)
+        wall = time.perf_counter() - start
+        replay = runner.objective.replayed
+        row = {**key, "trial": frozen.number, "state": frozen.state.name, "feasible": is_feasible(frozen),
+               "duplicate_of": frozen.user_attrs.get("duplicate_of"), "memo_hit": replay["hit"],
+               "metrics": frozen.user_attrs.get("metrics", {}), "seconds": frozen.user_attrs.get("seconds", {}),
+               "ask_s": sampled - start, "wall_s": wall - replay["actual"] + replay["charged"]}
+        if frozen.number not in done:
+            with rows_path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+        console.log(f"{job.search.sampler} seed {offset} trial {frozen.number}: {frozen.state.name.lower()} "
+                    f"{row['wall_s']:.1f} s{' (memo)' if replay['hit'] else ''}")
+    runner.tracker.finish_job()
+
+
+def read_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def complete_runs(rows: list[dict], args: argparse.Namespace) -> list[dict]:
+    """The first ``--trials`` rows of each run, for the seeds in which every sampler asked for has them."""
+    rows = [r for r in rows if r["sampler"] in args.samplers and r["trial"] < args.trials]
+    count: dict[tuple, int] = {}
+    for r in rows:
+        count[(r["sampler"], r["seed"])] = count.get((r["sampler"], r["seed"]), 0) + 1
+    seeds = {seed for seed in {r["seed"] for r in rows}
+             if all(count.get((s, seed), 0) == args.trials for s in args.samplers)}
+    return [r for r in rows if r["seed"] in seeds]
+
+
+# ---- analysis ----------------------------------------------------------------------------------
+def curves(rows: list[dict], objectives: list[Objective],
+           reference: list[float]) -> tuple[list[float], list[float]]:
+    """(normalised hypervolume after each trial, cumulative charged wall seconds) of one run."""
+    records = [TrialRecord(number=r["trial"], state=r["state"], metrics=r["metrics"], recipe={}, run_id=None,
+                           feasible=r["feasible"], duplicate_of=r["duplicate_of"])
+               for r in rows]
+    box = math.prod(reference)
+    hv = [v / box for v in running_hypervolume(records, objectives, reference)]
+    wall, total = [], 0.0
+    for r in sorted(rows, key=lambda r: r["trial"]):
+        total += r["wall_s"]
+        wall.append(total)
+    return hv, wall
+
+
+def time_split(rows: list[dict]) -> dict[str, float]:
+    """Charged seconds per stage over trials that were measured (not repeats of the same run's recipes)."""
+    measured = [r for r in rows if r["duplicate_of"] is None]
+    stages: dict[str, float] = {}
+    for r in measured:
+        for stage, s in r["seconds"].items():
+            stages[stage] = stages.get(stage, 0.0) + s
+    wall = sum(r["wall_s"] for r in measured)
+    scoring = sum(stages.get(s, 0.0) for s in EVALUATION_STAGES)
+    evaluate = stages.get("evaluate", 0.0)
+    return {**{f"{k}_s": v for k, v in sorted(stages.items())}, "wall_s": wall,
+            "other_s": wall - sum(stages.values()),
+            "overhead_vs_apply_evaluate": (wall - scoring) / scoring if scoring else math.nan,
+            "overhead_vs_evaluate": (wall - evaluate) / evaluate if evaluate else math.nan}
+
+
+def infeasible_savings(rows: list[dict]) -> dict[str, float]:
+    """Trials the predictor stopped before evaluation: share, their time, and the evaluation time saved."""
+    measured = [r for r in rows if r["duplicate_of"] is None]
+    pruned = [r for r in measured if r["state"] == "PRUNED"]
+    evaluated = [r["seconds"]["evaluate"] for r in measured if "evaluate" in r["seconds"]]
+    mean_eval = statistics.mean(evaluated) if evaluated else math.nan
+    return {"trials": len(rows), "pruned": len(pruned), "share": len(pruned) / len(rows) if rows else math.nan,
+            "pruned_mean_ms": 1000 * statistics.mean(r["wall_s"] for r in pruned) if pruned else math.nan,
+            "pruned_mean_apply_predict_ms": 1000 * statistics.mean(
+                r["seconds"].get("apply", 0) + r["seconds"].get("predict", 0) for r in pruned) if pruned else math.nan,
+            "evaluate_mean_s": mean_eval, "saved_s": len(pruned) * mean_eval}
+
+
+def analyse(rows: list[dict], args: argparse.Namespace,
+            references: dict[str, list[float]]) -> dict[str, Any]:
+    runs: dict[tuple[str, int], list[dict]] = {}
+    for r in rows:
+        runs.setdefault((r["sampler"], r["seed"]), []).append(r)
+    out: dict[str, Any] = {"targets": {}}
+    for target in args.targets:
+        objectives = [Objective(metric="kl"), Objective(metric=f"{target}.decode_ms_per_token")]
+        per_run = {key: curves(rs, objectives, references[target]) for key, rs in runs.items()}
+        best = max(hv[-1] for hv, _ in per_run.values())
+        summary = {}
+        for sampler in args.samplers:
+            keys = [k for k in per_run if k[0] == sampler]
+            reach = [trials_to_reach(per_run[k][0], 0.95 * best) for k in keys]
+            seconds = [per_run[k][1][n - 1] if n else None for k, n in zip(keys, reach)]
+            summary[sampler] = {
+                "final_hv_mean": statistics.mean(per_run[k][0][-1] for k in keys),
+                "trials_to_95": reach, "seconds_to_95": seconds,
+                "trials_to_95_mean": censored_mean(reach, args.trials),
+                "hv_by_trial_mean": [statistics.mean(per_run[k][0][i] for k in keys)
+                                     for i in range(min(len(per_run[k][0]) for k in keys))],
+                "runs": {str(k[1]): {"hv": per_run[k][0], "wall_s": per_run[k][1]} for k in keys}}
+        out["targets"][target] = {"reference": references[target], "best_final_hv": best, "samplers": summary}
+        default, random = summary.get(DEFAULT_SAMPLER), summary.get("random")
+        if default and random:
+            out["targets"][target]["default_over_random_trials"] = (
+                default["trials_to_95_mean"]["value"] / random["trials_to_95_mean"]["value"])
+    out["time"] = {s: time_split([r for r in rows if r["sampler"] == s]) for s in args.samplers}
+    out["infeasible"] = {s: infeasible_savings([r for r in rows if r["sampler"] == s]) for s in args.samplers}
+    out["infeasible"]["all"] = infeasible_savings(rows)
+    out["memo"] = {"trials": len(rows), "replayed": sum(r["memo_hit"] for r in rows),
+                   "repeats_within_a_run": sum(r["duplicate_of"] is not None for r in rows)}
+    return out
+
+
+def censored_mean(reach: list[int | None], trials: int) -> dict[str, Any]:
+    """Mean trials to the level; a run that never reached it counts as ``trials`` (a lower bound)."""
+    values = [n if n is not None else trials for n in reach]
+    return {"value": statistics.mean(values), "lower_bound": any(n is None for n in reach)}
+
+
+# ---- output ------------------------------------------------------------------------------------
+def print_tables(result: dict[str, Any], args: argparse.Namespace, console: Console) -> None:
+    for target, t in result["targets"].items():
+        table = Table(title=f"{target}: hypervolume of (KL, decode ms/token), normalised to the reference box; "
+                            f"95% of best = {0.95 * t['best_final_hv']:.4f}")
+        for column in ("sampler", "final HV (mean)", "trials to 95% per seed", "mean", "seconds to 95% per seed"):
+            table.add_column(column, justify="right")
+        for sampler, s in t["samplers"].items():
+            mean = s["trials_to_95_mean"]
+            table.add_row(sampler, f"{s['final_hv_mean']:.4f}", " ".join(str(n or f">{args.trials}") for n in s["trials_to_95"]),
+                          f"{'≥' if mean['lower_bound'] else ''}{mean['value']:.1f}",
+                          " ".join(f"{x:.0f}" if x else "-" for x in s["seconds_to_95"]))
+        console.print(table)
+        if "default_over_random_trials" in t:
+            console.print(f"{DEFAULT_SAMPLER} / random trials to 95%: {t['default_over_random_trials']:.2f}")
+    table = Table(title="time per stage over measured trials (charged seconds)")
+    stages = sorted({k for s in result["time"].values() for k in s if k.endswith("_s")})
+    for column in ("sampler", *stages, "overhead / (apply+evaluate)", "overhead / evaluate"):
+        table.add_column(column, justify="right")
+    for sampler, s in result["time"].items():
+        table.add_row(sampler, *(f"{s.get(k, 0):.1f}" for k in stages), f"{100 * s['overhead_vs_apply_evaluate']:.1f}%",
+                      f"{100 * s['overhead_vs_evaluate']:.0f}%")
+    console.print(table)
+    table = Table(title="trials stopped by the predictor (cost over budget) before evaluation")
+    for column in ("sampler", "trials", "stopped", "share", "mean ms taken", "of which apply+predict ms",
+                   "evaluation s saved"):
+        table.add_column(column, justify="right")
+    for sampler, s in result["infeasible"].items():
+        table.add_row(sampler, str(s["trials"]), str(s["pruned"]), f"{100 * s['share']:.0f}%", f"{s['pruned_mean_ms']:.0f}",
+                      f"{s['pruned_mean_apply_predict_ms']:.0f}", f"{s['saved_s']:.0f}")
+    console.print(table)
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    targets = list(result["targets"])
+    fig = Figure(figsize=(11, 3.6 * len(targets)))
+    axes = fig.subplots(len(targets), 2, squeeze=False)
+    for row, target in zip(axes, targets):
+        t = result["targets"][target]
+        for sampler, s in t["samplers"].items():
+            line = row[0].plot(range(1, len(s["hv_by_trial_mean"]) + 1), s["hv_by_trial_mean"], drawstyle="steps-post",
+                               label=sampler)[0]
+            for run in s["runs"].values():
+                row[1].plot(run["wall_s"], run["hv"], drawstyle="steps-post", color=line.get_color(), alpha=0.6)
+        for ax in row:
+            ax.axhline(0.95 * t["best_final_hv"], color="grey", ls="--", lw=0.8)
+            ax.set_ylabel(f"HV, {target}")
+            ax.grid(alpha=0.3)
+        row[0].set_xlabel("trial (mean over seeds)")
+        row[1].set_xlabel("charged wall seconds (each seed)")
+        row[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--samplers", nargs="+", default=["nsga2", "tpe", "gp", "random"])
+    parser.add_argument("--seeds", type=int, default=3, help="sampler seeds per sampler")
+    parser.add_argument("--trials", type=int, default=50)
+    parser.add_argument("--population", type=int, default=SearchSettings().population_size,
+                        help="NSGA-II population; GP's random start-up")
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--space", default="edge-llm")
+    parser.add_argument("--targets", nargs=2, default=["raspberry-pi-5", "jetson-orin-nano"])
+    parser.add_argument("--kl-budget", type=float, default=1.0)
+    parser.add_argument("--memory-budget", type=float, default=160.0, help="MB on the first target")
+    parser.add_argument("--text", default="generated", help="calibration/evaluation text source")
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--calibration-samples", type=int, default=8)
+    parser.add_argument("--eval-samples", type=int, default=4)
+    parser.add_argument("--tracking", action=argparse.BooleanOptionalAction, default=True, help="MLflow (as jobs do)")
+    parser.add_argument("--workdir", type=Path, default=Path("runs/search-bench"))
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "search.json")
+    parser.add_argument("--plot", type=Path, default=None, help="PNG of hypervolume vs trials and wall time")
+    parser.add_argument("--only-seed", type=int, default=None, help="run this sampler seed only (e.g. in a second "
+                                                                     "process on the same --workdir)")
+    parser.add_argument("--analyse-only", action="store_true", help="tables from the finished runs in --workdir")
+    args = parser.parse_args()
+    args.workdir = args.workdir.resolve()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    console = Console()
+    start = time.time()
+    rows_path, memo = args.workdir / "rows.jsonl", Memo(args.workdir / "memo.jsonl")
+    jobs = {s: make_job(args, s) for s in args.samplers}
+    job = next(iter(jobs.values()))
+    session = open_session(job.model, job.calibration, job.search.seed, job.evaluation)
+    # The reference point: KL at its budget, latency of the uncompressed model on each target.
+    base_cost = predict_cost(session.base.model, [load_target(t) for t in args.targets],
+                             Workload(**job.workload.model_dump()))
+    references = {t: [args.kl_budget, base_cost[f"{t}.decode_ms_per_token"]] for t in args.targets}
+    if not args.analyse_only:
+        for seed in ([args.only_seed] if args.only_seed is not None else range(args.seeds)):
+            for sampler in args.samplers:
+                run_one(jobs[sampler], seed, session, memo, rows_path, console)
+    rows = complete_runs(read_rows(rows_path), args)
+    result = analyse(rows, args, references)
+    print_tables(result, args, console)
+    args.out.parent.mkdir(exist_ok=True)
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    args.out.write_text(json.dumps({"date": datetime.now(timezone.utc).isoformat(timespec="minutes"),
+                                    "settings": settings, "default_sampler": DEFAULT_SAMPLER, **result,
+                                    "seconds": time.time() - start}, indent=1, default=float))
+    if args.plot:
+        plot(result, args.plot)
+    console.print(f"wrote {args.out} ({time.time() - start:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
