@@ -40,9 +40,9 @@ def test_every_method_stores_at_most_2_to_the_bits_values_per_group(bits, group,
     w, stats = layer_problem()
     fmt = QuantFormat(bits, group, symmetric)
     width = group or w.shape[1]
-    assert max_distinct_per_group(gptq(w, stats.hessian, fmt), width) <= 2**bits
+    assert max_distinct_per_group(gptq(w, stats.hessian, fmt).weight, width) <= 2**bits
     (effective,), alpha = awq([w], [fmt], stats)
-    stored = effective * awq_scales(stats.absmean, alpha)  # AWQ stores Q(W s); 1/s folds into the op before
+    stored = effective.weight * awq_scales(stats.absmean, alpha)  # AWQ stores Q(W s); 1/s folds into the op before
     assert max_distinct_per_group(stored, width, tol=1e-5) <= 2**bits
     assert max_distinct_per_group(rtn(w, fmt), width) <= 2**bits
 
@@ -52,7 +52,7 @@ def test_gptq_reconstructs_the_layer_output_better_than_rtn(bits, group):
     w, stats = layer_problem(seed=bits)
     fmt = QuantFormat(bits, group, symmetric=False)
     err_rtn = output_error(w, rtn(w, fmt), stats.hessian)
-    err_gptq = output_error(w, gptq(w, stats.hessian, fmt), stats.hessian)
+    err_gptq = output_error(w, gptq(w, stats.hessian, fmt).weight, stats.hessian)
     assert err_gptq < 0.6 * err_rtn
 
 
@@ -60,14 +60,14 @@ def test_gptq_with_an_identity_hessian_is_rtn():
     # Uncorrelated unit inputs leave nothing to compensate: GPTQ reduces to round to nearest.
     w, _ = layer_problem()
     fmt = QuantFormat(4, 32)
-    assert torch.allclose(gptq(w, torch.eye(w.shape[1]), fmt, damp=0.0), rtn(w, fmt), atol=1e-5)
+    assert torch.allclose(gptq(w, torch.eye(w.shape[1]), fmt, damp=0.0).weight, rtn(w, fmt), atol=1e-5)
 
 
 def test_gptq_zeroes_weights_of_dead_inputs():
     w, stats = layer_problem()
     h = stats.hessian.clone()
     h[5, :] = h[:, 5] = 0
-    assert torch.all(gptq(w, h, QuantFormat(4, 32))[:, 5] == 0)
+    assert torch.all(gptq(w, h, QuantFormat(4, 32)).weight[:, 5] == 0)
 
 
 def test_awq_beats_rtn_on_outlier_channels_and_never_loses():
@@ -75,7 +75,7 @@ def test_awq_beats_rtn_on_outlier_channels_and_never_loses():
     for bits in (3, 4):
         fmt = QuantFormat(bits, 32)
         (effective,), alpha = awq([w], [fmt], stats)
-        err_rtn, err_awq = (output_error(w, a, stats.hessian) for a in (rtn(w, fmt), effective))
+        err_rtn, err_awq = (output_error(w, a, stats.hessian) for a in (rtn(w, fmt), effective.weight))
         assert alpha > 0 and err_awq < 0.8 * err_rtn
 
 

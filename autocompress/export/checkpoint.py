@@ -1,4 +1,5 @@
-"""The artifact layout every path writes: checkpoint, tokenizer, recipe.yaml, metrics.json.
+"""The artifact layout every path writes: checkpoint, tokenizer, recipe.yaml, metrics.json and,
+for quantized models, quant_grid.safetensors.
 
 Written to a temporary sibling folder and renamed into place, so a crash leaves no half-written
 artifact behind.
@@ -16,6 +17,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from autocompress.cache import weights_digest
+from autocompress.export.grids import save_grids
 from autocompress.recipe import Recipe
 
 
@@ -32,6 +34,7 @@ def write_artifact(model: nn.Module, tokenizer: PreTrainedTokenizerBase, recipe:
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        save_grids(model, tmp)
         (tmp / "recipe.yaml").write_text(recipe.to_yaml())
         (tmp / "metrics.json").write_text(json.dumps(record, indent=2, sort_keys=True))
         if out_dir.exists():

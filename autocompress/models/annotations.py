@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 DEFAULT_BITS = 16  # what an uncompressed weight costs on an edge runtime (fp16)
@@ -27,3 +28,56 @@ def set_weight_format(module: nn.Module, fmt: WeightFormat) -> None:
 
 def weight_format(module: nn.Module) -> WeightFormat:
     return getattr(module, _ATTR, WeightFormat())
+
+
+_GRID_ATTR = "_autocompress_weight_grid"
+
+
+@dataclass(frozen=True, eq=False)
+class WeightGrid:
+    """The integer grid a quantized weight lies on, so exports and QAT can recover its codes exactly.
+
+    Columns are split into groups of ``group``; group ``g`` of row ``r`` stores integers ``q`` with
+    ``weight = (q - zero[r, g]) * scale[r, g] / input_scale`` (``input_scale``: AWQ's per-input-channel
+    scale, whose inverse a runtime folds into the op before; ``None`` when there is none).
+    ``dequantize(codes(w))`` reproduces ``w`` bit for bit: it repeats the quantizer's float operations.
+    """
+
+    scale: torch.Tensor  # [out, in // group], float32
+    zero: torch.Tensor  # [out, in // group], float32 holding integers (all 0 when symmetric)
+    bits: int
+    group: int
+    symmetric: bool
+    input_scale: torch.Tensor | None = None  # [in], float32
+
+    @property
+    def int_range(self) -> tuple[int, int]:
+        return (-(2 ** (self.bits - 1)), 2 ** (self.bits - 1) - 1) if self.symmetric else (0, 2**self.bits - 1)
+
+    def _grouped(self, t: torch.Tensor) -> torch.Tensor:
+        rows, cols = t.shape
+        return t.reshape(rows, cols // self.group, self.group)
+
+    def codes(self, weight: torch.Tensor) -> torch.Tensor:
+        """The integers (int32, shape of ``weight``) that ``weight`` stores on this grid."""
+        w = weight.to(torch.float32)
+        if self.input_scale is not None:
+            w = w * self.input_scale
+        q = torch.round(self._grouped(w) / self.scale[..., None]) + self.zero[..., None]
+        return q.clamp(*self.int_range).reshape(weight.shape).to(torch.int32)
+
+    def dequantize(self, codes: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Float weights from ``codes``, by the quantizer's own operations (exact)."""
+        w = ((self._grouped(codes.to(torch.float32)) - self.zero[..., None]) * self.scale[..., None])
+        w = w.reshape(codes.shape)
+        if self.input_scale is not None:
+            w = w / self.input_scale
+        return w.to(dtype)
+
+
+def set_weight_grid(module: nn.Module, grid: WeightGrid | None) -> None:
+    setattr(module, _GRID_ATTR, grid)
+
+
+def weight_grid(module: nn.Module) -> WeightGrid | None:
+    return getattr(module, _GRID_ATTR, None)

@@ -18,11 +18,11 @@ from autocompress.calibration import input_stats
 from autocompress.cache import text_digest
 from autocompress.context import CompressionContext
 from autocompress.models.adapter import ModelAdapter
-from autocompress.models.annotations import WeightFormat, set_weight_format
+from autocompress.models.annotations import WeightFormat, set_weight_format, set_weight_grid
 from autocompress.techniques.base import Technique, register_technique
 from autocompress.techniques.quant.activations import add_activation_quant, rescaled, smooth
 from autocompress.techniques.quant.cache import WeightCache
-from autocompress.techniques.quant.grid import QuantFormat, check_format, rtn
+from autocompress.techniques.quant.grid import QuantFormat, Quantized, check_format, rtn_grid
 from autocompress.techniques.quant.kv import set_kv_bits
 from autocompress.techniques.quant.methods import WEIGHT_METHODS, Member
 from autocompress.techniques.quant.rotation import rotate
@@ -123,7 +123,7 @@ def quantize_linears(model: nn.Module, assignment: dict[str, tuple[str, QuantFor
     prescale = prescale or {}
     adapter = ModelAdapter(model)
     cache = cache or WeightCache.for_context(ctx)
-    jobs: list[tuple[str, list[Member], bool, list[str], list[torch.Tensor | None]]] = []
+    jobs: list[tuple[str, list[Member], bool, list[str], list[Quantized | None]]] = []
     for group, sites in adapter.input_groups():
         for name in dict.fromkeys(assignment[s.name][0] for s in sites):
             method = WEIGHT_METHODS[name]
@@ -144,10 +144,11 @@ def quantize_linears(model: nn.Module, assignment: dict[str, tuple[str, QuantFor
                 if group_stats is not None and first in prescale:
                     group_stats = rescaled(group_stats, prescale[first])
                 hit = WEIGHT_METHODS[name]().quantize(members, group_stats, fold)
-                for key, weight in zip(keys, hit):
-                    cache.put(key, weight)
-            for member, weight in zip(members, hit):
-                member.site.module.weight.copy_(weight)
+                for key, result in zip(keys, hit):
+                    cache.put(key, result)
+            for member, result in zip(members, hit):
+                member.site.module.weight.copy_(result.weight)
+                set_weight_grid(member.site.module, result.grid)
                 set_weight_format(member.site.module, WeightFormat(member.fmt.bits, member.fmt.group_size,
                                                                    member.fmt.symmetric))
     return cache
@@ -205,9 +206,12 @@ class Quantize(Technique):
 @torch.no_grad()
 def _quantize_embeddings(adapter: ModelAdapter, fmt: QuantFormat) -> None:
     """Round the input embedding and LM head; a tied head shares the tensor: quantized once, both recorded."""
-    tensors = {id(m.weight): m for m in (adapter.input_embedding, adapter.lm_head)}
-    for module in tensors.values():
+    grids = {}
+    for module in {id(m.weight): m for m in (adapter.input_embedding, adapter.lm_head)}.values():
         check_format(fmt, "the embedding", module.weight.shape[1])
-        module.weight.copy_(rtn(module.weight, fmt))
+        result = rtn_grid(module.weight, fmt)
+        module.weight.copy_(result.weight)
+        grids[id(module.weight)] = result.grid
     for module in (adapter.input_embedding, adapter.lm_head):
         set_weight_format(module, WeightFormat(fmt.bits, fmt.group_size, fmt.symmetric))
+        set_weight_grid(module, grids[id(module.weight)])

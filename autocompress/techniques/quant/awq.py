@@ -11,10 +11,12 @@ tokens, so no activations need to be kept.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from autocompress.calibration import InputStats
-from autocompress.techniques.quant.grid import QuantFormat, output_error, rtn
+from autocompress.techniques.quant.grid import QuantFormat, Quantized, output_error, rtn_grid
 
 
 def awq_scales(absmean: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -23,22 +25,24 @@ def awq_scales(absmean: torch.Tensor, alpha: float) -> torch.Tensor:
     return s / (s.max() * s.min()).sqrt()
 
 
-def scaled_quant(weight: torch.Tensor, fmt: QuantFormat, s: torch.Tensor) -> torch.Tensor:
+def scaled_quant(weight: torch.Tensor, fmt: QuantFormat, s: torch.Tensor) -> Quantized:
     """The effective weight after scaling by ``s``, quantizing, and folding ``1/s`` back."""
-    return rtn(weight.to(torch.float32) * s, fmt) / s
+    stored = rtn_grid(weight.to(torch.float32) * s, fmt)
+    grid = stored.grid and replace(stored.grid, input_scale=s.to(torch.float32).contiguous())
+    return Quantized(stored.weight / s, grid)
 
 
 @torch.no_grad()
 def awq(weights: list[torch.Tensor], formats: list[QuantFormat], stats: InputStats,
-        grid: int = 20) -> tuple[list[torch.Tensor], float]:
+        grid: int = 20) -> tuple[list[Quantized], float]:
     """Quantize the linears that read one input with a shared AWQ scale; returns the effective
-    weights and the chosen ``alpha`` (0 = plain round-to-nearest)."""
-    best: tuple[float, float, list[torch.Tensor]] | None = None
+    weights with their grids and the chosen ``alpha`` (0 = plain round-to-nearest)."""
+    best: tuple[float, float, list[Quantized]] | None = None
     for alpha in torch.linspace(0, 1, grid + 1).tolist():
         s = awq_scales(stats.absmean, alpha)
         approx = [scaled_quant(w, f, s) for w, f in zip(weights, formats)]
-        err = sum(output_error(w, a, stats.hessian).item() for w, a in zip(weights, approx))
+        err = sum(output_error(w, a.weight, stats.hessian).item() for w, a in zip(weights, approx))
         if best is None or err < best[0]:
             best = (err, alpha, approx)
     _, alpha, approx = best
-    return [a.to(w.dtype) for w, a in zip(weights, approx)], alpha
+    return [Quantized(a.weight.to(w.dtype), a.grid) for w, a in zip(weights, approx)], alpha

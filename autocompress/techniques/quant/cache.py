@@ -12,9 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from autocompress.context import CompressionContext
+from autocompress.models.annotations import WeightGrid
+from autocompress.techniques.quant.grid import Quantized
 
 
 @dataclass
@@ -34,18 +37,37 @@ class WeightCache:
     def _path(self, key: str) -> Path:
         return self.folder / key[:2] / f"{key}.safetensors"
 
-    def get(self, key: str) -> torch.Tensor | None:
-        if self.folder is not None and self._path(key).is_file():
-            self.hits += 1
-            return load_file(str(self._path(key)))["weight"]
+    def get(self, key: str) -> Quantized | None:
+        path = self._path(key) if self.folder is not None else None
+        if path is not None and path.is_file():
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                tensors = {name: f.get_tensor(name) for name in f.keys()}
+            if "grid" in meta:  # files from before grids were recorded are misses
+                self.hits += 1
+                return Quantized(tensors["weight"], _grid_from(meta["grid"], tensors))
         self.misses += 1
         return None
 
-    def put(self, key: str, weight: torch.Tensor) -> None:
+    def put(self, key: str, result: Quantized) -> None:
         if self.folder is None:
             return
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {"weight": result.weight.detach().contiguous()}
+        grid = result.grid
+        if grid is not None:
+            tensors |= {"scale": grid.scale, "zero": grid.zero}
+            if grid.input_scale is not None:
+                tensors["input_scale"] = grid.input_scale
+        meta = "none" if grid is None else f"{grid.bits},{grid.group},{int(grid.symmetric)}"
         tmp = path.with_suffix(".tmp")
-        save_file({"weight": weight.detach().contiguous()}, str(tmp))
+        save_file(tensors, str(tmp), metadata={"grid": meta})
         tmp.rename(path)
+
+
+def _grid_from(meta: str, tensors: dict[str, torch.Tensor]) -> WeightGrid | None:
+    if meta == "none":
+        return None
+    bits, group, symmetric = (int(v) for v in meta.split(","))
+    return WeightGrid(tensors["scale"], tensors["zero"], bits, group, bool(symmetric), tensors.get("input_scale"))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from autocompress.threads import one_thread
-from autocompress.techniques.quant.grid import QuantFormat, fake_quant, find_grid
+from autocompress.techniques.quant.grid import QuantFormat, Quantized, fake_quant, find_grid, make_grid
 
 
 def inverse_hessian_factor(hessian: torch.Tensor, damp: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -26,7 +26,7 @@ def inverse_hessian_factor(hessian: torch.Tensor, damp: float) -> tuple[torch.Te
 @torch.no_grad()
 @one_thread()
 def gptq(weight: torch.Tensor, hessian: torch.Tensor, fmt: QuantFormat, damp: float = 0.01,
-         block: int = 128) -> torch.Tensor:
+         block: int = 128) -> Quantized:
     """GPTQ quantize-dequantize of a ``[out, in]`` weight given ``H = E[x x^T]`` of its input.
 
     Algorithm 1 of the paper with lazy batch updates: within a block of ``block`` columns the error
@@ -34,7 +34,7 @@ def gptq(weight: torch.Tensor, hessian: torch.Tensor, fmt: QuantFormat, damp: fl
     the remaining columns with one matrix product. Group scales are found when a group's first
     column is reached, from the weights as already updated (the paper's grouping)."""
     if fmt.bits == 16:
-        return weight.to(torch.float16).to(weight.dtype)
+        return Quantized(weight.to(torch.float16).to(weight.dtype), None)
     w = weight.to(torch.float32).clone()
     rows, cols = w.shape
     group = fmt.group_for(cols)
@@ -43,18 +43,23 @@ def gptq(weight: torch.Tensor, hessian: torch.Tensor, fmt: QuantFormat, damp: fl
     w[:, dead] = 0
     out = torch.zeros_like(w)
     scale = zero = None
+    scales, zeros = [], []  # one [rows, 1] pair per group, in column order
     if group == cols:
         scale, zero = find_grid(w, fmt.bits, fmt.symmetric)
+        scales, zeros = [scale], [zero]
     for b0 in range(0, cols, block):
         b1 = min(b0 + block, cols)
         wb, errors, ub = w[:, b0:b1].clone(), torch.zeros(rows, b1 - b0), u[b0:b1, b0:b1]
         for i in range(b1 - b0):
             if group < cols and (b0 + i) % group == 0:
                 scale, zero = find_grid(wb[:, i:i + group], fmt.bits, fmt.symmetric)
+                scales.append(scale)
+                zeros.append(zero)
             q = fake_quant(wb[:, i:i + 1], scale, zero, fmt.bits, fmt.symmetric)
             out[:, b0 + i] = q[:, 0]
             err = (wb[:, i] - q[:, 0]) / ub[i, i]
             wb[:, i:] -= err[:, None] * ub[i, i:][None, :]  # compensate within the block
             errors[:, i] = err
         w[:, b1:] -= errors @ u[b0:b1, b1:]  # lazy batch update of the remaining columns
-    return out.to(weight.dtype)
+    grid = make_grid(torch.cat(scales, dim=1), torch.cat(zeros, dim=1), fmt, group)
+    return Quantized(out.to(weight.dtype), grid)

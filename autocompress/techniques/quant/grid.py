@@ -9,10 +9,12 @@ zero 0. Asymmetric: ``scale = (max - min) / (2^b - 1)``, ``zero = round(-min / s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
 from autocompress.errors import ConfigError
+from autocompress.models.annotations import WeightGrid
 
 SUPPORTED_BITS = (2, 3, 4, 8, 16)
 
@@ -69,13 +71,37 @@ def grouped(weight: torch.Tensor, group: int) -> torch.Tensor:
     return weight.reshape(rows, cols // group, group).to(torch.float32)
 
 
+class Quantized(NamedTuple):
+    """A method's result for one weight: the effective float values and the grid they lie on
+    (``None`` at 16 bits, which is plain fp16 rounding)."""
+
+    weight: torch.Tensor
+    grid: WeightGrid | None
+
+
+def make_grid(scale: torch.Tensor, zero: torch.Tensor, fmt: QuantFormat, group: int,
+              input_scale: torch.Tensor | None = None) -> WeightGrid:
+    """Record ``[out, groups(, 1)]`` scales and zero points as a :class:`WeightGrid`."""
+    rows = scale.shape[0]
+    return WeightGrid(scale.reshape(rows, -1).to(torch.float32).contiguous(),
+                      zero.reshape(rows, -1).to(torch.float32).contiguous(), fmt.bits, group, fmt.symmetric,
+                      None if input_scale is None else input_scale.to(torch.float32).contiguous())
+
+
+def rtn_grid(weight: torch.Tensor, fmt: QuantFormat) -> Quantized:
+    """Round-to-nearest quantize-dequantize of a ``[out, in]`` weight, with its grid."""
+    if fmt.bits == 16:
+        return Quantized(weight.to(torch.float16).to(weight.dtype), None)
+    group = fmt.group_for(weight.shape[1])
+    w = grouped(weight, group)
+    scale, zero = find_grid(w, fmt.bits, fmt.symmetric)
+    out = fake_quant(w, scale, zero, fmt.bits, fmt.symmetric).reshape(weight.shape).to(weight.dtype)
+    return Quantized(out, make_grid(scale, zero, fmt, group))
+
+
 def rtn(weight: torch.Tensor, fmt: QuantFormat) -> torch.Tensor:
     """Round-to-nearest quantize-dequantize of a ``[out, in]`` weight; 16 bits = fp16 rounding."""
-    if fmt.bits == 16:
-        return weight.to(torch.float16).to(weight.dtype)
-    w = grouped(weight, fmt.group_for(weight.shape[1]))
-    scale, zero = find_grid(w, fmt.bits, fmt.symmetric)
-    return fake_quant(w, scale, zero, fmt.bits, fmt.symmetric).reshape(weight.shape).to(weight.dtype)
+    return rtn_grid(weight, fmt).weight
 
 
 def output_error(weight: torch.Tensor, approx: torch.Tensor, hessian: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ gate/up, o, down) that were assigned to it, so a method that shares something ac
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import torch
@@ -18,7 +18,7 @@ from autocompress.models.adapter import LinearSite
 from autocompress.registry import Registry
 from autocompress.techniques.quant.awq import awq
 from autocompress.techniques.quant.gptq import gptq
-from autocompress.techniques.quant.grid import QuantFormat, rtn
+from autocompress.techniques.quant.grid import QuantFormat, Quantized, rtn_grid
 
 
 @dataclass(frozen=True)
@@ -36,9 +36,19 @@ class WeightMethod(ABC):
     version: ClassVar[str] = "1"  # bump when the algorithm's output changes (invalidates caches)
 
     @abstractmethod
-    def quantize(self, members: list[Member], stats: InputStats | None, foldable: bool) -> list[torch.Tensor]:
-        """Effective (quantize-dequantized) weights of ``members``, in order. ``foldable`` says
+    def quantize(self, members: list[Member], stats: InputStats | None, foldable: bool) -> list[Quantized]:
+        """Effective (quantize-dequantized) weights of ``members`` with their grids, in order. ``foldable`` says
         whether a per-input-channel scale of this group can be folded into the op before it."""
+
+
+def split_rows(joint: Quantized, sizes: list[int]) -> list[Quantized]:
+    """Undo a row-wise concatenation of weights quantized as one matrix (rows are independent)."""
+    weights = joint.weight.split(sizes)
+    if joint.grid is None:
+        return [Quantized(w, None) for w in weights]
+    pieces = zip(joint.grid.scale.split(sizes), joint.grid.zero.split(sizes))
+    return [Quantized(w, replace(joint.grid, scale=s.contiguous(), zero=z.contiguous()))
+            for w, (s, z) in zip(weights, pieces)]
 
 
 WEIGHT_METHODS: Registry[type[WeightMethod]] = Registry("quantization method")
@@ -52,7 +62,7 @@ class RTN(WeightMethod):
     needs_stats = False
 
     def quantize(self, members, stats, foldable):
-        return [rtn(m.site.module.weight, m.fmt) for m in members]
+        return [rtn_grid(m.site.module.weight, m.fmt) for m in members]
 
 
 @WEIGHT_METHODS.decorator()
@@ -63,12 +73,12 @@ class GPTQ(WeightMethod):
 
     def quantize(self, members, stats, foldable):
         # Rows are independent given H: linears sharing an input and a format run as one matrix.
-        out: dict[int, torch.Tensor] = {}
+        out: dict[int, Quantized] = {}
         for fmt in dict.fromkeys(m.fmt for m in members):
             index = [i for i, m in enumerate(members) if m.fmt == fmt]
             weights = [members[i].site.module.weight for i in index]
-            rows = gptq(torch.cat(weights), stats.hessian, fmt).split([w.shape[0] for w in weights])
-            out.update(zip(index, rows))
+            joint = gptq(torch.cat(weights), stats.hessian, fmt)
+            out.update(zip(index, split_rows(joint, [w.shape[0] for w in weights])))
         return [out[i] for i in range(len(members))]
 
 
@@ -82,6 +92,6 @@ class AWQ(WeightMethod):
 
     def quantize(self, members, stats, foldable):
         if not foldable:
-            return [rtn(m.site.module.weight, m.fmt) for m in members]
-        weights, _ = awq([m.site.module.weight for m in members], [m.fmt for m in members], stats)
-        return weights
+            return [rtn_grid(m.site.module.weight, m.fmt) for m in members]
+        quantized, _ = awq([m.site.module.weight for m in members], [m.fmt for m in members], stats)
+        return quantized
