@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import math
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import gguf
 import numpy as np
@@ -27,7 +26,7 @@ from torch import nn
 from autocompress.errors import ConfigError
 from autocompress.export.gguf_blocks import BLOCK, QUANTIZERS, BlockQuant, block_kind, pack
 from autocompress.models.adapter import ModelAdapter
-from autocompress.models.annotations import weight_format
+from autocompress.models.annotations import WeightFormat, WeightGrid, weight_format, weight_grid
 
 FLOAT_TYPES = {"F16": gguf.GGMLQuantizationType.F16, "F32": gguf.GGMLQuantizationType.F32}
 BLOCK_TYPES = {"Q8_0": gguf.GGMLQuantizationType.Q8_0, "Q4_0": gguf.GGMLQuantizationType.Q4_0,
@@ -103,19 +102,20 @@ def choose_type(bits: int, group: int | None, symmetric: bool, cols: int,
 
 # ---- grids recorded by the quantizer ---------------------------------------------------------------
 
-GridReader = Callable[[nn.Module], "BlockSource | None"]
-
-
-@dataclass(frozen=True)
-class BlockSource:
-    """A weight's stored codes on a GGUF block grid, and the per-input-channel scale folded out of it."""
-
-    blocks: BlockQuant
-    input_scale: torch.Tensor | None = None  # AWQ: effective weight = dequantized / input_scale
-
-
-def _no_grids(module: nn.Module) -> BlockSource | None:
-    return None
+def grid_blocks(grid: WeightGrid, weight: torch.Tensor, kind: str) -> tuple[BlockQuant, torch.Tensor] | None:
+    """The recorded codes of ``weight`` as GGUF blocks of ``kind``, and the stored weight they dequantize
+    to (the weight times AWQ's input scale, if any); None when the grid is not that GGUF grid
+    (another group, scales that are not fp16 numbers, a zero point fp16 cannot express)."""
+    if grid.group != BLOCK or block_kind(grid.bits, grid.symmetric) != kind:
+        return None
+    scale, zero = grid.scale, grid.zero
+    m = None if grid.symmetric else -zero * scale
+    if not torch.equal(scale.half().float(), scale) or (m is not None and not torch.equal(m.half().float(), m)):
+        return None
+    codes = grid.codes(weight)
+    stored = replace(grid, input_scale=None).dequantize(codes)
+    blocks = BlockQuant(kind, codes.to(torch.int8), scale, m)
+    return (blocks, stored) if torch.equal(blocks.dequantize(), stored) else None
 
 
 # ---- tensors --------------------------------------------------------------------------------------
@@ -154,19 +154,24 @@ class _Writer:
         self.records.append(TensorRecord(name, blocks.kind, source, max_err, rel, note))
 
 
-def _linear_tensor(out: _Writer, name: str, weight: torch.Tensor, bits: int, group: int | None, symmetric: bool,
-                   recorded: BlockSource | None, rows: torch.Tensor | None) -> None:
+def _linear_tensor(out: _Writer, name: str, weight: torch.Tensor, fmt: WeightFormat, grid: WeightGrid | None,
+                   rows: torch.Tensor | None) -> None:
     """One weight matrix: recorded codes verbatim when they are on its GGUF type's grid, else requantized."""
-    kind, note = choose_type(bits, group, symmetric, weight.shape[1], out.float_type)
+    kind, note = choose_type(fmt.bits, grid.group if grid else fmt.group_size, fmt.symmetric, weight.shape[1],
+                             out.float_type)
     perm = (lambda t: t) if rows is None else (lambda t: t[rows])
     if kind in FLOAT_TYPES:
         out.float_tensor(name, perm(weight), kind, note)
         return
-    if recorded is not None and recorded.blocks.kind == kind:
-        stored = weight if recorded.input_scale is None else weight * recorded.input_scale
-        blocks = recorded.blocks if rows is None else recorded.blocks.rows(rows)
-        out.block_tensor(name, blocks, perm(stored), "grid", note)
+    recorded = grid_blocks(grid, weight, kind) if grid is not None else None
+    if recorded is not None:
+        blocks, stored = recorded
+        out.block_tensor(name, blocks if rows is None else blocks.rows(rows), perm(stored), "grid",
+                         "AWQ scale folded into the norm before" if grid.input_scale is not None else note)
         return
+    if grid is not None and grid.input_scale is not None:
+        raise ConfigError("quantize.grid", f"{name}: AWQ weights off the GGUF grid cannot be exported "
+                                           "(their input scale has nowhere to go); quantize with grid: gguf")
     out.block_tensor(name, QUANTIZERS[kind](perm(weight)), perm(weight), "requantized",
                      note or "not on the GGUF grid (quantize with grid: gguf for a lossless export)")
 
@@ -245,9 +250,12 @@ def _bpe_tokenizer(w: gguf.GGUFWriter, tokenizer, vocab_size: int) -> None:
 
 @torch.no_grad()
 def write_gguf(model: nn.Module, tokenizer, out_path: Path, *, float_type: str = "F16",
-               grids: GridReader = _no_grids, source_gguf: Path | None = None,
+               grids: dict[str, WeightGrid] | None = None, source_gguf: Path | None = None,
                name: str = "autocompress") -> GGUFReport:
-    """Write ``model`` (a llama or qwen2 causal LM, possibly compressed) to ``out_path`` as GGUF."""
+    """Write ``model`` (a llama or qwen2 causal LM, possibly compressed) to ``out_path`` as GGUF.
+
+    ``grids``: the recorded grids by module name (``load_grids`` of an artifact); default: the ones
+    recorded on the modules in memory."""
     if float_type not in FLOAT_TYPES:
         raise ConfigError("--float-type", f"{float_type!r} is not supported; allowed: {', '.join(FLOAT_TYPES)}")
     model_type = getattr(model.config, "model_type", None)
@@ -273,6 +281,8 @@ def write_gguf(model: nn.Module, tokenizer, out_path: Path, *, float_type: str =
         _hyperparameters(w, adapter, widths.pop() if widths else adapter.config.intermediate_size)
         if source_gguf is None or not _copy_tokenizer(w, source_gguf, adapter.vocab_size):
             _bpe_tokenizer(w, tokenizer, adapter.vocab_size)
+        if grids is None:
+            grids = {n: g for n, m in model.named_modules() if (g := weight_grid(m)) is not None}
         _write_tensors(out, model, adapter, arch, names, grids)
         kinds = [r.type for r in out.records if r.type in BLOCK_TYPES]
         w.add_file_type(FILE_TYPES[max(set(kinds), key=kinds.count) if kinds else float_type])
@@ -288,12 +298,12 @@ def write_gguf(model: nn.Module, tokenizer, out_path: Path, *, float_type: str =
     return GGUFReport(str(out_path), arch_name, out_path.stat().st_size, out.records)
 
 
-def _norm_scales(adapter: ModelAdapter, grids: GridReader) -> dict[int, torch.Tensor]:
+def _norm_scales(adapter: ModelAdapter, grids: dict[str, WeightGrid]) -> dict[int, torch.Tensor]:
     """AWQ: the input scale each norm must be divided by, keyed by ``id(norm)``; the members of an
     input group share one scale (checked)."""
     folded: dict[int, torch.Tensor] = {}
     for group, sites in adapter.input_groups():
-        scales = [g.input_scale for g in map(grids, (s.module for s in sites)) if g and g.input_scale is not None]
+        scales = [g.input_scale for s in sites if (g := grids.get(s.name)) and g.input_scale is not None]
         if not scales:
             continue
         if group not in ("attn.in", "mlp.in") or len(scales) != len(sites) or any(
@@ -304,7 +314,8 @@ def _norm_scales(adapter: ModelAdapter, grids: GridReader) -> dict[int, torch.Te
     return folded
 
 
-def _write_tensors(out: _Writer, model: nn.Module, adapter: ModelAdapter, arch: Arch, names, grids) -> None:
+def _write_tensors(out: _Writer, model: nn.Module, adapter: ModelAdapter, arch: Arch, names,
+                   grids: dict[str, WeightGrid]) -> None:
     linears = {id(s.module): s for s in adapter.linear_sites()}
     folded = _norm_scales(adapter, grids)
     modules = dict(model.named_modules(remove_duplicate=False))
@@ -323,18 +334,21 @@ def _write_tensors(out: _Writer, model: nn.Module, adapter: ModelAdapter, arch: 
             if arch.permute_qk and site.role in ("attn.q", "attn.k"):
                 heads = adapter.num_heads if site.role == "attn.q" else adapter.num_kv_heads
                 rows = _qk_rows(tensor.shape[0], heads)
-            fmt = weight_format(module)
-            _linear_tensor(out, gguf_name, tensor, fmt.bits, fmt.group_size, fmt.symmetric, grids(module), rows)
+            _linear_tensor(out, gguf_name, tensor, _format(module, grids.get(module_name)), grids.get(module_name), rows)
         elif site is not None and arch.permute_qk and site.role in ("attn.q", "attn.k"):
             heads = adapter.num_heads if site.role == "attn.q" else adapter.num_kv_heads
             out.float_tensor(gguf_name, tensor[_qk_rows(tensor.shape[0], heads)])
         elif id(module) in folded and kind == "weight":
             out.float_tensor(gguf_name, tensor / folded[id(module)], "F32", "AWQ input scale folded into this norm")
         elif module is adapter.input_embedding or module is adapter.lm_head:
-            fmt = weight_format(module)
-            _linear_tensor(out, gguf_name, tensor, fmt.bits, fmt.group_size, fmt.symmetric, None, None)
+            _linear_tensor(out, gguf_name, tensor, _format(module, grids.get(module_name)), grids.get(module_name), None)
         else:
             out.float_tensor(gguf_name, tensor)
+
+
+def _format(module: nn.Module, grid: WeightGrid | None) -> WeightFormat:
+    """The storage format of a weight: from its recorded grid (an artifact's) or its annotation."""
+    return WeightFormat(grid.bits, grid.group, grid.symmetric) if grid is not None else weight_format(module)
 
 
 def dequantized_tensors(path: Path) -> dict[str, np.ndarray]:
