@@ -30,7 +30,8 @@ def export_front(job: "Job", session: Session, records: list["TrialRecord"], tra
         model = apply_recipe(session, recipe)
         write_artifact(model, session.base.tokenizer, recipe, record.metrics, dest,
                        extra={"job": job.name, "trial": record.number, "targets": job.targets,
-                              "workload": job.workload.model_dump()})
+                              "workload": job.workload.model_dump(), "run_id": record.run_id,
+                              "tracking_uri": job.tracking_uri})
         if record.run_id:
             tracker.log_model(record.run_id, str(dest), job.name)
         written.append(str(dest))
