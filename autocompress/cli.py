@@ -136,7 +136,7 @@ def search(
     out.print(_front_table(result))
     if job.evaluation.costly:
         out.print(_correlation_table(result))
-    if job.export:
+    if job.export.checkpoint:
         out.print(f"Pareto checkpoints: {job.job_dir / 'pareto'}")
     if job.tracking_uri:
         mlflow_bin = Path(sys.executable).parent / "mlflow"

@@ -23,6 +23,8 @@ def export_cmd(
     fmt: str = typer.Option("gguf", "--format", help="gguf (llama.cpp) or packed (bit-packed safetensors)"),
     out_path: Optional[Path] = typer.Option(None, "--out", help="default: model.gguf / packed/ in the artifact"),
     float_type: str = typer.Option("F16", help="GGUF type of unquantized weights: F16 or F32"),
+    embedding_type: Optional[str] = typer.Option(None, help="GGUF type for an embedding the recipe left unquantized "
+                                                            "(e.g. Q8_0, as llama.cpp's quantizer stores it)"),
 ) -> None:
     """Write a compressed model as a deployable file; deploy.json in the artifact says what the runtime gets."""
     if fmt not in FORMATS:
@@ -33,7 +35,8 @@ def export_cmd(
         from autocompress.export.deploy import export_gguf
 
         with err.status("writing GGUF..."):
-            report = export_gguf(artifact, out_path, float_type.upper())
+            report = export_gguf(artifact, out_path, float_type.upper(),
+                                 embedding_type.upper() if embedding_type else None)
         summary = report.summary()
         types = ", ".join(f"{k} x{v}" for k, v in sorted(summary["tensor_types"].items()))
         out.print(f"wrote {report.path} ({report.file_bytes / 1e6:.1f} MB; {types})")

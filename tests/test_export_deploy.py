@@ -118,3 +118,16 @@ def test_deploy_measure_records_host_figures(tiny_checkpoints, tmp_path):
     assert metrics["host.llamacpp.decode_tokens_per_s"] > 0 and metrics["host.llamacpp.prefill_tokens_per_s"] > 0
     assert 0 <= metrics["host.llamacpp.kl"] < 0.05 and metrics["host.llamacpp.top1_agreement"] > 0.9
     assert json.loads((artifact / "deploy.json").read_text())["gguf"]["host"]["repeats"] == 2
+
+
+def test_job_export_settings_accept_a_flag_or_formats():
+    from autocompress.search.job import Job
+
+    base = {"name": "j", "targets": ["raspberry-pi-5"], "objectives": [{"metric": "kl"}]}
+    assert Job.from_dict({**base, "export": False}).export.checkpoint is False
+    job = Job.from_dict({**base, "export": {"formats": ["gguf", "packed"], "measure": True}})
+    assert job.export.checkpoint and job.export.formats == ["gguf", "packed"] and job.export.measure
+    with pytest.raises(ConfigError, match="measure"):
+        Job.from_dict({**base, "export": {"measure": True}})
+    with pytest.raises(ConfigError, match="export"):
+        Job.from_dict({**base, "export": {"formats": ["onnx"]}})

@@ -97,7 +97,7 @@ def load_artifact(artifact: Path):
     return loaded.model, loaded.tokenizer
 
 
-def export_gguf(artifact: Path, out: Path | None = None, float_type: str = "F16"):
+def export_gguf(artifact: Path, out: Path | None = None, float_type: str = "F16", embedding_type: str | None = None):
     """Write the artifact's model as GGUF (default ``<artifact>/model.gguf``) and record it in deploy.json."""
     from autocompress.export.gguf_export import write_gguf
 
@@ -105,7 +105,8 @@ def export_gguf(artifact: Path, out: Path | None = None, float_type: str = "F16"
     recipe = _recipe(artifact)
     model, tokenizer = load_artifact(artifact)
     out = Path(out) if out is not None else artifact / GGUF_NAME
-    report = write_gguf(model, tokenizer, out, float_type=float_type, grids=load_grids(artifact),
+    report = write_gguf(model, tokenizer, out, float_type=float_type, embedding_type=embedding_type,
+                        grids=load_grids(artifact),
                         source_gguf=source_gguf(recipe.model), name=f"autocompress {recipe.digest()[:12]}")
     update_deploy(artifact, "gguf", {**report.summary(), "runtime": "llama.cpp", **deploy_notes(recipe)})
     return report
@@ -126,7 +127,8 @@ def eval_blocks(artifact: Path, model, tokenizer, text: str | None, samples: int
 
 def measure(artifact: Path, gguf_path: Path | None = None, text: str | None = None, samples: int = 4,
             seq_len: int = 128, prompt_tokens: int = 128, decode_tokens: int = 32, repeats: int = 5,
-            threads: int | None = None, tracking_uri: str | None = None) -> dict[str, float]:
+            threads: int | None = None, tracking_uri: str | None = None,
+            blocks: torch.Tensor | None = None) -> dict[str, float]:
     """llama.cpp against the torch model on held-out text, and its speed; logged as ``host.llamacpp.*``."""
     from autocompress.export.runtime import agreement, gguf_logits, measure_speed, open_gguf, torch_logits
     from autocompress.metrics import measured_name
@@ -136,8 +138,9 @@ def measure(artifact: Path, gguf_path: Path | None = None, text: str | None = No
     if not gguf_path.is_file():
         export_gguf(artifact, gguf_path)
     model, tokenizer = load_artifact(artifact)
-    blocks = eval_blocks(artifact, model, tokenizer, text, samples, seq_len)
-    llm = open_gguf(gguf_path, seq_len, logits_all=True, threads=threads)
+    if blocks is None:
+        blocks = eval_blocks(artifact, model, tokenizer, text, samples, seq_len)
+    llm = open_gguf(gguf_path, blocks.shape[1], logits_all=True, threads=threads)
     agree = agreement(torch_logits(model, blocks), gguf_logits(llm, blocks))
     del llm
     speed = measure_speed(gguf_path, prompt_tokens, decode_tokens, repeats, threads=threads,

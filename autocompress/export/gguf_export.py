@@ -53,7 +53,7 @@ class TensorRecord:
 
     name: str
     type: str
-    source: str  # "grid" (codes written verbatim), "requantized", "float"
+    source: str  # "grid" (codes written verbatim), "requantized", "requested" (embedding_type), "float"
     max_abs_error: float
     rel_rms_error: float
     note: str = ""
@@ -75,8 +75,8 @@ class GGUFReport:
         types: dict[str, int] = {}
         for t in self.tensors:
             types[t.type] = types.get(t.type, 0) + 1
-        worst = max((t for t in self.tensors if t.source == "requantized"), key=lambda t: t.rel_rms_error,
-                    default=None)
+        worst = max((t for t in self.tensors if t.source in ("requantized", "requested")),
+                    key=lambda t: t.rel_rms_error, default=None)
         return {"path": self.path, "architecture": self.architecture, "file_bytes": self.file_bytes,
                 "tensor_types": types, "lossless": self.lossless,
                 "requantized": [t.name for t in self.tensors if t.source == "requantized"],
@@ -250,14 +250,18 @@ def _bpe_tokenizer(w: gguf.GGUFWriter, tokenizer, vocab_size: int) -> None:
 
 @torch.no_grad()
 def write_gguf(model: nn.Module, tokenizer, out_path: Path, *, float_type: str = "F16",
-               grids: dict[str, WeightGrid] | None = None, source_gguf: Path | None = None,
-               name: str = "autocompress") -> GGUFReport:
+               embedding_type: str | None = None, grids: dict[str, WeightGrid] | None = None,
+               source_gguf: Path | None = None, name: str = "autocompress") -> GGUFReport:
     """Write ``model`` (a llama or qwen2 causal LM, possibly compressed) to ``out_path`` as GGUF.
 
     ``grids``: the recorded grids by module name (``load_grids`` of an artifact); default: the ones
-    recorded on the modules in memory."""
+    recorded on the modules in memory. ``embedding_type``: a block type for an input embedding the
+    recipe left unquantized (llama.cpp's own quantizer stores a tied embedding as Q8_0 or Q6_K)."""
     if float_type not in FLOAT_TYPES:
         raise ConfigError("--float-type", f"{float_type!r} is not supported; allowed: {', '.join(FLOAT_TYPES)}")
+    if embedding_type is not None and embedding_type not in BLOCK_TYPES and embedding_type not in FLOAT_TYPES:
+        raise ConfigError("--embedding-type", f"{embedding_type!r} is not supported; allowed: "
+                                              f"{', '.join([*FLOAT_TYPES, *BLOCK_TYPES])}")
     model_type = getattr(model.config, "model_type", None)
     arch = ARCHS.get(model_type)
     if arch is None:
@@ -283,7 +287,7 @@ def write_gguf(model: nn.Module, tokenizer, out_path: Path, *, float_type: str =
             _bpe_tokenizer(w, tokenizer, adapter.vocab_size)
         if grids is None:
             grids = {n: g for n, m in model.named_modules() if (g := weight_grid(m)) is not None}
-        _write_tensors(out, model, adapter, arch, names, grids)
+        _write_tensors(out, model, adapter, arch, names, grids, embedding_type)
         kinds = [r.type for r in out.records if r.type in BLOCK_TYPES]
         w.add_file_type(FILE_TYPES[max(set(kinds), key=kinds.count) if kinds else float_type])
         w.write_header_to_file()
@@ -315,7 +319,7 @@ def _norm_scales(adapter: ModelAdapter, grids: dict[str, WeightGrid]) -> dict[in
 
 
 def _write_tensors(out: _Writer, model: nn.Module, adapter: ModelAdapter, arch: Arch, names,
-                   grids: dict[str, WeightGrid]) -> None:
+                   grids: dict[str, WeightGrid], embedding_type: str | None) -> None:
     linears = {id(s.module): s for s in adapter.linear_sites()}
     folded = _norm_scales(adapter, grids)
     modules = dict(model.named_modules(remove_duplicate=False))
@@ -340,6 +344,12 @@ def _write_tensors(out: _Writer, model: nn.Module, adapter: ModelAdapter, arch: 
             out.float_tensor(gguf_name, tensor[_qk_rows(tensor.shape[0], heads)])
         elif id(module) in folded and kind == "weight":
             out.float_tensor(gguf_name, tensor / folded[id(module)], "F32", "AWQ input scale folded into this norm")
+        elif module is adapter.input_embedding and embedding_type and module_name not in grids:
+            note = f"unquantized embedding stored as {embedding_type} (embedding_type)"
+            if embedding_type in FLOAT_TYPES:
+                out.float_tensor(gguf_name, tensor, embedding_type, note)
+            else:
+                out.block_tensor(gguf_name, QUANTIZERS[embedding_type](tensor), tensor, "requested", note)
         elif module is adapter.input_embedding or module is adapter.lm_head:
             _linear_tensor(out, gguf_name, tensor, _format(module, grids.get(module_name)), grids.get(module_name), None)
         else:

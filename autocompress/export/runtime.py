@@ -114,3 +114,23 @@ def torch_decode_tokens_per_s(model: nn.Module, prompt_tokens: int = 128, decode
 
     timing = time_model(model, prompt_tokens, prompt_tokens, repeats=repeats, decode_steps=decode_tokens)
     return 1e3 / timing.decode_ms_per_token
+
+
+def llama_quantize(source: Path, dest: Path, ftype: str, token_embedding_type: str | None = None,
+                   threads: int | None = None) -> Path:
+    """llama.cpp's own quantizer (``llama_model_quantize``) from a float GGUF: ``ftype`` such as
+    ``Q4_0`` or ``Q4_K_M``; ``token_embedding_type`` (e.g. ``F16``) overrides its choice for token_embd."""
+    import ctypes
+
+    llama_cpp = llama_cpp_module()
+    code = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{ftype.upper()}", None)
+    if code is None:
+        raise ConfigError("ftype", f"llama.cpp has no file type {ftype!r}")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = code
+    params.nthread = threads or default_threads()
+    if token_embedding_type is not None:
+        params.token_embedding_type = getattr(llama_cpp, f"GGML_TYPE_{token_embedding_type.upper()}")
+    if llama_cpp.llama_model_quantize(str(source).encode(), str(dest).encode(), ctypes.byref(params)) != 0:
+        raise RuntimeError(f"llama_model_quantize failed for {source} -> {ftype}")
+    return Path(dest)
