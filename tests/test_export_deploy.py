@@ -131,3 +131,23 @@ def test_job_export_settings_accept_a_flag_or_formats():
         Job.from_dict({**base, "export": {"measure": True}})
     with pytest.raises(ConfigError, match="export"):
         Job.from_dict({**base, "export": {"formats": ["onnx"]}})
+
+
+@needs_llama
+def test_a_job_exports_and_measures_its_pareto_trials_into_their_runs(tmp_path, tiny_checkpoints):
+    from autocompress.search.runner import run_job
+    from test_search import make_job, trial_runs
+
+    job = make_job(tmp_path, tiny_checkpoints["llama"], search={"trials": 3, "sampler": "random", "seed": 1},
+                   export={"formats": ["gguf", "packed"], "measure": True})
+    result = run_job(job, progress=False)
+    runs = trial_runs(job)
+    pareto = [r for r in result.records if r.pareto]
+    assert pareto
+    for record in pareto:
+        folder = job.job_dir / "pareto" / f"trial-{record.number}"
+        assert (folder / "model.gguf").is_file() and (folder / "packed" / "model.safetensors").is_file()
+        deploy = json.loads((folder / "deploy.json").read_text())
+        assert deploy["gguf"]["host"]["decode_tokens_per_s"] > 0 and deploy["packed"]["file_bytes"] > 0
+        metrics = runs[record.number].data.metrics
+        assert metrics["host.llamacpp.decode_tokens_per_s"] > 0 and "host.llamacpp.kl" in metrics
