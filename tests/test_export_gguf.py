@@ -163,3 +163,13 @@ def test_unsupported_models_and_options_fail_with_one_line(tiny_model, tokenizer
                            r"overrides\[0\]")):
         with pytest.raises(ConfigError, match=match):
             quantize(copy.deepcopy(tiny_model), ctx, **params)
+
+
+def test_an_unquantized_embedding_can_be_stored_as_a_block_type(tiny_model, tokenizer, tmp_path):
+    quantize(tiny_model, make_context(tiny_model, tokenizer), bits=4, group_size=32, grid="gguf")
+    report = write_gguf(tiny_model, tokenizer, tmp_path / "m.gguf", embedding_type="Q8_0")
+    embd = next(t for t in report.tensors if t.name == "token_embd.weight")
+    assert embd.type == "Q8_0" and embd.source == "requested" and 0 < embd.rel_rms_error < 0.01
+    assert report.lossless  # the recipe's own quantization still reached the file unchanged
+    with pytest.raises(ConfigError, match="--embedding-type"):
+        write_gguf(tiny_model, tokenizer, tmp_path / "x.gguf", embedding_type="Q5_K")
