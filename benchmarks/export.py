@@ -1,6 +1,6 @@
 """GGUF exports of SmolLM2-135M run by llama.cpp on this host, side by side in one run.
 
-    .venv/bin/python benchmarks/export.py [--eval-samples 8] [--seq-len 256] [--repeats 5]
+    .venv/bin/python benchmarks/export.py [--eval-samples 8] [--seq-len 256] [--repeats 5] [--speed-only]
 
 1. Our GPTQ and AWQ on the GGUF grid (``grid: gguf``, w4 g32), exported losslessly as Q4_0, against
    llama.cpp's own quantizer (``llama_model_quantize`` from an F32 GGUF of the same base) at Q4_0 and
@@ -10,7 +10,10 @@
 2. Host decode tokens/s of fp32 torch and of our int8 (Q8_0) and int4 (Q4_0) GGUFs against the bandwidth
    roofline bound: (bytes read per token) / (sustained copy bandwidth), and the ratio to it.
 
-Needs the [llamacpp] extra. Data: ../shared/data (or $AUTOCOMPRESS_DATA). Writes benchmarks/results/export.json.
+Speeds are measured twice: once per file as it is made, and then in an interleaved pass (every file,
+then fp32 torch and the copy bandwidth, round after round; the median of ``--speed-rounds``), which is
+the figure reported: on a shared machine the load then falls on every row alike. ``--speed-only``
+repeats just that pass over the files of an earlier run. Needs the [llamacpp] extra. Data: ../shared/data (or $AUTOCOMPRESS_DATA). Writes benchmarks/results/export.json.
 The machine is shared and noisy: compare rows of one run.
 """
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import time
 from pathlib import Path
 
@@ -44,20 +48,12 @@ def quant(method: str, bits: int) -> dict:
 OURS = {"ours GPTQ Q4_0": quant("gptq", 4), "ours AWQ Q4_0": quant("awq", 4), "ours RTN Q4_0": quant("rtn", 4),
         "ours RTN Q8_0": quant("rtn", 8)}
 LLAMA = {"llama.cpp Q4_0": ("Q4_0", "Q8_0"), "llama.cpp Q4_K_M": ("Q4_K_M", None)}
+FILES = {"base F32 GGUF": "base-f32.gguf", **{label: f"{label.replace(' ', '-')}.gguf" for label in OURS},
+         **{label: f"llamacpp-{ftype}.gguf" for label, (ftype, _) in LLAMA.items()}}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--eval-samples", type=int, default=8)
-    parser.add_argument("--calibration-samples", type=int, default=32)
-    parser.add_argument("--seq-len", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--prompt-tokens", type=int, default=128)
-    parser.add_argument("--decode-tokens", type=int, default=32)
-    args = parser.parse_args()
-    threads = default_threads()
-    work = cache_root() / "bench-export"
-    work.mkdir(parents=True, exist_ok=True)
+def accuracy_pass(args, work: Path, threads: int) -> dict[str, dict]:
+    """Quantize, export and run every GGUF: KL/top-1 to the base, size, first speed figures."""
     spec = TextSpec(source=str(DATA / "wikitext-2-raw"), seq_len=args.seq_len,
                     calibration_samples=args.calibration_samples, eval_samples=args.eval_samples)
     session = open_session("smollm2-135m", spec, 0)
@@ -75,7 +71,7 @@ def main() -> None:
                               vocab=base.config.vocab_size)
         row = {"kl_to_base": agree.kl, "top1_to_base": agree.top1_agreement, "file_mb": path.stat().st_size / 1e6,
                "decode_tokens_per_s": speed.decode_tokens_per_s, "prefill_tokens_per_s": speed.prefill_tokens_per_s,
-               "bytes_per_token": model_bytes_per_token(path)}
+               "bytes_per_token": model_bytes_per_token(path), "eval_tokens": blocks.numel()}
         if torch_model is not None:  # the simulated model's KL, and how far llama.cpp's run is from it
             compressed = torch_logits(torch_model, blocks)
             row["torch_kl_to_base"] = agreement(base_logits, compressed).kl
@@ -86,28 +82,45 @@ def main() -> None:
               f"decode {row['decode_tokens_per_s']:6.1f} tok/s  prefill {row['prefill_tokens_per_s']:7.1f} tok/s",
               flush=True)
 
-    f32 = work / "base-f32.gguf"
-    write_gguf(base, tokenizer, f32, float_type="F32", source_gguf=tokenizer_source)
-    run_gguf("base F32 GGUF", f32)
-    exports = {}
+    write_gguf(base, tokenizer, work / FILES["base F32 GGUF"], float_type="F32", source_gguf=tokenizer_source)
+    run_gguf("base F32 GGUF", work / FILES["base F32 GGUF"])
     for label, step in OURS.items():
         start = time.perf_counter()
         model = apply_recipe(session, Recipe(model="smollm2-135m", calibration=spec, steps=[step]))
-        path = work / f"{label.replace(' ', '-')}.gguf"
-        report = write_gguf(model, tokenizer, path, embedding_type="Q8_0", source_gguf=tokenizer_source)
-        exports[label] = {"lossless": report.lossless, "quantize_and_export_s": time.perf_counter() - start}
-        run_gguf(label, path, model)
-        rows[label].update(exports[label])
+        report = write_gguf(model, tokenizer, work / FILES[label], embedding_type="Q8_0", source_gguf=tokenizer_source)
+        elapsed = time.perf_counter() - start
+        run_gguf(label, work / FILES[label], model)
+        rows[label].update(lossless=report.lossless, quantize_and_export_s=elapsed)
         del model
     for label, (ftype, embd) in LLAMA.items():
-        path = llama_quantize(f32, work / f"llamacpp-{ftype}.gguf", ftype, embd)
-        run_gguf(label, path)
+        run_gguf(label, llama_quantize(work / FILES["base F32 GGUF"], work / FILES[label], ftype, embd))
+    return rows
 
-    bandwidth = copy_bandwidth_gbps()
-    fp32_ms = time_model(base, args.prompt_tokens, args.prompt_tokens, repeats=args.repeats,
-                         decode_steps=args.decode_tokens).decode_ms_per_token
-    fp32_bytes = sum(p.numel() * p.element_size() for p in base.parameters())  # tied head read once per token
-    roofline = {"fp32 torch": {"decode_tokens_per_s": 1e3 / fp32_ms, "bytes_per_token": fp32_bytes}}
+
+def speed_pass(args, work: Path, threads: int, rows: dict[str, dict]) -> dict[str, dict]:
+    """Speed again, interleaved: file after file, round after round, the median per file, so that the
+    load of a shared machine falls on every row alike; then fp32 torch and the bandwidth roofline."""
+    from autocompress.models.loading import load_model
+
+    base = load_model("smollm2-135m").model
+    samples: dict[str, list] = {label: [] for label in [*FILES, "fp32 torch", "bandwidth"]}
+    for _ in range(args.speed_rounds):
+        for label in FILES:
+            samples[label].append(measure_speed(work / FILES[label], args.prompt_tokens, args.decode_tokens,
+                                                args.repeats, threads=threads, vocab=base.config.vocab_size))
+        samples["fp32 torch"].append(time_model(base, args.prompt_tokens, args.prompt_tokens, repeats=args.repeats,
+                                                decode_steps=args.decode_tokens).decode_ms_per_token)
+        samples["bandwidth"].append(copy_bandwidth_gbps())
+    print("\ninterleaved speed pass (median of rounds):")
+    for label in FILES:
+        rows[label]["decode_tokens_per_s"] = statistics.median(s.decode_tokens_per_s for s in samples[label])
+        rows[label]["prefill_tokens_per_s"] = statistics.median(s.prefill_tokens_per_s for s in samples[label])
+        print(f"{label:20s} decode {rows[label]['decode_tokens_per_s']:6.1f} tok/s  "
+              f"prefill {rows[label]['prefill_tokens_per_s']:7.1f} tok/s")
+    bandwidth = statistics.median(samples["bandwidth"])
+    fp32_bytes = sum(p.numel() * p.element_size() for p in base.parameters())  # tied head: read once per token
+    roofline = {"fp32 torch": {"decode_tokens_per_s": 1e3 / statistics.median(samples["fp32 torch"]),
+                               "bytes_per_token": fp32_bytes}}
     for label in ("ours RTN Q8_0", "ours GPTQ Q4_0", "base F32 GGUF"):
         roofline[f"{label} (llama.cpp)"] = {k: rows[label][k] for k in ("decode_tokens_per_s", "bytes_per_token")}
     for row in roofline.values():
@@ -117,12 +130,36 @@ def main() -> None:
     for label, row in roofline.items():
         print(f"{label:32s} {row['decode_tokens_per_s']:6.1f} tok/s  bound {row['bound_tokens_per_s']:6.1f}  "
               f"ratio {row['ratio_to_bound']:.2f}  ({row['bytes_per_token'] / 1e6:.1f} MB/token)")
+    return {"bandwidth_gbps": bandwidth, "roofline": roofline}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--eval-samples", type=int, default=8)
+    parser.add_argument("--calibration-samples", type=int, default=32)
+    parser.add_argument("--seq-len", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--prompt-tokens", type=int, default=128)
+    parser.add_argument("--decode-tokens", type=int, default=32)
+    parser.add_argument("--speed-rounds", type=int, default=3, help="rounds of the interleaved speed pass")
+    parser.add_argument("--speed-only", action="store_true",
+                        help="redo only the speed pass over the files and rows of an earlier run")
+    args = parser.parse_args()
+    threads = default_threads()
+    work = cache_root() / "bench-export"
+    work.mkdir(parents=True, exist_ok=True)
     out = ROOT / "benchmarks" / "results" / "export.json"
+    if args.speed_only:
+        rows = json.loads(out.read_text())["gguf"]
+    else:
+        rows = accuracy_pass(args, work, threads)
+        out.write_text(json.dumps({"gguf": rows}, indent=2))  # kept if the speed pass is cut short
+    speed = speed_pass(args, work, threads, rows)
     out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                                "command": "python benchmarks/export.py " + " ".join(
-                                   f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
-                               "threads": threads, "eval_tokens": blocks.numel(), "bandwidth_gbps": bandwidth,
-                               "gguf": rows, "roofline": roofline}, indent=2))
+                                   f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+                                   if not isinstance(v, bool)) + (" --speed-only" if args.speed_only else ""),
+                               "threads": threads, "gguf": rows, **speed}, indent=2))
     print(f"wrote {out}")
 
 
