@@ -14,7 +14,7 @@ from autocompress.models.adapter import ModelAdapter
 from autocompress.techniques.quant.awq import awq
 from autocompress.techniques.quant.gptq import gptq
 from autocompress.techniques.quant.grid import QuantFormat, rtn_grid
-from conftest import make_context
+from conftest import build_model, make_context
 from test_quant import layer_problem, quantize
 from test_quant_grid import assert_exact_codes
 
@@ -90,9 +90,8 @@ def test_gguf_grid_export_is_lossless(tiny_model, tokenizer, tmp_path, method, a
     assert "output.weight" not in tensors  # tied head: llama.cpp reuses token_embd
 
 
-def test_awq_on_the_gguf_grid_folds_its_scale_into_the_norms(tiny_model, tokenizer, tmp_path):
-    if tiny_model.config.model_type != "llama":
-        pytest.skip("one architecture shows the fold")
+def test_awq_on_the_gguf_grid_folds_its_scale_into_the_norms(tokenizer, tmp_path):
+    tiny_model = build_model("llama")
     quantize(tiny_model, make_context(tiny_model, tokenizer), method="awq", bits=4, group_size=32, grid="gguf")
     write_gguf(tiny_model, tokenizer, tmp_path / "m.gguf")
     tensors = _gguf_weights(tmp_path / "m.gguf")
