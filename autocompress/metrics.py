@@ -21,3 +21,9 @@ def split_metric_name(name: str) -> tuple[str | None, str]:
 
 def is_cost_metric(name: str) -> bool:
     return split_metric_name(name)[1] in COST_METRICS
+
+
+def measured_name(runtime: str, metric: str) -> str:
+    """A figure measured on this host with a real runtime, e.g. ``host.llamacpp.decode_tokens_per_s``
+    (beside the predicted ``host.decode_ms_per_token`` of a calibrated host target)."""
+    return f"host.{runtime}.{metric}"

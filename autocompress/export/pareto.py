@@ -15,6 +15,19 @@ if TYPE_CHECKING:
     from autocompress.tracking import Tracker
 
 
+def _deployables(job: "Job", artifact, session: Session) -> None:
+    """The job's deployable formats beside a fresh artifact, and (``measure``) llama.cpp's figures,
+    which ``measure`` logs to the trial's run as ``host.llamacpp.*``."""
+    from autocompress.export.deploy import export_gguf, measure
+    from autocompress.export.packed import export_packed
+
+    writers = {"gguf": export_gguf, "packed": export_packed}
+    for fmt in job.export.formats:
+        writers[fmt](artifact)
+    if job.export.measure:
+        measure(artifact, tracking_uri=job.tracking_uri, blocks=session.ctx.evaluation)
+
+
 def export_front(job: "Job", session: Session, records: list["TrialRecord"], tracker: "Tracker") -> list[str]:
     """``<workdir>/<job>/pareto/trial-<N>/`` for each Pareto trial; stale ones are removed."""
     pareto_dir = job.job_dir / "pareto"
@@ -30,9 +43,11 @@ def export_front(job: "Job", session: Session, records: list["TrialRecord"], tra
         model = apply_recipe(session, recipe)
         write_artifact(model, session.base.tokenizer, recipe, record.metrics, dest,
                        extra={"job": job.name, "trial": record.number, "targets": job.targets,
-                              "workload": job.workload.model_dump()})
+                              "workload": job.workload.model_dump(), "run_id": record.run_id,
+                              "tracking_uri": job.tracking_uri})
         if record.run_id:
             tracker.log_model(record.run_id, str(dest), job.name)
+        _deployables(job, dest, session)
         written.append(str(dest))
     if pareto_dir.is_dir():
         for stale in pareto_dir.glob("trial-*"):

@@ -85,6 +85,26 @@ class RaySettings(BaseModel):
     max_retries: int = Field(2, ge=0, le=100, description="re-runs of a trial whose Ray worker died")
 
 
+class ExportSettings(BaseModel):
+    """What is written for each Pareto-optimal trial; ``export: true/false`` is short for ``checkpoint``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint: bool = Field(True, description="the transformers-loadable safetensors artifact")
+    formats: list[Literal["gguf", "packed"]] = Field(default_factory=list,
+                                                     description="deployable files beside it (autocompress export)")
+    measure: bool = Field(False, description="run each Pareto GGUF with llama.cpp on this host and log "
+                                             "host.llamacpp.* metrics to its trial run (needs [llamacpp])")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ExportSettings":
+        if self.formats and not self.checkpoint:
+            raise ValueError("formats: deployable files are written from the checkpoint; set checkpoint: true")
+        if self.measure and "gguf" not in self.formats:
+            raise ValueError("measure: measuring runs the GGUF; add gguf to formats")
+        return self
+
+
 class Job(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -101,11 +121,17 @@ class Job(BaseModel):
     storage: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<workdir>/optuna.db")
     tracking: str | None = Field(None, description="MLflow tracking URI; default sqlite:///<workdir>/mlflow.db; 'none' disables")
     workdir: str = "./runs"
-    export: bool = Field(True, description="write Pareto-optimal checkpoints")
+    export: ExportSettings = Field(default_factory=ExportSettings,
+                                   description="Pareto-optimal artifacts: true/false, or checkpoint/formats/measure")
     backend: str = Field("local", description="where trials run: local (in this process) or ray")
     ray: RaySettings = Field(default_factory=RaySettings)
     workers: int = Field(1, ge=1, le=64, description="service workers that may run this job's trials at once")
     trust_remote_code: bool = Field(False, description="allow a model whose config names its own Python code")
+
+    @field_validator("export", mode="before")
+    @classmethod
+    def _export_flag(cls, value: Any) -> Any:
+        return {"checkpoint": value} if isinstance(value, bool) else value
 
     @field_validator("name")
     @classmethod

@@ -460,7 +460,7 @@ class JobRunner:
         for target, front in report["fronts"].items():
             tracker.mark_pareto(set(front), tag=f"autocompress.pareto.{target}")
         tracker.log_report(str(job.job_dir / "report"))
-        if job.export:
+        if job.export.checkpoint:
             from autocompress.export.pareto import export_front
 
             with self.console.status("exporting Pareto-optimal checkpoints..."):

@@ -31,6 +31,7 @@ from autocompress.techniques.quant.sensitivity import allocate_bits, bits_budget
 from autocompress.techniques.selection import ModuleSelector
 
 Bits = Literal[2, 3, 4, 8, 16]
+GGUF_BLOCK = 32  # llama.cpp's Q8_0 / Q4_0 / Q4_1 blocks
 
 
 def _known_method(value: str | None) -> str | None:
@@ -74,6 +75,8 @@ class QuantizeParams(BaseModel):
     kv_bits: Literal[4, 8, 16] = Field(16, description="KV cache bits, simulated inside attention")
     rotate: Literal["none", "hadamard"] = Field("none", description="hadamard: rotate the residual stream first "
                                                 "(float-equivalent; unties the LM head)")
+    grid: Literal["default", "gguf"] = Field("default", description="gguf: llama.cpp's Q8_0/Q4_0/Q4_1 block grids "
+                                             "(group_size 32, bits 4 or 8), so a GGUF export is lossless")
 
     _method = field_validator("method")(_known_method)
 
@@ -88,7 +91,25 @@ class QuantizeParams(BaseModel):
                              f"{self.bit_choices}; allowed: {lo} to {hi}")
         if self.smoothquant_alpha is not None and self.act_bits == 16:
             raise ValueError("smoothquant_alpha: smoothing only helps quantized activations; set act_bits: 8")
+        if self.grid == "gguf":
+            self._check_gguf()
         return self
+
+    def _check_gguf(self) -> None:
+        """Every weight this step quantizes must have a GGUF block type: groups of 32, 4 or 8 bits,
+        and 8 bits only symmetric (Q8_0)."""
+        choices = self.bit_choices if self.allocation == "sensitivity" else [self.bits]
+        layers = [("bits", b, self.group_size, self.symmetric) for b in choices]
+        layers += [(f"overrides[{i}]", o.bits or self.bits, self.group_size if o.group_size is None else o.group_size,
+                    self.symmetric if o.symmetric is None else o.symmetric) for i, o in enumerate(self.overrides)]
+        for where, bits, group, symmetric in layers:
+            if bits == 16:
+                continue
+            if group != GGUF_BLOCK:
+                raise ValueError(f"group_size: grid gguf needs group_size {GGUF_BLOCK} ({where} has {group})")
+            if bits not in (4, 8) or (bits == 8 and not symmetric):
+                raise ValueError(f"bits: grid gguf stores 4-bit (Q4_0, Q4_1) or symmetric 8-bit (Q8_0) weights; "
+                                 f"{where} asks for {bits}-bit {'symmetric' if symmetric else 'asymmetric'}")
 
     @property
     def budget_bits(self) -> float:
@@ -102,20 +123,24 @@ def plan(adapter: ModelAdapter, params: QuantizeParams,
     out = {}
     for site in adapter.linear_sites():
         layer_bits = bits[site.name] if bits else params.bits
-        method, fmt = params.method, QuantFormat(layer_bits, params.group_size, params.symmetric)
+        method, fmt = params.method, QuantFormat(layer_bits, params.group_size, params.symmetric, params.grid)
         for o in params.overrides:
             if o.selects(site, adapter.num_layers):
                 method = o.method or method
                 fmt = QuantFormat(o.bits or fmt.bits, fmt.group_size if o.group_size is None else o.group_size,
-                                  fmt.symmetric if o.symmetric is None else o.symmetric)
+                                  fmt.symmetric if o.symmetric is None else o.symmetric, params.grid)
         check_format(fmt, site.name, site.module.in_features)
         out[site.name] = (method, fmt)
     return out
 
 
-def foldable(adapter: ModelAdapter, group: str) -> bool:
+def foldable(adapter: ModelAdapter, group: str, grid: str = "default") -> bool:
     """Whether a per-input-channel scale of this input group folds into the op that feeds it:
-    the RMSNorm (q/k/v, gate/up), ``up`` (down), or ``v`` (o, only without grouped-query heads)."""
+    the RMSNorm (q/k/v, gate/up), ``up`` (down), or ``v`` (o, only without grouped-query heads).
+    On the GGUF grid only the norms take it: ``up`` and ``v`` are quantized themselves, and dividing
+    their rows by a scale would move them off the grid their codes were chosen on."""
+    if grid == "gguf":
+        return group in ("attn.in", "mlp.in")
     no_gqa = adapter.num_heads == adapter.num_kv_heads
     return group in ("attn.in", "mlp.in", "mlp.down") or (group == "attn.o" and no_gqa)
 
@@ -135,7 +160,7 @@ def quantize_linears(model: nn.Module, assignment: dict[str, tuple[str, QuantFor
         for name in dict.fromkeys(assignment[s.name][0] for s in sites):
             method = WEIGHT_METHODS[name]
             members = [Member(s, assignment[s.name][1]) for s in sites if assignment[s.name][0] == name]
-            fold = foldable(adapter, group)
+            fold = foldable(adapter, group, members[0].fmt.grid)
             siblings = ",".join(m.fmt.label() for m in members) if method.joint else ""
             keys = [cache.key(m.site.name, name, method.version, m.fmt.label(), siblings, str(fold), tag)
                     for m in members]
@@ -177,6 +202,7 @@ class Quantize(Technique):
         text += " +emb" if p.embeddings else ""
         text += f" a{p.act_bits}" if p.act_bits < 16 else ""
         text += f" sq{p.smoothquant_alpha:g}" if p.smoothquant_alpha is not None else ""
+        text += " gguf" if p.grid == "gguf" else ""
         text += (f" kv{p.kv_bits}" if p.kv_bits < 16 else "") + (" rot" if p.rotate != "none" else "")
         return text + "".join(f" {o.label()}:{o.method or ''}w{o.bits or p.bits}" for o in p.overrides)
 
@@ -200,7 +226,7 @@ class Quantize(Technique):
             add_activation_quant(model, params.act_bits)
         set_kv_bits(model, params.kv_bits)
         if params.embeddings:
-            _quantize_embeddings(adapter, QuantFormat(params.bits, params.group_size, params.symmetric))
+            _quantize_embeddings(adapter, QuantFormat(params.bits, params.group_size, params.symmetric, params.grid))
         return model
 
     @staticmethod

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from autocompress.threads import one_thread
-from autocompress.techniques.quant.grid import QuantFormat, Quantized, fake_quant, find_grid, make_grid
+from autocompress.techniques.quant.grid import QuantFormat, Quantized, fake_quant, format_grid, make_grid
 
 
 def inverse_hessian_factor(hessian: torch.Tensor, damp: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,14 +45,14 @@ def gptq(weight: torch.Tensor, hessian: torch.Tensor, fmt: QuantFormat, damp: fl
     scale = zero = None
     scales, zeros = [], []  # one [rows, 1] pair per group, in column order
     if group == cols:
-        scale, zero = find_grid(w, fmt.bits, fmt.symmetric)
+        scale, zero = format_grid(w, fmt)
         scales, zeros = [scale], [zero]
     for b0 in range(0, cols, block):
         b1 = min(b0 + block, cols)
         wb, errors, ub = w[:, b0:b1].clone(), torch.zeros(rows, b1 - b0), u[b0:b1, b0:b1]
         for i in range(b1 - b0):
             if group < cols and (b0 + i) % group == 0:
-                scale, zero = find_grid(wb[:, i:i + group], fmt.bits, fmt.symmetric)
+                scale, zero = format_grid(wb[:, i:i + group], fmt)
                 scales.append(scale)
                 zeros.append(zero)
             q = fake_quant(wb[:, i:i + 1], scale, zero, fmt.bits, fmt.symmetric)

@@ -4,6 +4,9 @@ A group is a run of ``group_size`` consecutive input columns of one output row (
 the whole row). Symmetric: ``scale = max|w| / (2^(b-1) - 1)``, integers in ``[-2^(b-1), 2^(b-1) - 1]``,
 zero 0. Asymmetric: ``scale = (max - min) / (2^b - 1)``, ``zero = round(-min / scale)``, integers in
 ``[0, 2^b - 1]``.
+
+``grid="gguf"`` puts the same integers on llama.cpp's block grids instead (:func:`gguf_grid`), so a GGUF
+export stores a method's codes and scales verbatim.
 """
 
 from __future__ import annotations
@@ -26,13 +29,14 @@ class QuantFormat:
     bits: int
     group_size: int
     symmetric: bool = True
+    grid: str = "default"  # "gguf": llama.cpp's Q8_0 / Q4_0 / Q4_1 block grids (see gguf_grid)
 
     def group_for(self, cols: int) -> int:
         """The effective group width for a weight with ``cols`` input columns."""
         return cols if self.group_size == 0 or self.group_size >= cols else self.group_size
 
     def label(self) -> str:
-        return f"w{self.bits}g{self.group_size}{'' if self.symmetric else 'a'}"
+        return f"w{self.bits}g{self.group_size}{'' if self.symmetric else 'a'}{'' if self.grid == 'default' else '-' + self.grid}"
 
 
 def check_format(fmt: QuantFormat, name: str, cols: int, field: str = "quantize.group_size") -> None:
@@ -57,6 +61,56 @@ def find_grid(w: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tensor
     hi = w.amax(dim=-1, keepdim=True).clamp(min=0)
     scale = ((hi - lo) / (2**bits - 1)).clamp(min=1e-12)
     return scale, torch.round(-lo / scale)
+
+
+def _fp16(x: torch.Tensor) -> torch.Tensor:
+    return x.to(torch.float16).to(torch.float32)
+
+
+def _significant_bits(x: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
+    """``x`` rounded to ``bits`` significant binary digits (elementwise)."""
+    mantissa, exponent = torch.frexp(x)
+    return torch.ldexp(torch.round(torch.ldexp(mantissa, bits)), exponent - bits)
+
+
+def gguf_grid(w: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """llama.cpp's block grids over the last dimension of ``w`` (a block of 32 in practice); scales are
+    fp16 numbers and codes are rounded against them, so what llama.cpp dequantizes is what we computed.
+
+    - 8 bits (Q8_0): ``scale = amax / 127``.
+    - 4 bits symmetric (Q4_0): ``scale = v / -8`` with ``v`` the value of largest magnitude, so ``v``
+      is code -8 exactly and the other side reaches 7 (16 levels, not 15).
+    - 4 bits asymmetric (Q4_1, ``w = q d + m``): the default asymmetric grid with ``d`` rounded to
+      ``11 - bitlength(zero)`` significant bits, so that ``m = -zero * d`` is an exact fp16 number and
+      ``q d + m == (q - zero) d`` bit for bit (the costs: ``d`` up to 2^-8 coarser than needed).
+    """
+    if bits == 8 and symmetric:
+        scale = _fp16(w.abs().amax(dim=-1, keepdim=True) / 127)
+        zero = torch.zeros_like(scale)
+    elif bits == 4 and symmetric:
+        extreme = torch.gather(w, -1, w.abs().argmax(dim=-1, keepdim=True))
+        scale = _fp16(extreme / -8)
+        zero = torch.zeros_like(scale)
+    elif bits == 4:
+        lo = w.amin(dim=-1, keepdim=True).clamp(max=0)
+        hi = w.amax(dim=-1, keepdim=True).clamp(min=0)
+        d = (hi - lo) / 15
+        zero = torch.round(-lo / torch.where(d == 0, 1.0, d)).clamp(0, 15)
+        length = torch.where(zero > 0, torch.floor(torch.log2(zero.clamp(min=1))) + 1, 0).to(torch.int32)
+        scale = _fp16(_significant_bits(d, 11 - length))
+    else:
+        raise ConfigError("quantize.grid", f"gguf has no block grid for {bits}-bit "
+                                           f"{'symmetric' if symmetric else 'asymmetric'} weights; "
+                                           "allowed: 8-bit symmetric (Q8_0), 4-bit (Q4_0, Q4_1)")
+    return torch.where(scale == 0, 1.0, scale), zero  # an all-zero block: any scale gives codes 0
+
+
+GRIDS = {"default": find_grid, "gguf": gguf_grid}
+
+
+def format_grid(w: torch.Tensor, fmt: QuantFormat) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale and zero point of ``fmt``'s grid over the last dimension of ``w``."""
+    return GRIDS[fmt.grid](w, fmt.bits, fmt.symmetric)
 
 
 def fake_quant(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int, symmetric: bool) -> torch.Tensor:
@@ -100,7 +154,7 @@ def rtn_grid(weight: torch.Tensor, fmt: QuantFormat) -> Quantized:
         return Quantized(weight.to(torch.float16).to(weight.dtype), None)
     group = fmt.group_for(weight.shape[1])
     w = grouped(weight, group)
-    scale, zero = find_grid(w, fmt.bits, fmt.symmetric)
+    scale, zero = format_grid(w, fmt)
     out = fake_quant(w, scale, zero, fmt.bits, fmt.symmetric).reshape(weight.shape).to(weight.dtype)
     return Quantized(out, make_grid(scale, zero, fmt, group))
 
