@@ -22,6 +22,7 @@ from service_helpers import TESTS, free_port, launch, start_worker, stop, tiny_s
 from sqlalchemy import create_engine, text
 
 from autocompress.search.runner import counts_as_finished
+from autocompress.search.storage import open_storage
 from autocompress.service.app import create_app
 from autocompress.service.policy import ServerSettings, prepare_job
 from autocompress.service.queue import JobQueue
@@ -135,7 +136,7 @@ def test_sigkilled_workers_five_times_the_job_still_completes_exactly(pg_url, tm
     wanted = 6
     spec = tiny_spec(tiny_checkpoints["llama"], name="killed", trials=wanted, space=slow_space(workdir, 1.5))
     job_id, queue, settings = submit(pg_url, workdir, spec)
-    storage = pg_url
+    storage = open_storage(pg_url, heartbeat_seconds=1)  # one storage for the polling below (no pool per poll)
     killed: list[int] = []
 
     def running_trial() -> int | None:
@@ -198,9 +199,10 @@ def test_a_killed_server_resumes_its_running_job_after_restart(tmp_path, tiny_ch
                  "a running trial")
         stop(server)
         server = _serve(workdir, port)
-        wait_for(lambda: (get(f"/jobs/{job_id}") or {}).get("state") == "succeeded", 300, "the job to succeed",
-                 interval=1)
+        wait_for(lambda: (get(f"/jobs/{job_id}") or {}).get("state") in ("succeeded", "failed"), 300,
+                 "the job to end", interval=1)
         job = get(f"/jobs/{job_id}")
+        assert job["state"] == "succeeded", job.get("error")
         assert job["progress"]["trials_done"] == 4 and job["progress"]["trials_failed"] == 1
         trials = get(f"/jobs/{job_id}/trials")
         assert sum(t["state"] == "COMPLETE" for t in trials) == 4 and len(trials) == 5
