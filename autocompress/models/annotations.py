@@ -33,6 +33,11 @@ def weight_format(module: nn.Module) -> WeightFormat:
 _GRID_ATTR = "_autocompress_weight_grid"
 
 
+def int_range(bits: int, symmetric: bool) -> tuple[int, int]:
+    """The integers a ``bits``-wide code takes: signed when symmetric, else unsigned."""
+    return (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if symmetric else (0, 2**bits - 1)
+
+
 @dataclass(frozen=True, eq=False)
 class WeightGrid:
     """The integer grid a quantized weight lies on, so exports and QAT can recover its codes exactly.
@@ -52,7 +57,7 @@ class WeightGrid:
 
     @property
     def int_range(self) -> tuple[int, int]:
-        return (-(2 ** (self.bits - 1)), 2 ** (self.bits - 1) - 1) if self.symmetric else (0, 2**self.bits - 1)
+        return int_range(self.bits, self.symmetric)
 
     def _grouped(self, t: torch.Tensor) -> torch.Tensor:
         rows, cols = t.shape

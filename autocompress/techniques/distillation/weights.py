@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from autocompress.models import annotations
+from autocompress.models.annotations import weight_grid
 from autocompress.techniques.quant.grid import straight_through
 
 Rounder = Callable[[torch.Tensor], torch.Tensor]
@@ -30,8 +30,7 @@ Rounder = Callable[[torch.Tensor], torch.Tensor]
 
 def grid_rounder(module: nn.Module) -> Rounder | None:
     """Round a weight onto the module's recorded quantization grid (exact), or None if it has none."""
-    read = getattr(annotations, "weight_grid", None)  # recorded grids: see models/annotations.py
-    grid = read(module) if read is not None else None
+    grid = weight_grid(module)
     if grid is None:
         return None
     device = module.weight.device
@@ -84,13 +83,8 @@ def constrain(linear: nn.Linear, keep: torch.Tensor | None, lora: LoRA | None) -
 @torch.no_grad()
 def finalize(linear: nn.Linear) -> None:
     """Replace the parametrization by its current value as a plain weight (exact on mask and grid)."""
-    parametrization: ConstrainedWeight = linear.parametrizations.weight[0]
     latent = linear.parametrizations.weight.original
-    w = latent if parametrization.lora is None else latent + parametrization.lora.delta().to(latent.dtype)
-    if parametrization.rounder is not None:
-        w = parametrization.rounder(w)
-    if parametrization.keep is not None:
-        w = torch.where(parametrization.keep, w, w.new_zeros(()))
+    w = linear.parametrizations.weight[0](latent)  # without gradients the straight-through value is the rounded one
     requires_grad = latent.requires_grad
     parametrize.remove_parametrizations(linear, "weight", leave_parametrized=False)
     linear.weight = nn.Parameter(w.detach().clone(), requires_grad=requires_grad)

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import torch
 
 from autocompress.errors import ConfigError
-from autocompress.models.annotations import WeightGrid
+from autocompress.models.annotations import WeightGrid, int_range
 
 SUPPORTED_BITS = (2, 3, 4, 8, 16)
 
@@ -46,10 +46,6 @@ def check_format(fmt: QuantFormat, name: str, cols: int, field: str = "quantize.
         raise ConfigError("quantize.bits", f"{fmt.bits} is not supported; allowed: {allowed}")
     if fmt.bits < 16 and 0 < fmt.group_size < cols and cols % fmt.group_size:  # 16 bits: fp16, no groups
         raise ConfigError(field, f"{fmt.group_size} does not divide the input width {cols} of {name}")
-
-
-def int_range(bits: int, symmetric: bool) -> tuple[int, int]:
-    return (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if symmetric else (0, 2**bits - 1)
 
 
 def find_grid(w: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
