@@ -9,13 +9,15 @@ context and stored on disk as safetensors keyed by (base weights, data, steps ap
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
+from typing import Callable
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from autocompress.context import CompressionContext
-from autocompress.models.adapter import ModelAdapter
+from autocompress.models.adapter import LinearSite, ModelAdapter
 
 
 @dataclass
@@ -57,7 +59,13 @@ class _Accumulator:
 @torch.no_grad()
 def collect_input_stats(model: nn.Module, batches: list[torch.Tensor]) -> dict[str, InputStats]:
     """Statistics of the input of every decoder linear, keyed by module name."""
-    sites = ModelAdapter(model).linear_sites()
+    forwards = [partial(model, input_ids=ids) for ids in batches]
+    return _collect(ModelAdapter(model).linear_sites(), forwards)
+
+
+@torch.no_grad()
+def _collect(sites: list[LinearSite], forwards: list[Callable[[], object]]) -> dict[str, InputStats]:
+    """Statistics of the inputs of ``sites`` while each of ``forwards`` runs once."""
     accumulators: dict[str, _Accumulator] = {}
     alias: dict[str, str] = {}  # module name -> name of the module whose input it shares
     # id of an input tensor in the current forward -> (first reader, the tensor). Holding the tensor
@@ -76,9 +84,9 @@ def collect_input_stats(model: nn.Module, batches: list[torch.Tensor]) -> dict[s
 
     handles = [site.module.register_forward_hook(hook(site.name)) for site in sites]
     try:
-        for ids in batches:
+        for forward in forwards:
             seen.clear()
-            model(input_ids=ids)
+            forward()
     finally:
         for handle in handles:
             handle.remove()
@@ -86,6 +94,66 @@ def collect_input_stats(model: nn.Module, batches: list[torch.Tensor]) -> dict[s
     for name, first in alias.items():
         stats[name] = stats[first]
     return stats
+
+
+class _ReachedFirstLayer(Exception):
+    pass
+
+
+class LayerInputs:
+    """The calibration batches' hidden states entering each decoder block of a model *as it is now*.
+
+    Blocks are walked in order: the inputs of block ``i`` are computed through blocks ``< i`` as they
+    are when block ``i`` is reached, so after those blocks were quantized their statistics see the
+    quantized outputs (sequential quantization, the order of the GPTQ and AWQ reference code). The
+    model runs once up to the first block; each later step runs one block."""
+
+    def __init__(self, model: nn.Module, batches: list[torch.Tensor]):
+        self.model, self.adapter, self.batches = model, ModelAdapter(model), batches
+        self._layer = -1  # the block whose inputs ``_calls`` hold; -1 before the first capture
+        self._calls: list[tuple[tuple, dict]] = []
+
+    @torch.no_grad()
+    def stats(self, layer: int) -> dict[str, InputStats]:
+        """Input statistics of block ``layer``'s linears, on its inputs as the model now computes them."""
+        self._advance_to(layer)
+        block = self.adapter.layers[layer]
+        sites = [s for s in self.adapter.linear_sites() if s.layer == layer]
+        return _collect(sites, [partial(block, *args, **kwargs) for args, kwargs in self._calls])
+
+    def _advance_to(self, layer: int) -> None:
+        if layer < self._layer:
+            raise ValueError(f"block {layer} was passed already (now at {self._layer}); walk blocks in order")
+        if self._layer < 0:
+            self._capture()
+        while self._layer < layer:
+            block = self.adapter.layers[self._layer]
+            self._calls = [_next_block_call(block(*args, **kwargs), args, kwargs) for args, kwargs in self._calls]
+            self._layer += 1
+
+    def _capture(self) -> None:
+        def stop(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            self._calls.append((args, kwargs))
+            raise _ReachedFirstLayer
+
+        handle = self.adapter.layers[0].register_forward_pre_hook(stop, with_kwargs=True)
+        try:
+            for ids in self.batches:
+                try:
+                    self.model(input_ids=ids, use_cache=False)
+                except _ReachedFirstLayer:
+                    pass
+        finally:
+            handle.remove()
+        self._layer = 0
+
+
+def _next_block_call(output: object, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """The arguments of the next block: this block's hidden-state output in place of its input."""
+    hidden = output[0] if isinstance(output, tuple) else output
+    if args:
+        return (hidden, *args[1:]), kwargs
+    return args, {**kwargs, "hidden_states": hidden}
 
 
 def input_stats(model: nn.Module, ctx: CompressionContext) -> dict[str, InputStats]:

@@ -23,6 +23,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "wikitext-2-raw" / "wiki.test.raw"
+METHOD_VARIANTS = {"rtn": dict(method="rtn"), "gptq": dict(method="gptq"), "awq": dict(method="awq"),
+                   "gptq-seq": dict(method="gptq", sequential=True), "awq-seq": dict(method="awq", sequential=True)}
 
 
 def main() -> None:
@@ -33,6 +35,10 @@ def main() -> None:
     ap.add_argument("--skip", nargs="*", default=[], help="sections to skip: methods hqq act cache mixed")
     ap.add_argument("--out", default="quantization.json", help="file name under benchmarks/results/")
     ap.add_argument("--act-only", nargs="*", default=None, help="run only activation/KV rows containing these words")
+    ap.add_argument("--methods", nargs="*", default=list(METHOD_VARIANTS), choices=list(METHOD_VARIANTS),
+                    help="weight-method rows per format (-seq: sequential, each block on the quantized blocks' outputs)")
+    ap.add_argument("--mixed-method", default="rtn", choices=["rtn", "gptq", "awq"],
+                    help="weight method of the mixed-precision rows (each module's 3- and 4-bit results are cached)")
     ap.add_argument("--formats", nargs="*", default=["4:64", "3:64", "4:32", "3:32"],
                     help="bits:group pairs for the method table (128 does not divide SmolLM2's width 576)")
     args = ap.parse_args()
@@ -62,9 +68,10 @@ def main() -> None:
     if "methods" not in args.skip:
         rows = results["methods"] = []
         for bits, group in formats:
-            for method in ("rtn", "gptq", "awq"):
+            for method in args.methods:
                 t0 = time.perf_counter()
-                model = apply_recipe(session, recipe(method=method, bits=bits, group_size=group, symmetric=False))
+                model = apply_recipe(session, recipe(**METHOD_VARIANTS[method], bits=bits, group_size=group,
+                                                     symmetric=False))
                 seconds = time.perf_counter() - t0
                 rows.append({"method": method, "bits": bits, "group_size": group, "apply_s": seconds,
                              **evaluate(model)})
@@ -104,7 +111,7 @@ def main() -> None:
         save()
 
     if "mixed" not in args.skip:
-        results["mixed"] = _mixed(session, recipe, evaluate)
+        results["mixed"] = _mixed(session, recipe, evaluate, args.mixed_method)
         print(json.dumps(results["mixed"], indent=1), flush=True)
 
     save()
@@ -156,8 +163,8 @@ def _cache_timing(session, recipe, cache: Path) -> dict:
     return timings
 
 
-def _mixed(session, recipe, evaluate) -> dict:
-    """3.5 average bits (half of the decoder weights at 3, half at 4, by parameter count), GPTQ g64:
+def _mixed(session, recipe, evaluate, method: str) -> dict:
+    """3.5 average bits (half of the decoder weights at 3, half at 4, by parameter count), ``method`` g64:
     uniform w4 attn / w3 mlp is not 3.5 bits, so 'uniform' is the nearest 3.5-bit layer-wise split
     (even layers 4 bits, odd 3), vs sensitivity allocation, vs random allocations (5 seeds)."""
     from autocompress.models.adapter import ModelAdapter
@@ -165,7 +172,7 @@ def _mixed(session, recipe, evaluate) -> dict:
 
     sites = ModelAdapter(session.base.model).linear_sites()
     out: dict = {}
-    base = dict(method="gptq", bits=3, group_size=64)
+    base = dict(method=method, bits=3, group_size=64, symmetric=False)
 
     def overrides(four: set[tuple[int, str]]) -> list[dict]:
         return [{"match": role, "layers": str(layer), "bits": 4} for layer, role in sorted(four)]
@@ -204,18 +211,17 @@ def _mixed(session, recipe, evaluate) -> dict:
         runs.append({"avg_bits": avg_bits(four), **evaluate(model)})
     out["random (5 seeds)"] = {k: sum(r[k] for r in runs) / len(runs) for k in runs[0]}
     out["random runs"] = runs
-    try:
-        model = apply_recipe(session, recipe(**base, allocation="sensitivity", avg_bits=3.5, bit_choices=[3, 4]))
+    def allocated(label: str, **params) -> None:
+        model = apply_recipe(session, recipe(**base, allocation="sensitivity", bit_choices=[3, 4], **params))
         bits = {(s.layer, s.role) for s in ModelAdapter(model).linear_sites() if weight_format(s.module).bits == 4}
-        out["sensitivity"] = {"avg_bits": avg_bits(bits), "pi5_decode_ms": pi5_decode_ms(model), **evaluate(model)}
-    except Exception as exc:  # sensitivity allocation not available
-        out["sensitivity"] = {"error": str(exc)}
-    # The same decode latency on a Raspberry Pi 5 as the layer-wise split, spent by sensitivity.
-    model = apply_recipe(session, recipe(**base, allocation="sensitivity", bit_choices=[3, 4], latency_budget={
-        "target": "raspberry-pi-5", "decode_ms_per_token": budget_ms}))
-    bits = {(s.layer, s.role) for s in ModelAdapter(model).linear_sites() if weight_format(s.module).bits == 4}
-    out["sensitivity under the Pi 5 latency of layerwise"] = {
-        "avg_bits": avg_bits(bits), "pi5_decode_ms": pi5_decode_ms(model), **evaluate(model)}
+        out[label] = {"avg_bits": avg_bits(bits), "pi5_decode_ms": pi5_decode_ms(model), **evaluate(model)}
+        print(label, out[label], flush=True)
+
+    for proxy in ("gptq", "fisher"):
+        allocated(f"sensitivity ({proxy} proxy)", avg_bits=3.5, sensitivity_proxy=proxy)
+        # The same decode latency on a Raspberry Pi 5 as the layer-wise split, spent by sensitivity.
+        allocated(f"sensitivity ({proxy} proxy) under the Pi 5 latency of layerwise", sensitivity_proxy=proxy,
+                  latency_budget={"target": "raspberry-pi-5", "decode_ms_per_token": budget_ms})
     return out
 
 

@@ -220,13 +220,14 @@ def test_allocation_spends_the_budget_on_the_most_sensitive_layers():
     assert allocate_bits(flip(errors), [4, 3], budgets) == {"a": 4, "b": 4, "c": 3, "d": 3}
 
 
-def test_sensitivity_allocation_meets_the_average_and_is_cached(tiny_model, tokenizer, tmp_path, monkeypatch):
+@pytest.mark.parametrize("proxy", ["gptq", "fisher"])
+def test_sensitivity_allocation_meets_the_average_and_is_cached(tiny_model, tokenizer, tmp_path, monkeypatch, proxy):
     from autocompress.techniques import quantize as qmod
     from autocompress.techniques.quant import sensitivity
 
     base = copy.deepcopy(tiny_model)
     quantize(tiny_model, cached_context(base, tokenizer, tmp_path), method="gptq", group_size=32,
-             allocation="sensitivity", avg_bits=3.5, bit_choices=[3, 4])
+             allocation="sensitivity", avg_bits=3.5, bit_choices=[3, 4], sensitivity_proxy=proxy)
     sites = ModelAdapter(tiny_model).linear_sites()
     bits = [weight_format(s.module).bits for s in sites]
     sizes = [s.module.weight.numel() for s in sites]
@@ -234,11 +235,37 @@ def test_sensitivity_allocation_meets_the_average_and_is_cached(tiny_model, toke
     assert 3.5 - max(sizes) / sum(sizes) <= avg <= 3.5 and set(bits) == {3, 4}
     assert len(list((tmp_path / "calibration").glob("sensitivity-*.safetensors"))) == 1
     monkeypatch.setattr(sensitivity, "input_stats", lambda *a: (_ for _ in ()).throw(AssertionError("recomputed")))
+    monkeypatch.setattr(sensitivity, "fisher_diagonal", lambda *a: (_ for _ in ()).throw(AssertionError("recomputed")))
     monkeypatch.setattr(qmod, "input_stats", lambda *a: (_ for _ in ()).throw(AssertionError("recomputed")))
     again = copy.deepcopy(base)
     quantize(again, cached_context(base, tokenizer, tmp_path), method="gptq", group_size=32,
-             allocation="sensitivity", avg_bits=3.5, bit_choices=[3, 4])
+             allocation="sensitivity", avg_bits=3.5, bit_choices=[3, 4], sensitivity_proxy=proxy)
     assert [weight_format(s.module).bits for s in ModelAdapter(again).linear_sites()] == bits
+
+
+def test_fisher_proxy_sees_what_the_loss_sees(tiny_model, tokenizer):
+    """A linear whose output cannot reach the loss (its block's o_proj is zero) costs nothing by the loss-aware
+    proxy, whatever its own output error; the layer-output proxy still charges it."""
+    from autocompress.techniques.quant.sensitivity import fisher_diagonal, layer_sensitivity
+
+    adapter = ModelAdapter(tiny_model)
+    with torch.no_grad():
+        adapter.block_linears(0)["attn.o"].module.weight.zero_()
+    flags = [p.requires_grad for p in tiny_model.parameters()]
+    before = [p.detach().clone() for p in tiny_model.parameters()]
+    ctx = make_context(tiny_model, tokenizer)
+    fisher = layer_sensitivity(tiny_model, ctx, [3, 4], 32, True, "fisher")
+    gptq_table = layer_sensitivity(tiny_model, ctx, [3, 4], 32, True, "gptq")
+    v = adapter.block_linears(0)["attn.v"].name
+    assert fisher[v] == [0.0, 0.0] and min(gptq_table[v]) > 0
+    others = [n for n in fisher if ".0." not in n]
+    assert all(fisher[n][0] > fisher[n][1] > 0 for n in others)  # fewer bits, larger predicted loss rise
+    assert [p.requires_grad for p in tiny_model.parameters()] == flags  # restored, weights untouched
+    assert all(torch.equal(a, b) for a, b in zip(before, tiny_model.parameters()))
+    diag = fisher_diagonal(tiny_model, ctx.batches(ctx.calibration))
+    assert all(diag[s.name].shape == s.module.weight.shape and (diag[s.name] >= 0).all() for s in adapter.linear_sites())
+    with pytest.raises(ConfigError, match=r"sensitivity_proxy: .*unknown sensitivity proxy 'hutch'; allowed: fisher, gptq"):
+        TECHNIQUES["quantize"].parse_params({"allocation": "sensitivity", "sensitivity_proxy": "hutch"}, "params")
 
 
 def test_sensitivity_allocation_needs_a_reachable_budget():
@@ -363,3 +390,74 @@ def test_latency_budget_allocation_keeps_the_predicted_decode_within_budget(tiny
     with pytest.raises(ConfigError, match="latency_budget: allocating bits under a latency budget needs allocation"):
         TECHNIQUES["quantize"].parse_params({"latency_budget": {"target": "raspberry-pi-5",
                                                                 "decode_ms_per_token": 5}}, "params")
+
+
+# ---- sequential quantization ---------------------------------------------------------------------
+
+def assert_same_stats(a, b):
+    assert a.keys() == b.keys()
+    for name in a:
+        assert a[name].tokens == b[name].tokens
+        assert torch.allclose(a[name].hessian, b[name].hessian, rtol=1e-4, atol=1e-5), name
+        assert torch.allclose(a[name].absmean, b[name].absmean, rtol=1e-4, atol=1e-6), name
+
+
+def test_layer_inputs_give_each_blocks_statistics_of_the_model_as_it_is(tiny_model, tokenizer):
+    from autocompress.calibration import LayerInputs, collect_input_stats
+
+    batches = make_context(tiny_model, tokenizer).batches(make_context(tiny_model, tokenizer).calibration)
+    adapter = ModelAdapter(tiny_model)
+    inputs = LayerInputs(tiny_model, batches)
+    with torch.no_grad():
+        for layer in range(adapter.num_layers):
+            # Change the blocks before this one, as sequential quantization does; the block-by-block
+            # statistics must follow the model as it is now, not as it was.
+            if layer > 0:
+                for site in adapter.linear_sites():
+                    if site.layer == layer - 1:
+                        site.module.weight.copy_(rtn(site.module.weight, QuantFormat(2, 32, False)))
+            whole = collect_input_stats(tiny_model, batches)
+            assert_same_stats(inputs.stats(layer), {s.name: whole[s.name] for s in adapter.linear_sites()
+                                                    if s.layer == layer})
+    with pytest.raises(ValueError, match="walk blocks in order"):
+        inputs.stats(0)
+
+
+def test_sequential_changes_nothing_for_a_method_without_statistics(tiny_model, tokenizer):
+    a, b = copy.deepcopy(tiny_model), copy.deepcopy(tiny_model)
+    quantize(a, make_context(a, tokenizer), method="rtn", bits=3, group_size=32)
+    quantize(b, make_context(b, tokenizer), method="rtn", bits=3, group_size=32, sequential=True)
+    for x, y in zip(a.parameters(), b.parameters()):
+        assert torch.equal(x, y)
+
+
+@pytest.mark.parametrize("method", ["gptq", "awq"])
+def test_sequential_statistics_differ_from_the_base_models_and_are_deterministic(tiny_model, tokenizer, method):
+    once, again, plain = (copy.deepcopy(tiny_model) for _ in range(3))
+    for model, sequential in ((once, True), (again, True), (plain, False)):
+        quantize(model, make_context(model, tokenizer), method=method, bits=3, group_size=32, sequential=sequential)
+    changed: dict[int, bool] = {}
+    for a, b, c in zip(*(ModelAdapter(m).linear_sites() for m in (once, again, plain))):
+        assert torch.equal(a.module.weight, b.module.weight)
+        changed[a.layer] = changed.get(a.layer, False) or not torch.equal(a.module.weight, c.module.weight)
+    # Block 0 sees the same inputs either way; later blocks see the quantized blocks' outputs.
+    assert changed == {layer: layer > 0 for layer in changed}
+
+
+def test_sequential_cache_keys_follow_the_blocks_before(tiny_model, tokenizer, tmp_path):
+    from autocompress.techniques import quantize as qmod
+
+    layers = ModelAdapter(tiny_model).num_layers
+    per_layer = len(ModelAdapter(tiny_model).linear_sites()) // layers
+
+    def run(**overrides):
+        model = copy.deepcopy(tiny_model)
+        params = qmod.QuantizeParams(method="gptq", bits=4, group_size=32, sequential=True, **overrides)
+        return qmod.quantize_linears(model, qmod.plan(ModelAdapter(model), params),
+                                     cached_context(tiny_model, tokenizer, tmp_path), sequential=True)
+
+    assert run().misses == layers * per_layer
+    last = run(overrides=[{"match": "*", "layers": f"{layers - 1}-", "bits": 8}])
+    assert (last.hits, last.misses) == ((layers - 1) * per_layer, per_layer)  # only the last block changed
+    first = run(overrides=[{"match": "*", "layers": "0-0", "bits": 8}])
+    assert first.hits == 0  # every later block's inputs changed with block 0

@@ -8,13 +8,14 @@ recorded with :func:`set_weight_format`, so hardware models see bits and group s
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
-from autocompress.calibration import input_stats
+from autocompress.calibration import InputStats, LayerInputs, input_stats
 from autocompress.cache import text_digest
 from autocompress.context import CompressionContext
 from autocompress.models.adapter import ModelAdapter
@@ -27,7 +28,7 @@ from autocompress.techniques.quant.kv import set_kv_bits
 from autocompress.techniques.quant.methods import WEIGHT_METHODS, Member
 from autocompress.techniques.quant.rotation import rotate
 from autocompress.techniques.quant.latency import LatencyBudget, decode_costs
-from autocompress.techniques.quant.sensitivity import allocate_bits, bits_budget, layer_sensitivity
+from autocompress.techniques.quant.sensitivity import PROXIES, allocate_bits, bits_budget, layer_sensitivity
 from autocompress.techniques.selection import ModuleSelector
 
 Bits = Literal[2, 3, 4, 8, 16]
@@ -62,7 +63,9 @@ class QuantizeParams(BaseModel):
                                                 "by round to nearest")
     overrides: list[QuantOverride] = Field(default_factory=list)
     allocation: Literal["uniform", "sensitivity"] = Field(
-        "uniform", description="sensitivity: per-layer bits from bit_choices by the GPTQ proxy, mean avg_bits")
+        "uniform", description="sensitivity: per-layer bits from bit_choices ranked by sensitivity_proxy, mean avg_bits")
+    sensitivity_proxy: str = Field("gptq", description="what ranks layers for allocation: sensitivity: gptq (each "
+                                                       "layer's own output error) or fisher (the predicted loss rise)")
     avg_bits: float | None = Field(None, description="with allocation: sensitivity, the parameter-weighted "
                                                     "mean bits (default: bits); ignored otherwise")
     bit_choices: list[Bits] = Field(default_factory=lambda: [2, 3, 4, 8], min_length=2)
@@ -75,10 +78,19 @@ class QuantizeParams(BaseModel):
     kv_bits: Literal[4, 8, 16] = Field(16, description="KV cache bits, simulated inside attention")
     rotate: Literal["none", "hadamard"] = Field("none", description="hadamard: rotate the residual stream first "
                                                 "(float-equivalent; unties the LM head)")
+    sequential: bool = Field(False, description="quantize block after block on the inputs the already-quantized "
+                                                "blocks give (the GPTQ/AWQ reference order); cached per identical prefix")
     grid: Literal["default", "gguf"] = Field("default", description="gguf: llama.cpp's Q8_0/Q4_0/Q4_1 block grids "
                                              "(group_size 32, bits 4 or 8), so a GGUF export is lossless")
 
     _method = field_validator("method")(_known_method)
+
+    @field_validator("sensitivity_proxy")
+    @classmethod
+    def _known_proxy(cls, value: str) -> str:
+        if value not in PROXIES:
+            raise ValueError(f"unknown sensitivity proxy {value!r}; allowed: {', '.join(PROXIES)}")
+        return value
 
     @model_validator(mode="after")
     def _budget(self) -> "QuantizeParams":
@@ -145,44 +157,88 @@ def foldable(adapter: ModelAdapter, group: str, grid: str = "default") -> bool:
     return group in ("attn.in", "mlp.in", "mlp.down") or (group == "attn.o" and no_gqa)
 
 
-def quantize_linears(model: nn.Module, assignment: dict[str, tuple[str, QuantFormat]],
-                     ctx: CompressionContext, cache: WeightCache | None = None,
-                     prescale: dict[str, torch.Tensor] | None = None, tag: str = "") -> WeightCache:
-    """Quantize every decoder linear as assigned, reading and filling the per-module cache.
+@dataclass
+class _GroupJob:
+    """The members of one input group that one method quantizes, with their cache keys and hits."""
 
-    ``prescale`` holds the per-input-channel scales already folded into some linears (SmoothQuant):
-    their statistics are those of ``x / s``. ``tag`` names that transform in the cache keys."""
-    prescale = prescale or {}
-    adapter = ModelAdapter(model)
-    cache = cache or WeightCache.for_context(ctx)
-    jobs: list[tuple[str, list[Member], bool, list[str], list[Quantized | None]]] = []
+    method: str
+    members: list[Member]
+    fold: bool
+    keys: list[str]
+    results: list[Quantized | None]
+
+    @property
+    def needs_stats(self) -> bool:
+        return None in self.results and WEIGHT_METHODS[self.method].needs_stats
+
+
+def _group_jobs(adapter: ModelAdapter, assignment: dict[str, tuple[str, QuantFormat]], cache: WeightCache,
+                tag: str, layer: int | None = None, stats_tag: str | None = None) -> list[_GroupJob]:
+    """One job per (input group, method) of every block, or of block ``layer`` only. Methods that read
+    calibration statistics key their results by ``stats_tag`` (default ``tag``)."""
+    jobs = []
     for group, sites in adapter.input_groups():
+        if layer is not None and sites[0].layer != layer:
+            continue
         for name in dict.fromkeys(assignment[s.name][0] for s in sites):
             method = WEIGHT_METHODS[name]
             members = [Member(s, assignment[s.name][1]) for s in sites if assignment[s.name][0] == name]
             fold = foldable(adapter, group, members[0].fmt.grid)
             siblings = ",".join(m.fmt.label() for m in members) if method.joint else ""
-            keys = [cache.key(m.site.name, name, method.version, m.fmt.label(), siblings, str(fold), tag)
+            where = stats_tag if stats_tag is not None and method.needs_stats else tag
+            keys = [cache.key(m.site.name, name, method.version, m.fmt.label(), siblings, str(fold), where)
                     for m in members]
-            jobs.append((name, members, fold, keys, [cache.get(k) for k in keys]))
-    # Statistics of the model as it enters this step, taken before any weight here changes.
-    missing = any(None in hit and WEIGHT_METHODS[name].needs_stats for name, _, _, _, hit in jobs)
-    stats = input_stats(model, ctx) if missing else {}
-    with torch.no_grad():
-        for name, members, fold, keys, hit in jobs:
-            if None in hit:
-                first = members[0].site.name
-                group_stats = stats.get(first)
-                if group_stats is not None and first in prescale:
-                    group_stats = rescaled(group_stats, prescale[first])
-                hit = WEIGHT_METHODS[name]().quantize(members, group_stats, fold)
-                for key, result in zip(keys, hit):
-                    cache.put(key, result)
-            for member, result in zip(members, hit):
-                member.site.module.weight.copy_(result.weight)
-                set_weight_grid(member.site.module, result.grid)
-                set_weight_format(member.site.module, WeightFormat(member.fmt.bits, member.fmt.group_size,
-                                                                   member.fmt.symmetric))
+            jobs.append(_GroupJob(name, members, fold, keys, [cache.get(k) for k in keys]))
+    return jobs
+
+
+@torch.no_grad()
+def _run_jobs(jobs: list[_GroupJob], stats: dict[str, InputStats], cache: WeightCache,
+              prescale: dict[str, torch.Tensor]) -> None:
+    """Quantize what the cache did not hold, then write every member's weight, grid and format."""
+    for job in jobs:
+        results = job.results
+        if None in results:
+            first = job.members[0].site.name
+            group_stats = stats.get(first)
+            if group_stats is not None and first in prescale:
+                group_stats = rescaled(group_stats, prescale[first])
+            results = WEIGHT_METHODS[job.method]().quantize(job.members, group_stats, job.fold)
+            for key, result in zip(job.keys, results):
+                cache.put(key, result)
+        for member, result in zip(job.members, results):
+            member.site.module.weight.copy_(result.weight)
+            set_weight_grid(member.site.module, result.grid)
+            set_weight_format(member.site.module, WeightFormat(member.fmt.bits, member.fmt.group_size,
+                                                               member.fmt.symmetric))
+
+
+def quantize_linears(model: nn.Module, assignment: dict[str, tuple[str, QuantFormat]],
+                     ctx: CompressionContext, cache: WeightCache | None = None,
+                     prescale: dict[str, torch.Tensor] | None = None, tag: str = "",
+                     sequential: bool = False) -> WeightCache:
+    """Quantize every decoder linear as assigned, reading and filling the per-module cache.
+
+    ``prescale`` holds the per-input-channel scales already folded into some linears (SmoothQuant):
+    their statistics are those of ``x / s``. ``tag`` names that transform in the cache keys.
+    ``sequential`` quantizes block after block, each on the inputs the already-quantized blocks give
+    (:class:`LayerInputs`); a block's cache keys then include the assignment of every block before it."""
+    prescale = prescale or {}
+    adapter = ModelAdapter(model)
+    cache = cache or WeightCache.for_context(ctx)
+    if not sequential:
+        jobs = _group_jobs(adapter, assignment, cache, tag)
+        # Statistics of the model as it enters this step, taken before any weight here changes.
+        stats = input_stats(model, ctx) if any(job.needs_stats for job in jobs) else {}
+        _run_jobs(jobs, stats, cache, prescale)
+        return cache
+    inputs = LayerInputs(model, ctx.batches(ctx.calibration))
+    sites = adapter.linear_sites()
+    for layer in range(adapter.num_layers):
+        before = [f"{s.name}={assignment[s.name][0]}:{assignment[s.name][1].label()}" for s in sites if s.layer < layer]
+        jobs = _group_jobs(adapter, assignment, cache, tag, layer, stats_tag=text_digest(tag, "sequential", *before))
+        # Live statistics already see any smoothing folded into the model: no rescaling.
+        _run_jobs(jobs, inputs.stats(layer) if any(job.needs_stats for job in jobs) else {}, cache, {})
     return cache
 
 
@@ -195,6 +251,7 @@ class Quantize(Technique):
     def describe(cls, params: dict) -> str:
         p = QuantizeParams.model_validate(params)
         bits = f"~{p.budget_bits:g}" if p.allocation == "sensitivity" else str(p.bits)
+        bits += "/fisher" if p.allocation == "sensitivity" and p.sensitivity_proxy == "fisher" else ""
         if p.latency_budget is not None:
             bits = f"@{p.latency_budget.decode_ms_per_token:g}ms/{p.latency_budget.target}"
             bits += f"~{p.avg_bits:g}" if p.avg_bits is not None else ""
@@ -203,6 +260,7 @@ class Quantize(Technique):
         text += f" a{p.act_bits}" if p.act_bits < 16 else ""
         text += f" sq{p.smoothquant_alpha:g}" if p.smoothquant_alpha is not None else ""
         text += " gguf" if p.grid == "gguf" else ""
+        text += " seq" if p.sequential else ""
         text += (f" kv{p.kv_bits}" if p.kv_bits < 16 else "") + (" rot" if p.rotate != "none" else "")
         return text + "".join(f" {o.label()}:{o.method or ''}w{o.bits or p.bits}" for o in p.overrides)
 
@@ -219,7 +277,7 @@ class Quantize(Technique):
             if params.smoothquant_alpha is not None:
                 scales = smooth(model, input_stats(model, ctx), params.smoothquant_alpha)
                 tag = f"sq{params.smoothquant_alpha}"
-            quantize_linears(model, assignment, ctx, prescale=scales, tag=tag)
+            quantize_linears(model, assignment, ctx, prescale=scales, tag=tag, sequential=params.sequential)
         finally:
             ctx.lineage = lineage
         if params.act_bits < 16:
@@ -234,7 +292,8 @@ class Quantize(Technique):
         """Per-layer bits for ``allocation: sensitivity``; None means the step's ``bits`` everywhere."""
         if params.allocation == "uniform":
             return None
-        errors = layer_sensitivity(model, ctx, params.bit_choices, params.group_size, params.symmetric)
+        errors = layer_sensitivity(model, ctx, params.bit_choices, params.group_size, params.symmetric,
+                                   params.sensitivity_proxy)
         budgets = []
         if params.latency_budget is not None:
             budgets.append(decode_costs(model, params.latency_budget, params.bit_choices, params.group_size))
