@@ -129,3 +129,23 @@ def test_calibrate_and_validate_llamacpp_write_and_check_a_valid_target(tiny_che
     assert [r["config"] for r in report["rows"]] == ["2 layers F16", "2 layers Q8_0", "2 layers Q4_0", "int4 g32"]
     assert all(r["decode_ms_per_token"]["measured"] > 0 and r["prefill_ms"]["predicted"] > 0 for r in report["rows"])
     assert report["summary"]["decode_mape"] >= 0 and 0 <= report["summary"]["prefill_within_10"] <= 100
+
+
+@needs_llama
+def test_quantized_variants_come_from_llama_cpp_and_hold_the_priced_bytes(tiny_checkpoints, tmp_path):
+    from autocompress.hardware.hosts.llamacpp import block_type, check_priced_bytes
+
+    runtime = host_runtime("llamacpp", str(tiny_checkpoints["llama"]))
+    model = build_model("llama")
+    assert block_type(model) == "F16"
+    runtime.gguf(model, tmp_path)  # the F16 export, kept for the variants of this model
+    for name in ("Q8_0", "Q4_0"):
+        path = runtime.gguf(suites.with_block_format(model, suites.GGUF_FORMATS[name]), tmp_path)
+        assert path.name == f"{name}.gguf"  # written by llama_model_quantize, not the exporter
+        types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(path)).tensors}
+        assert types["token_embd.weight"] == "F16" and types["blk.0.ffn_down.weight"] == name
+        check_priced_bytes(model, path)
+    suites.with_block_format(model, WeightFormat(3, 32))  # no GGUF type: the exporter writes Q4_0
+    assert block_type(model) is None
+    with pytest.raises(RuntimeError, match="profile prices"):
+        check_priced_bytes(model, runtime.gguf(model, tmp_path))

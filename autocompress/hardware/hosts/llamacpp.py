@@ -1,9 +1,10 @@
 """``--runtime llamacpp``: GGUF exports of the samples, timed with llama.cpp on this host (``host-llamacpp``).
 
-A sample's model records the format of its block linears (F16, or 8/4 bits on groups of 32); the GGUF
-exporter writes exactly those types (F16, Q8_0, Q4_0), so the profile the roofline prices is what the
-file holds: 8.5 and 4.5 bits per weight (one fp16 scale per 32), an F16 tied embedding, and llama.cpp's
-default F16 KV cache. Peaks per precision come from llama.cpp itself (prefill of a probe model in each
+A sample's model records the format of its block linears (F16, or 8/4 bits on groups of 32). Its F16
+export (autocompress's GGUF writer) is quantized by llama.cpp's own quantizer to Q8_0 and Q4_0 (the
+embedding kept F16); a compressed recipe's model is exported as the exporter writes it. Every file is
+checked to hold exactly the bytes the profile prices: 8.5 and 4.5 bits per weight (one fp16 scale per
+32), an F16 tied embedding; the KV cache is llama.cpp's default F16. Peaks per precision come from llama.cpp itself (prefill of a probe model in each
 type); bandwidth from the same copy benchmark as the torch host.
 """
 
@@ -29,6 +30,8 @@ from autocompress.hardware.measure import ModelTiming, copy_bandwidth_gbps
 from autocompress.hardware.profile import profile_model
 from autocompress.hardware.roofline import RooflineModel, Workload
 from autocompress.hardware.target import HardwareTarget, Precision
+from autocompress.models.adapter import ModelAdapter
+from autocompress.models.annotations import weight_format, weight_grid
 from autocompress.models.loading import DEFAULT_MODEL, resolve_checkpoint
 
 # the arithmetic each GGUF format of the suites runs at (F16 weights: fp16 x fp32 dot products;
@@ -37,6 +40,30 @@ PRECISIONS: dict[str, Precision] = {"F16": "fp16", "Q8_0": "int8", "Q4_0": "int4
 FEATURES = ("int8_weights", "int4_weights", "int8_activations")
 START_OVERHEAD_US = 5.0  # where the fit of per_op_overhead_us starts (llama.cpp's graph nodes cost µs)
 PROBE_REPEATS = 3
+
+
+def block_type(model: nn.Module) -> str | None:
+    """The GGUF type (of :data:`suites.GGUF_FORMATS`) every block linear records, when the embedding and
+    the LM head are unquantized and no grid was recorded; else None."""
+    adapter = ModelAdapter(model)
+    sites = adapter.linear_sites()
+    formats = {weight_format(site.module) for site in sites}
+    if (len(formats) != 1 or any(weight_grid(site.module) is not None for site in sites)
+            or any(weight_format(m).bits < 16 for m in (adapter.input_embedding, adapter.lm_head))):
+        return None
+    (only,) = formats
+    return next((name for name, fmt in suites.GGUF_FORMATS.items() if fmt == only), None)
+
+
+def check_priced_bytes(model: nn.Module, path: Path) -> None:
+    """The roofline must price what the file holds: the profile's weight bytes are the file's matrices."""
+    import gguf
+
+    held = sum(int(t.n_bytes) for t in gguf.GGUFReader(str(path)).tensors if len(t.shape) == 2)
+    priced = profile_model(model).weight_bytes()
+    if abs(priced / held - 1) > 1e-3:
+        raise RuntimeError(f"{path.name}: the file holds {held} bytes of weight matrices but the profile prices "
+                           f"{priced:.0f}; its formats do not map onto GGUF block types")
 
 
 @HOST_RUNTIMES.decorator()
@@ -52,6 +79,8 @@ class LlamaCpp(HostRuntime):
         from autocompress.export.runtime import llama_cpp_module
 
         super().__init__(model_ref)
+        self._float: tuple[nn.Module, Path] | None = None  # the last F16 sample and its file
+        self._float_dir: tempfile.TemporaryDirectory | None = None
         try:
             self.llama_cpp = llama_cpp_module()
         except ConfigError as err:
@@ -64,18 +93,35 @@ class LlamaCpp(HostRuntime):
         return AutoTokenizer.from_pretrained(resolve_checkpoint(self.model_ref))
 
     def export(self, model: nn.Module, path: Path) -> Path:
-        """``model`` as GGUF: recorded formats -> block types, unquantized weights -> F16."""
+        """``model`` as GGUF by the exporter: recorded formats -> block types, unquantized weights -> F16."""
         from autocompress.export.deploy import source_gguf
         from autocompress.export.gguf_export import write_gguf
 
         write_gguf(model, self.tokenizer, path, float_type="F16", source_gguf=source_gguf(self.model_ref))
         return path
 
+    def gguf(self, model: nn.Module, folder: Path) -> Path:
+        """The file llama.cpp runs for ``model``. A model whose block linears are all Q8_0 or Q4_0 (nothing
+        else quantized) is quantized by llama.cpp's own quantizer from the F16 export of the same model
+        when that was the previous sample (the suites yield F16 first); anything else is exported."""
+        from autocompress.export.runtime import llama_quantize
+
+        kind = block_type(model)
+        if kind is not None and kind != "F16" and self._float is not None and self._float[0] is model:
+            return llama_quantize(self._float[1], folder / f"{kind}.gguf", kind, token_embedding_type="F16",
+                                  threads=self.threads)
+        if kind == "F16":  # kept for the quantized variants; replacing the folder removes the last one
+            self._float_dir = tempfile.TemporaryDirectory(prefix="autocompress-gguf-")
+            self._float = (model, self.export(model, Path(self._float_dir.name) / "F16.gguf"))
+            return self._float[1]
+        return self.export(model, folder / "model.gguf")
+
     def time(self, model: nn.Module, workload: Workload, repeats: int) -> ModelTiming:
         from autocompress.export.runtime import time_gguf
 
         with tempfile.TemporaryDirectory(prefix="autocompress-gguf-") as folder:
-            path = self.export(model, Path(folder) / "model.gguf")
+            path = self.gguf(model, Path(folder))
+            check_priced_bytes(model, path)
             prefill, decode = time_gguf(path, workload.prompt_tokens, workload.context_tokens, self.decode_tokens,
                                         repeats, threads=self.threads, vocab=model.config.vocab_size)
         return ModelTiming(prefill, decode)
