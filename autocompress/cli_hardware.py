@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -101,6 +102,7 @@ def calibrate(
     from autocompress.hardware.calibrate import errors, fit
     from autocompress.hardware.hosts import host_runtime
 
+    start = time.perf_counter()
     host = host_runtime(runtime, model)
     initial = host.initial_target(progress=lambda step: err.print(f"[dim]{step}...[/dim]"))
     samples = _measure(host, "calibration", repeats)
@@ -116,7 +118,7 @@ def calibrate(
     path.write_text(host.target_yaml(fitted, len(samples), after))
     out.print(f"fit on {len(samples)} models: decode MAPE {before.decode_mape:.1f}% -> {after.decode_mape:.1f}%, "
               f"prefill MAPE {before.prefill_mape:.1f}% -> {after.prefill_mape:.1f}%")
-    out.print(f"wrote {path}")
+    out.print(f"wrote {path} ({time.perf_counter() - start:.0f} s)")
 
 
 @app.command()
@@ -131,6 +133,7 @@ def validate(
     from autocompress.hardware.hosts import runtime_for_target
     from autocompress.hardware.target import load_target
 
+    start = time.perf_counter()
     loaded = load_target(target, "--target")
     host = runtime_for_target(loaded, "--target")(model)
     samples = _measure(host, "validation", repeats)
@@ -143,7 +146,8 @@ def validate(
                      "prefill_ms": {"measured": s.measured.prefill_ms, "predicted": p.prefill_ms},
                      "decode_ms_per_token": {"measured": s.measured.decode_ms_per_token,
                                              "predicted": p.decode_ms_per_token}})
-    summary = {"target": target, "configurations": len(samples), **result.__dict__}
+    summary = {"target": target, "configurations": len(samples), **result.__dict__,
+               "seconds": round(time.perf_counter() - start, 1)}
     if as_json:
         print(json.dumps({"summary": summary, "rows": rows}, indent=2))
         return
@@ -155,4 +159,5 @@ def validate(
                       f"{r['decode_ms_per_token']['measured']:.2f}", f"{r['decode_ms_per_token']['predicted']:.2f}")
     out.print(table)
     out.print(f"decode MAPE {result.decode_mape:.1f}% ({result.decode_within_10:.0f}% within ±10%), "
-              f"prefill MAPE {result.prefill_mape:.1f}% ({result.prefill_within_10:.0f}% within ±10%)")
+              f"prefill MAPE {result.prefill_mape:.1f}% ({result.prefill_within_10:.0f}% within ±10%); "
+              f"{summary['seconds']:.0f} s")

@@ -95,7 +95,8 @@ def host_target(memory_gb: float | None = None) -> HardwareTarget:
         runtime=f"torch {torch.__version__} eager, fp32, {threads} threads",
         memory_bandwidth_gbps=round(bandwidth, 2), sustained_bandwidth_fraction=1.0,
         peak_gflops={"fp32": round(peak, 1), "fp16": round(peak, 1), "int8": round(peak, 1), "int4": round(peak, 1)},
-        compute_efficiency=1.0, memory_capacity_gb=memory_gb or physical_memory_gb(), per_op_overhead_us=round(op_overhead_us(), 2),
+        compute_efficiency=1.0, memory_capacity_gb=memory_gb or physical_memory_gb(),
+        per_op_overhead_us=round(op_overhead_us(), 2),
         power_w=15.0, runtime_bits=32, uncertainty=0.3)
 
 

@@ -53,7 +53,8 @@ VALIDATION_RECIPES = {  # label -> recipe steps, applied to the real base model
 
 # llama.cpp (``--runtime llamacpp``): each shape is measured with its block linears in every GGUF format
 # of GGUF_FORMATS (the tied embedding stays F16, as the exporter writes an unquantized one). Fewer shapes
-# than torch's, since every shape is three samples: calibration and validation finish in ~10 min on 2 cores.
+# than torch's, since every shape is three samples: 18 to fit, 21 + 4 recipes to validate (~10 min on 2
+# idle cores at --repeats 3).
 GGUF_FORMATS = {"F16": WeightFormat(16), "Q8_0": WeightFormat(8, 32), "Q4_0": WeightFormat(4, 32)}
 
 LLAMACPP_PROBE = Shape("probe", 6, prompt_tokens=512, context_tokens=64)  # prefill throughput per format
@@ -66,7 +67,7 @@ LLAMACPP_CALIBRATION_SHAPES = (
 )
 
 LLAMACPP_VALIDATION_SHAPES = (
-    Shape("24 layers", 24), Shape("10 layers", 10), Shape("3 layers", 3),
+    Shape("24 layers", 24), Shape("3 layers", 3),
     Shape("26 layers, ffn 1152", 26, 1152), Shape("12 layers, ffn 2048", 12, 2048),
     Shape("30 layers, p32 c128", 30, prompt_tokens=32, context_tokens=128),
     Shape("22 layers, p384 c1024", 22, prompt_tokens=384, context_tokens=1024),
