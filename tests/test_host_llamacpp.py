@@ -20,6 +20,7 @@ from autocompress.hardware.hosts import HOST_RUNTIMES, host_runtime, runtime_for
 from autocompress.hardware.profile import profile_model
 from autocompress.hardware.roofline import RooflineModel, Workload
 from autocompress.hardware.target import load_target
+from autocompress.models.adapter import ModelAdapter
 from autocompress.models.annotations import WeightFormat
 from conftest import build_model
 
@@ -70,6 +71,21 @@ def test_profile_prices_exactly_what_the_gguf_file_holds(tmp_path, tokenizer, fm
     assert profile.weight_bytes() == matrices
 
 
+def test_a_llamacpp_target_streams_each_weight_at_its_gguf_width():
+    from autocompress.hardware.hosts.llamacpp import FEATURES
+
+    target = load_target("host").model_copy(update={"name": "host-llamacpp", "runtime_bits": None,
+                                                     "features": FEATURES})
+    roofline, model = RooflineModel(target), build_model("llama")
+    block_params = sum(s.module.weight.numel() for s in ModelAdapter(model).linear_sites())
+    decode = {name: roofline.phase_cost(profile_model(suites.with_block_format(model, fmt)), Workload(), "decode")
+              for name, fmt in suites.GGUF_FORMATS.items()}
+    for name, bits in (("Q8_0", 8.5), ("Q4_0", 4.5)):  # only the block linears change; the F16 head stays
+        assert decode["F16"].bytes - decode[name].bytes == pytest.approx(block_params * (16 - bits) / 8)
+    assert decode["Q4_0"].time_s < decode["Q8_0"].time_s < decode["F16"].time_s
+    assert roofline.precision(4) == "int4" and roofline.precision(8) == "int8"  # integer kernels, not fp16
+
+
 @pytest.fixture
 def tiny_suites(monkeypatch):
     """Suites of tiny shapes (the tiny checkpoints have 4 layers, hidden 64, 256 positions), timed on one
@@ -115,11 +131,6 @@ def test_calibrate_and_validate_llamacpp_write_and_check_a_valid_target(tiny_che
         assert lines[next(i for i, line in enumerate(lines) if line.startswith(key)) - 1].startswith("#"), key
     assert "runtime_bits" not in yaml.safe_load(path.read_text())
 
-    # the target prices bits: the same model decodes faster in Q4_0 than Q8_0 than F16
-    roofline = RooflineModel(target)
-    decode = {name: roofline.predict(profile_model(suites.with_block_format(build_model("llama"), fmt)))
-              ["decode_ms_per_token"] for name, fmt in suites.GGUF_FORMATS.items()}
-    assert decode["Q4_0"] < decode["Q8_0"] < decode["F16"]
 
     checked = CliRunner().invoke(app, ["hardware", "validate", "--target", str(path), "--model", ckpt,
                                        "--repeats", "3", "--json"])
