@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -71,53 +72,71 @@ def predict(
     out.print(table)
 
 
+def _sample_line(index: int, sample) -> str:
+    m = sample.measured
+    return f"[{index}] {sample.label}: prefill {m.prefill_ms:.1f} ms, decode {m.decode_ms_per_token:.2f} ms/token"
+
+
+def _measure(runtime, suite: str, repeats: int):
+    """Measure a runtime's suite, printing one line per sample (to stderr)."""
+    from itertools import count
+
+    from autocompress.hardware.calibrate import measure_samples
+
+    index = count(1)
+    return measure_samples(runtime.cases(suite), repeats, timer=runtime.time,
+                           measured=lambda s: err.print(_sample_line(next(index), s)))
+
+
 @app.command()
 def calibrate(
-    out_path: Optional[Path] = typer.Option(None, "--out", help="default: your catalog, so `host` resolves to it"),
+    out_path: Optional[Path] = typer.Option(None, "--out", help="default: your catalog, so the target's name "
+                                                                "(host, host-llamacpp) resolves to it"),
+    runtime: str = typer.Option("torch", help="the runtime to measure: torch (eager fp32, target `host`) or "
+                                              "llamacpp (GGUF through llama.cpp, target `host-llamacpp`)"),
     model: str = typer.Option("smollm2-135m", help="the architecture whose shapes are measured"),
     repeats: int = typer.Option(5, min=3),
 ) -> None:
-    """Micro-benchmark the host, measure real prefill/decode, fit the efficiency factors, write `host`."""
+    """Micro-benchmark the host, measure real prefill/decode, fit the efficiency factors, write the target."""
     from autocompress.catalog import user_catalog_dir
-    from autocompress.hardware.calibrate import errors, fit, host_target, measure_samples, target_yaml
-    from autocompress.hardware.suites import CALIBRATION_SHAPES, shape_models
+    from autocompress.hardware.calibrate import errors, fit
+    from autocompress.hardware.hosts import host_runtime
 
-    with err.status("micro-benchmarks (bandwidth, GEMM, op overhead)..."):
-        initial = host_target()
-    with err.status("measuring models...") as status:
-        samples = measure_samples(shape_models(CALIBRATION_SHAPES, model), repeats,
-                                  progress=lambda label: status.update(f"measuring {label}..."))
+    start = time.perf_counter()
+    host = host_runtime(runtime, model)
+    initial = host.initial_target(progress=lambda step: err.print(f"[dim]{step}...[/dim]"))
+    samples = _measure(host, "calibration", repeats)
     before = errors(initial, samples)
     fitted = fit(initial, samples)
     after = errors(fitted, samples)
-    fitted = fitted.model_copy(update={"uncertainty": round(2 * max(after.decode_mape, after.prefill_mape) / 100, 3)})
-    path = out_path or user_catalog_dir("hardware_models") / "host.yaml"
+    worst = max(after.decode_mape, after.prefill_mape)
+    if worst > 50:
+        err.print(f"[yellow]the fit misses by {worst:.0f}% on average: was the machine busy?[/yellow]")
+    fitted = fitted.model_copy(update={"uncertainty": min(round(2 * worst / 100, 3), 2.0)})  # the field's bound
+    path = out_path or user_catalog_dir("hardware_models") / f"{host.target_name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(target_yaml(fitted, len(samples), after))
+    path.write_text(host.target_yaml(fitted, len(samples), after))
     out.print(f"fit on {len(samples)} models: decode MAPE {before.decode_mape:.1f}% -> {after.decode_mape:.1f}%, "
               f"prefill MAPE {before.prefill_mape:.1f}% -> {after.prefill_mape:.1f}%")
-    out.print(f"wrote {path}")
+    out.print(f"wrote {path} ({time.perf_counter() - start:.0f} s)")
 
 
 @app.command()
 def validate(
-    target: str = typer.Option("host", help="a target measured on this machine (host)"),
+    target: str = typer.Option("host", help="a target calibrated on this machine (host, host-llamacpp)"),
     model: str = typer.Option("smollm2-135m"),
     repeats: int = typer.Option(5, min=3),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Measure 20+ configurations the calibration did not see; print MAPE and the share within ±10%."""
-    from autocompress.hardware.calibrate import errors, measure_samples, predict_sample
-    from autocompress.hardware.suites import VALIDATION_SHAPES, recipe_models, shape_models
+    from autocompress.hardware.calibrate import errors, predict_sample
+    from autocompress.hardware.hosts import runtime_for_target
     from autocompress.hardware.target import load_target
 
+    start = time.perf_counter()
     loaded = load_target(target, "--target")
-    if loaded.runtime_bits is None:
-        raise ConfigError("--target", f"{target!r} is not a host target (it has no runtime_bits); "
-                                      "run `autocompress hardware calibrate` first and validate `host`")
-    with err.status("measuring...") as status:
-        models = [*shape_models(VALIDATION_SHAPES, model), *recipe_models(model)]
-        samples = measure_samples(models, repeats, progress=lambda label: status.update(f"measuring {label}..."))
+    host = runtime_for_target(loaded, "--target")(model)
+    samples = _measure(host, "validation", repeats)
     result = errors(loaded, samples)
     rows = []
     for s in samples:
@@ -127,7 +146,8 @@ def validate(
                      "prefill_ms": {"measured": s.measured.prefill_ms, "predicted": p.prefill_ms},
                      "decode_ms_per_token": {"measured": s.measured.decode_ms_per_token,
                                              "predicted": p.decode_ms_per_token}})
-    summary = {"target": target, "configurations": len(samples), **result.__dict__}
+    summary = {"target": target, "configurations": len(samples), **result.__dict__,
+               "seconds": round(time.perf_counter() - start, 1)}
     if as_json:
         print(json.dumps({"summary": summary, "rows": rows}, indent=2))
         return
@@ -139,4 +159,5 @@ def validate(
                       f"{r['decode_ms_per_token']['measured']:.2f}", f"{r['decode_ms_per_token']['predicted']:.2f}")
     out.print(table)
     out.print(f"decode MAPE {result.decode_mape:.1f}% ({result.decode_within_10:.0f}% within ±10%), "
-              f"prefill MAPE {result.prefill_mape:.1f}% ({result.prefill_within_10:.0f}% within ±10%)")
+              f"prefill MAPE {result.prefill_mape:.1f}% ({result.prefill_within_10:.0f}% within ±10%); "
+              f"{summary['seconds']:.0f} s")

@@ -9,7 +9,7 @@ How a prediction is made (the same for every row):
 
 * The published model's geometry (layers, hidden, MLP width, heads, KV heads, head dim, vocabulary, tied or not)
   becomes a ``ModelProfile`` with ``profile_for``: every block linear, the LM head and the embedding stored at
-  16 bits, or at 8/4 bits with per-group scale and zero (group 32) -- the formats
+  16 bits, or at 8/4 bits with one fp16 scale per group of 32 (symmetric) -- the formats
   ``autocompress.models.annotations.set_weight_format`` records. ``check_profile_for`` shows on a randomly
   initialised SmolLM2-135M-shaped ``LlamaForCausalLM`` that this is exactly what ``profile_model`` returns, so the
   larger models (3B-8B) need not be instantiated.
@@ -159,13 +159,11 @@ PUBLISHED = [
     Published("apple-m2-gpu", "Llama-2-7B", "Q8_0", 8, 12.21, "llama.cpp Metal, build 8e672ef",
               "llama.cpp discussion #4167, M2 (10 GPU cores) row",
               "https://github.com/ggml-org/llama.cpp/discussions/4167", "measured", source_ctx=64,
-              why="Our int8 format (9 bits/weight: scale and zero per 32) stores 6% more than Q8_0 (8.5), on top "
-                  "of the 0.8 cap."),
+              why="The 0.8 cap, as F16 (our int8 format stores Q8_0's 8.5 bits/weight: one fp16 scale per 32)."),
     Published("apple-m2-gpu", "Llama-2-7B", "Q4_0", 4, 21.91, "llama.cpp Metal, build 8e672ef",
               "llama.cpp discussion #4167, M2 (10 GPU cores) row",
               "https://github.com/ggml-org/llama.cpp/discussions/4167", "measured", source_ctx=64,
-              why="Our int4 format (5 bits/weight) stores 11% more than Q4_0 (4.5 bits/weight), on top of the "
-                  "0.8 cap."),
+              why="The 0.8 cap, as F16 (our int4 format stores Q4_0's 4.5 bits/weight)."),
     Published("jetson-orin-nano", "Llama-3.2-3B", "INT4 (MLC q4f16)", 4, 43.07, "MLC-LLM (NVIDIA's benchmark)",
               "NVIDIA Technical Blog 'NVIDIA Jetson Orin Nano Developer Kit Gets a Super Boost', LLM table, Super "
               "mode (read via the copy in msmcs-robotics/WayfindR-driver docs/jetson_orin_nano_llm_benchmarks.md)",

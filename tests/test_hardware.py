@@ -32,12 +32,12 @@ def tiny(arch: str, tied: bool = True) -> nn.Module:
     return Qwen2ForCausalLM(Qwen2Config(**GEOMETRY, tie_word_embeddings=tied)).eval()
 
 
-def quantize_formats(model: nn.Module, bits: int, group_size: int | None = 32) -> nn.Module:
+def quantize_formats(model: nn.Module, bits: int, group_size: int | None = 32, symmetric: bool = True) -> nn.Module:
     """Record a storage format on every linear (the LM head too) and the embedding."""
     adapter = ModelAdapter(model)
     for site in adapter.linear_sites(include_lm_head=True):
-        set_weight_format(site.module, WeightFormat(bits, group_size))
-    set_weight_format(adapter.input_embedding, WeightFormat(bits, group_size))
+        set_weight_format(site.module, WeightFormat(bits, group_size, symmetric))
+    set_weight_format(adapter.input_embedding, WeightFormat(bits, group_size, symmetric))
     return model
 
 
@@ -95,8 +95,10 @@ def test_profile_reads_formats_sparsity_and_removed_layers() -> None:
     assert {lin.bits for lin in prof.linears} == {4} and prof.embedding_bits == 4
     lin = next(lin for lin in prof.linears if lin.name.endswith("layers.1.mlp.down_proj"))
     assert lin.sparsity == pytest.approx(0.5) and lin.sparse_2_4
-    # 4 bits per weight plus two fp16 values per group of 32
-    assert lin.dense_bytes == 128 * 64 / 2 + 64 * (128 // 32) * 4
+    # 4 bits per weight plus one fp16 scale per group of 32 (Q4_0's 4.5 bits); asymmetric adds a zero point
+    assert lin.dense_bytes == 128 * 64 / 2 + 64 * (128 // 32) * 2
+    asym = profile_model(quantize_formats(tiny("llama"), bits=4, group_size=32, symmetric=False))
+    assert next(x for x in asym.linears if x.name == lin.name).dense_bytes == 128 * 64 / 2 + 64 * (128 // 32) * 4
 
     ModelAdapter(model).keep_layers([0, 3])
     short = profile_model(model)

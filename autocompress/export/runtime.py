@@ -107,6 +107,39 @@ def measure_speed(path: Path, prompt_tokens: int = 128, decode_tokens: int = 32,
     return Speed(statistics.median(prefill), statistics.median(decode), threads)
 
 
+def time_gguf(path: Path, prompt_tokens: int, context_tokens: int, decode_tokens: int = 16, repeats: int = 5,
+              warmup: int = 1, threads: int | None = None, vocab: int = 256) -> tuple[float, float]:
+    """Median prefill ms of ``prompt_tokens`` in one batch, and median ms per decoded token with a KV cache
+    of ``context_tokens`` (the hardware module's workload; :func:`measure_speed` decodes after the prompt).
+
+    The context is evaluated once, ``decode_tokens / 2`` short, so the decoded tokens' KV lengths average
+    ``context_tokens``; each repeat truncates the cache back to it (``eval`` drops positions past ``n_tokens``).
+    """
+    threads = threads or default_threads()
+    filled = max(context_tokens - decode_tokens // 2, 1)
+    llm = open_gguf(path, max(prompt_tokens, filled + decode_tokens) + 8, logits_all=False, threads=threads)
+    gen = torch.Generator().manual_seed(0)
+    prompt, context, steps = (torch.randint(0, vocab, (n,), generator=gen).tolist()
+                              for n in (prompt_tokens, filled, decode_tokens))
+    prefill, decode = [], []
+    for run in range(warmup + repeats):
+        llm.reset()
+        start = time.perf_counter()
+        llm.eval(prompt)
+        if run >= warmup:
+            prefill.append(time.perf_counter() - start)
+    llm.reset()
+    llm.eval(context)
+    for run in range(warmup + repeats):
+        llm.n_tokens = filled
+        start = time.perf_counter()
+        for token in steps:
+            llm.eval([token])
+        if run >= warmup:
+            decode.append((time.perf_counter() - start) / decode_tokens)
+    return statistics.median(prefill) * 1e3, statistics.median(decode) * 1e3
+
+
 def torch_decode_tokens_per_s(model: nn.Module, prompt_tokens: int = 128, decode_tokens: int = 32,
                               repeats: int = 5) -> float:
     """The same decode protocol on the torch model (eager, KV cache), for a side-by-side figure."""

@@ -1,7 +1,9 @@
 """Calibrate the roofline to the host: measure, then fit the efficiency factors.
 
 1. Micro-benchmarks give the host's figures: copy bandwidth, fp32 GEMM throughput, op overhead.
-2. Real prefill/decode of models of several shapes (torch eager, fp32) are measured.
+2. Real prefill/decode of models of several shapes are measured: torch eager in fp32 here; llama.cpp
+   on GGUF exports in :mod:`autocompress.hardware.hosts.llamacpp` (runtimes are registered in
+   :mod:`autocompress.hardware.hosts`).
 3. ``sustained_bandwidth_fraction``, ``compute_efficiency`` and ``per_op_overhead_us`` are fitted
    by least squares on the log of predicted / measured time, so every sample weighs the same
    whatever its size.
@@ -62,13 +64,24 @@ def synthetic_model(base_config_dir: Path, shape: Shape) -> nn.Module:
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
 
 
+Timer = Callable[[nn.Module, Workload, int], ModelTiming]
+
+
+def time_eager(model: nn.Module, workload: Workload, repeats: int) -> ModelTiming:
+    """Prefill and decode of ``model`` in torch eager mode (the ``host`` target's runtime)."""
+    return time_model(model, workload.prompt_tokens, workload.context_tokens, repeats)
+
+
 def measure_samples(models: Iterable[tuple[str, nn.Module, Workload]], repeats: int = 5,
-                    progress: Callable[[str], None] = lambda _: None) -> list[Sample]:
+                    progress: Callable[[str], None] = lambda _: None, timer: Timer = time_eager,
+                    measured: Callable[[Sample], None] = lambda _: None) -> list[Sample]:
+    """Each model's profile (taken before timing) and its measured prefill and decode under ``timer``."""
     samples = []
     for label, model, workload in models:
         progress(label)
-        timing = time_model(model, workload.prompt_tokens, workload.context_tokens, repeats)
-        samples.append(Sample(label, profile_model(model), workload, timing))
+        profile = profile_model(model)
+        samples.append(Sample(label, profile, workload, timer(model, workload, repeats)))
+        measured(samples[-1])
     return samples
 
 
@@ -82,11 +95,12 @@ def host_target(memory_gb: float | None = None) -> HardwareTarget:
         runtime=f"torch {torch.__version__} eager, fp32, {threads} threads",
         memory_bandwidth_gbps=round(bandwidth, 2), sustained_bandwidth_fraction=1.0,
         peak_gflops={"fp32": round(peak, 1), "fp16": round(peak, 1), "int8": round(peak, 1), "int4": round(peak, 1)},
-        compute_efficiency=1.0, memory_capacity_gb=memory_gb or _memory_gb(), per_op_overhead_us=round(op_overhead_us(), 2),
+        compute_efficiency=1.0, memory_capacity_gb=memory_gb or physical_memory_gb(),
+        per_op_overhead_us=round(op_overhead_us(), 2),
         power_w=15.0, runtime_bits=32, uncertainty=0.3)
 
 
-def _memory_gb() -> float:
+def physical_memory_gb() -> float:
     try:
         return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1)
     except (ValueError, OSError):

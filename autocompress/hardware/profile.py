@@ -15,11 +15,15 @@ from torch import nn
 from autocompress.models.adapter import LinearSite, ModelAdapter
 from autocompress.models.annotations import weight_format
 
-SCALE_BYTES_PER_GROUP = 4  # a scale and a zero point, fp16 each, per quantisation group
+SCALE_BYTES = 2  # one fp16 scale per quantisation group
+ZERO_BYTES = 2  # and, for an asymmetric format, one fp16 zero point (or minimum) per group
 
 
-def stored_bytes(params: int, rows: int, cols: int, bits: int, group_size: int | None) -> float:
-    """Bytes of a ``rows x cols`` weight stored at ``bits``; below 16 bits add per-group scales.
+def stored_bytes(params: int, rows: int, cols: int, bits: int, group_size: int | None,
+                 symmetric: bool = True) -> float:
+    """Bytes of a ``rows x cols`` weight stored at ``bits``; below 16 bits add per-group parameters:
+    a scale (symmetric, e.g. GGUF Q4_0 = 4.5 bits per weight on groups of 32), or a scale and a zero
+    point (asymmetric, e.g. Q4_1 = 5 bits per weight).
 
     ``group_size=None`` means one group per row (per output channel).
     """
@@ -27,7 +31,7 @@ def stored_bytes(params: int, rows: int, cols: int, bits: int, group_size: int |
     if bits >= 16:
         return data
     groups = rows * (math.ceil(cols / group_size) if group_size else 1)
-    return data + groups * SCALE_BYTES_PER_GROUP
+    return data + groups * (SCALE_BYTES + (0 if symmetric else ZERO_BYTES))
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,7 @@ class LinearProfile:
     out_features: int
     bits: int = 16
     group_size: int | None = None
+    symmetric: bool = True  # no zero point stored
     sparsity: float = 0.0  # measured fraction of exact zeros
     sparse_2_4: bool = False  # every 4 consecutive inputs hold at least 2 zeros
 
@@ -55,7 +60,8 @@ class LinearProfile:
     @property
     def dense_bytes(self) -> float:
         """Stored bytes without exploiting sparsity."""
-        return stored_bytes(self.params, self.out_features, self.in_features, self.bits, self.group_size)
+        return stored_bytes(self.params, self.out_features, self.in_features, self.bits, self.group_size,
+                            self.symmetric)
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,7 @@ class ModelProfile:
     avg_exit_layer: float | None = None  # mean depth at which decoding exits (early exit)
     exit_head_reads: float = 0.0  # mean extra LM-head evaluations per token at exit points (early exit)
     embedding_group_size: int | None = None
+    embedding_symmetric: bool = True
 
     @property
     def lm_head(self) -> LinearProfile | None:
@@ -92,7 +99,7 @@ class ModelProfile:
     @property
     def embedding_bytes(self) -> float:
         return stored_bytes(self.embedding_params, self.vocab_size, self.hidden_size,
-                            self.embedding_bits, self.embedding_group_size)
+                            self.embedding_bits, self.embedding_group_size, self.embedding_symmetric)
 
     @property
     def num_parameters(self) -> int:
@@ -134,7 +141,7 @@ def _linear_profile(site: LinearSite) -> LinearProfile:
     sparsity = float((weight == 0).float().mean()) if weight.numel() else 0.0
     return LinearProfile(name=site.name, role=site.role, layer=site.layer,
                          in_features=site.module.in_features, out_features=site.module.out_features,
-                         bits=fmt.bits, group_size=fmt.group_size, sparsity=sparsity,
+                         bits=fmt.bits, group_size=fmt.group_size, symmetric=fmt.symmetric, sparsity=sparsity,
                          sparse_2_4=sparsity >= 0.5 and _is_2_4(weight))
 
 
@@ -160,5 +167,6 @@ def profile_model(model: nn.Module, *, kv_bits: int | None = None, avg_exit_laye
         num_heads=adapter.num_heads, num_kv_heads=adapter.num_kv_heads, head_dim=adapter.head_dim,
         intermediate_size=_intermediate_size(adapter, linears), vocab_size=adapter.vocab_size,
         linears=linears, embedding_bits=emb_fmt.bits, embedding_group_size=emb_fmt.group_size,
+        embedding_symmetric=emb_fmt.symmetric,
         tied_embeddings=adapter.tied_embeddings, kv_bits=kv_bits, avg_exit_layer=avg_exit_layer,
         exit_head_reads=exit_head_reads)

@@ -2,8 +2,9 @@
 
 Rules (kept deliberately simple; each is one line in the code below):
 
-* **Weights.** A linear stores ``bits/8`` bytes per weight, plus one fp16 scale and one fp16 zero
-  per quantisation group when ``bits < 16`` (per output row when ``group_size`` is ``None``).
+* **Weights.** A linear stores ``bits/8`` bytes per weight, plus one fp16 scale per quantisation
+  group when ``bits < 16`` (per output row when ``group_size`` is ``None``), and one fp16 zero point
+  per group when the format is asymmetric (GGUF: Q4_0 4.5 bits per weight, Q4_1 5, Q8_0 8.5).
 * **Kernels.** A linear of 5-8 bits computes at the ``int8`` peak, of 1-4 bits at the ``int4``
   peak, only when the target has ``int8_weights``/``int4_weights`` *and* ``int8_activations``.
   Otherwise the weight is dequantised on the fly: it still saves memory traffic but computes at
