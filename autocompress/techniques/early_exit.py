@@ -25,6 +25,7 @@ from torch import nn
 
 from autocompress.context import CompressionContext
 from autocompress.errors import ConfigError
+from autocompress.hardware.profile import ModelProfile
 from autocompress.models.adapter import ModelAdapter
 from autocompress.techniques.base import Technique, register_technique
 
@@ -186,3 +187,8 @@ class EarlyExit(Technique):
         # The expected depth the hardware model charges: measured on the held-out text.
         policy.expected_depth, policy.expected_head_reads = measure_exit_depth(model, ctx.batches(ctx.evaluation))
         return model
+
+    def predict_profile(self, profile: ModelProfile, params: EarlyExitParams,
+                        ctx: CompressionContext) -> ModelProfile | None:
+        """Unchanged when nothing can exit; otherwise the exit depth is measured on text: None."""
+        return profile if params.threshold >= 1.0 else None
