@@ -170,15 +170,49 @@ def test_failing_trials_are_recorded_and_the_search_goes_on(tmp_path, tiny_check
     assert all(r.feasible for r in result.records if r.state == "COMPLETE")
 
 
-def test_cost_budgets_skip_accuracy_evaluation(tmp_path, tiny_checkpoints):
+def test_cost_budgets_skip_accuracy_evaluation(tmp_path, tiny_checkpoints, monkeypatch):
+    """Over-budget trials are known from the recipe: never applied nor evaluated, COMPLETE and infeasible,
+    told to the sampler with their real cost and their violation; their accuracy is never logged."""
+    import autocompress.search.runner as runner
+
+    applied = []
+    real_apply = runner.apply_recipe
+    monkeypatch.setattr(runner, "apply_recipe", lambda session, recipe, clock=None: (
+        applied.append(recipe.digest()), real_apply(session, recipe, clock))[1])
     job = make_job(tmp_path, tiny_checkpoints["llama"],
                    budgets={"raspberry-pi-5.decode_ms_per_token": {"max": 0.3}}, search={"trials": 6, "seed": 5})
     result = run_job(job, progress=False)
-    pruned = [r for r in result.records if r.state == "PRUNED"]
-    complete = [r for r in result.records if r.state == "COMPLETE"]
-    assert pruned and complete
-    assert all(r.metrics["raspberry-pi-5.decode_ms_per_token"] > 0.3 and "kl" not in r.metrics for r in pruned)
+    trials = {t.number: t for t in _study_trials(job)}
+    stopped = [r for r in result.records if "infeasible_reason" in trials[r.number].user_attrs]
+    evaluated = [r for r in result.records if r not in stopped]
+    assert stopped and evaluated and all(r.state == "COMPLETE" for r in result.records)
+    for r in stopped:
+        t = trials[r.number]
+        assert r.recipe and Recipe.parse_obj(r.recipe).digest() not in applied
+        assert t.user_attrs["infeasible_reason"].startswith("cost over budget (predicted from the recipe)")
+        assert set(t.user_attrs["seconds"]) == {"tracking", "predict_recipe"}
+        assert t.user_attrs["seconds"]["predict_recipe"] < 1.0
+        assert not r.feasible and not r.pareto and "kl" not in r.metrics
+        assert t.values[0] == math.inf  # accuracy: unknown, told as the worst value
+        assert t.values[1] == r.metrics["raspberry-pi-5.decode_ms_per_token"] > 0.3  # cost: real
+        assert t.constraints["raspberry-pi-5.decode_ms_per_token"] > 0
+    assert {Recipe.parse_obj(r.recipe).digest() for r in evaluated if r.duplicate_of is None} <= set(applied)
     assert all(r.metrics["raspberry-pi-5.decode_ms_per_token"] <= 0.3 for r in result.front)
+    runs = trial_runs(job)
+    for r in stopped:
+        run = runs[r.number]
+        assert run.data.tags["autocompress.feasible"] == "false" and "kl" not in run.data.metrics
+        assert run.data.tags["autocompress.infeasible_reason"].startswith("cost over budget")
+        assert "seconds.predict_recipe" in run.data.metrics
+
+
+def test_predicting_first_can_be_turned_off(tmp_path, tiny_checkpoints):
+    job = make_job(tmp_path, tiny_checkpoints["llama"], budgets={"raspberry-pi-5.decode_ms_per_token": {"max": 0.3}},
+                   search={"trials": 3, "seed": 5, "predict_first": False})
+    run_job(job, progress=False)
+    stopped = [t for t in _study_trials(job) if "infeasible_reason" in t.user_attrs]
+    assert stopped and all("compressed model" in t.user_attrs["infeasible_reason"] and "apply" in t.user_attrs["seconds"]
+                           and "kl" not in t.user_attrs["metrics"] for t in stopped)
 
 
 def test_empty_recipe_is_the_base_model(tiny_checkpoints, tmp_path):
@@ -259,6 +293,20 @@ def test_repeated_recipes_reuse_metrics_and_count_once_on_the_front(tmp_path, ti
     assert [r.duplicate_of for r in result.records] == [None, 0, 0]
     assert all(r.metrics == result.records[0].metrics for r in result.records)
     assert [r.number for r in result.front] == [0]
+
+
+def test_a_repeated_over_budget_recipe_reuses_the_first_verdict(tmp_path, tiny_checkpoints):
+    space = {"name": "one-point", "steps": [{"technique": "quantize", "params": {"bits": 8, "group_size": 32}}]}
+    (tmp_path / "one.yaml").write_text(yaml.safe_dump(space))
+    job = make_job(tmp_path, tiny_checkpoints["llama"], space=str(tmp_path / "one.yaml"),
+                   budgets={"raspberry-pi-5.peak_memory_mb": {"max": 0.01}}, search={"trials": 3, "sampler": "nsga2"})
+    result = run_job(job, progress=False)
+    assert [r.duplicate_of for r in result.records] == [None, 0, 0]
+    trials = _study_trials(job)
+    assert all(t.state == TrialState.COMPLETE and t.values == trials[0].values and t.values[0] == math.inf
+               and t.constraints == trials[0].constraints and "infeasible_reason" in t.user_attrs for t in trials)
+    assert not result.front and not any(r.feasible for r in result.records)
+    assert "predict_recipe" not in trials[1].user_attrs["seconds"]  # reused, not predicted again
 
 
 def test_recipe_summary_names_each_step():
