@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Callable
@@ -106,14 +107,17 @@ def predict_profile(session: Session, recipe: Recipe) -> ModelProfile | None:
 
 def predict_recipe_cost(session: Session, recipe: Recipe, targets: list[HardwareTarget],
                         workload: Workload) -> dict[str, float] | None:
-    """``predict_cost(apply_recipe(session, recipe), targets, workload)`` from the recipe alone, or None
-    when it cannot be known without applying: a step without a prediction, or a target with
-    sparse-unstructured kernels (they read every zero a weight holds, and rounding to a grid makes
+    """``predict_cost(apply_recipe(session, recipe), targets, workload)`` from the recipe alone, less the
+    metrics that depend on what only the compressed model shows (early exit's depth: decode latency and
+    energy). None when nothing can be known without applying: a step without a prediction, or a target
+    with sparse-unstructured kernels (they read every zero a weight holds, and rounding to a grid makes
     zeros that no recipe declares; a predicted profile counts the zeros the recipe asks for)."""
     if any(t.has("sparse_unstructured") for t in targets):
         return None
     profile = predict_profile(session, recipe)
-    return None if profile is None else cost_metrics(profile, targets, workload)
+    if profile is None:
+        return None
+    return {k: v for k, v in cost_metrics(profile, targets, workload).items() if not math.isnan(v)}
 
 
 def predict_cost(model: nn.Module, targets: list[HardwareTarget], workload: Workload) -> dict[str, float]:

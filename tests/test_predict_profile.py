@@ -109,8 +109,13 @@ def test_sensitivity_allocation_is_predicted_once_its_table_is_cached(session):
 
 
 def test_what_only_applying_tells_is_not_predicted(session):
-    exits = _recipe(session, [(Q, {"bits": 4, "group_size": 32}), ("early_exit", {"threshold": 0.5})])
-    assert predict_profile(session, exits) is None  # the exit depth is measured on text
+    exits = _recipe(session, [("prune_depth", {"drop_layers": 1}), (Q, {"bits": 4, "group_size": 32}),
+                              ("early_exit", {"threshold": 0.2, "exit_layers": [1, 2]})])
+    predicted = predict_recipe_cost(session, exits, TARGETS, WORKLOAD)  # the exit depth is measured on text:
+    measured = predict_cost(apply_recipe(session, exits), TARGETS, WORKLOAD)  # decode costs are unknown before
+    unknown = {m for m in measured if m.endswith(("decode_ms_per_token", "energy_mj_per_token", "avg_exit_layer"))}
+    assert predicted.keys() == measured.keys() - unknown and len(predicted) == 2 * len(TARGETS)
+    assert predicted == pytest.approx({m: measured[m] for m in predicted}, rel=1e-9)  # memory and prefill
     sparse_kernels = HardwareTarget.model_validate(
         load_target("raspberry-pi-5").model_dump() | {"name": "sparse", "features": ["sparse_unstructured"]})
     quantized = _recipe(session, [(Q, {"bits": 2, "group_size": 32})])
@@ -124,7 +129,8 @@ def test_prediction_raises_what_applying_raises(session):
     for steps, match in [([("prune_depth", {"drop_layers": 4})], "drop_layers: 4 must be less"),
                          ([(Q, {"bits": 4, "group_size": 48})], "48 does not divide the input width 64"),
                          ([("sparsify", {"pattern": "2:3"})], "M=3 does not divide"),
-                         ([("distill", {"steps": 1, "seq_len": 64})], "longer than the calibration blocks")]:
+                         ([("distill", {"steps": 1, "seq_len": 64})], "longer than the calibration blocks"),
+                         ([("early_exit", {"exit_layers": [4]})], r"\[4\] out of range")]:
         recipe = _recipe(session, steps)
         with pytest.raises(ConfigError, match=match):
             predict_profile(session, recipe)
