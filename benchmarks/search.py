@@ -104,7 +104,7 @@ class MemoObjective(TrialObjective):
         start = time.perf_counter()
         for stage, seconds in outcome.seconds.items():
             self.clock.charge(stage, seconds)
-        self.replayed["charged"] += sum(outcome.seconds.values())
+        self.replayed["charged"] += sum(v for k, v in outcome.seconds.items() if "." not in k)  # apply.<t> is in apply
         self.replayed["hit"] = True
         try:
             if outcome.stopped is not None:
@@ -158,7 +158,8 @@ def run_one(job: Job, offset: int, session: Session, memo: Memo, rows_path: Path
         if frozen.number not in done:
             with rows_path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
-        console.log(f"{job.search.sampler} seed {offset} trial {frozen.number}: {frozen.state.name.lower()} "
+        state = "over budget" if row["stopped"] else frozen.state.name.lower()
+        console.log(f"{job.search.sampler} seed {offset} trial {frozen.number}: {state} "
                     f"{row['wall_s']:.1f} s{' (memo)' if replay['hit'] else ''}")
     runner.tracker.finish_job()
 
@@ -204,8 +205,9 @@ def time_split(rows: list[dict]) -> dict[str, float]:
     wall = sum(r["wall_s"] for r in measured)
     scoring = sum(stages.get(s, 0.0) for s in EVALUATION_STAGES)
     evaluate = stages.get("evaluate", 0.0)
-    return {**{f"{k}_s": v for k, v in sorted(stages.items())}, "wall_s": wall,
-            "other_s": wall - sum(stages.values()),
+    top = {k: v for k, v in stages.items() if "." not in k}  # apply.<technique> is part of apply
+    return {**{f"{k}_s": v for k, v in sorted(top.items())}, "wall_s": wall,
+            "other_s": wall - sum(top.values()),
             "overhead_vs_apply_evaluate": (wall - scoring) / scoring if scoring else math.nan,
             "overhead_vs_evaluate": (wall - evaluate) / evaluate if evaluate else math.nan}
 

@@ -64,6 +64,7 @@ def test_genetic_samplers_count_unevaluated_infeasible_trials_in_their_generatio
     assert generation == {False: 1, True: 0}  # PRUNED trials never filled the first generation
 
 
+@pytest.mark.filterwarnings("ignore:Clip non-finite values")  # GP, on the unknown accuracy
 @pytest.mark.parametrize("name", ["gp", "tpe"])
 def test_model_samplers_count_unevaluated_infeasible_trials_towards_their_start(name):
     settings = SearchSettings(sampler=name, seed=0, population_size=4)
@@ -73,6 +74,7 @@ def test_model_samplers_count_unevaluated_infeasible_trials_towards_their_start(
     assert study.sampler.sample_relative(study, study._storage.get_trial(trial._trial_id), SPACE) != {}
 
 
+@pytest.mark.filterwarnings("ignore:Clip non-finite values")
 @pytest.mark.parametrize("name", ["gp", "tpe"])
 def test_model_samplers_steer_away_from_what_the_predictor_stops(name):
     """x >= 4 breaks a cost budget (stopped before evaluation); the sampler should learn to avoid it."""

@@ -379,6 +379,8 @@ class JobRunner:
             self.tracker.start_job(job.model_dump(mode="json"))
             self._reap(initial=True)
         self.session = self._session or self._open_session()
+        if job.search.predict_first:
+            self.session.base_profile  # measured once here, so that no trial pays for it
         self.objective = TrialObjective(job, self.space, self.session, self.targets, self.tracker)
         self.deadline = time.monotonic() + job.search.timeout if job.search.timeout else math.inf
 
