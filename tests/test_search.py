@@ -206,6 +206,12 @@ def test_cost_budgets_skip_accuracy_evaluation(tmp_path, tiny_checkpoints, monke
         assert "seconds.predict_recipe" in run.data.metrics
 
 
+def test_a_job_without_cost_budgets_does_not_predict_first(searched):
+    job, result = searched  # budgets: kl only
+    assert all("predict_recipe" not in t.user_attrs["seconds"] and "apply" in t.user_attrs["seconds"]
+               for t in _study_trials(job) if "duplicate_of" not in t.user_attrs)
+
+
 def test_predicting_first_can_be_turned_off(tmp_path, tiny_checkpoints):
     job = make_job(tmp_path, tiny_checkpoints["llama"], budgets={"raspberry-pi-5.decode_ms_per_token": {"max": 0.3}},
                    search={"trials": 3, "seed": 5, "predict_first": False})

@@ -112,6 +112,11 @@ def costly_tokens(session: Session, job: Job) -> float:
     return sum(e.cost(session.ctx) for e in evaluators_for(job.evaluation.costly, session.evaluation))
 
 
+def predicts_first(job: Job) -> bool:
+    """Whether trials predict their cost from the recipe first: asked for, and a cost budget to check."""
+    return job.search.predict_first and any(is_cost_metric(m) for m in job.budgets)
+
+
 class OverBudget(Exception):
     """The cost breaks a cost budget: the trial is infeasible and its accuracy is not measured."""
 
@@ -138,6 +143,7 @@ class TrialObjective:
         self.workload = Workload(**job.workload.model_dump())
         self.uncertainty = {t.name: t.uncertainty for t in targets}
         self.clock = StageClock()
+        self.predicts_first = predicts_first(job)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         job = self.job
@@ -193,7 +199,7 @@ class TrialObjective:
         return self.job.budgets[metric].violation(value)
 
     def _measure(self, trial: optuna.Trial, recipe: Recipe) -> dict[str, float]:
-        if self.job.search.predict_first:
+        if self.predicts_first:
             with self.clock("predict_recipe"):
                 predicted = predict_recipe_cost(self.session, recipe, self.targets, self.workload)
             trial.set_user_attr("cost_from_recipe", predicted is not None)
@@ -379,7 +385,7 @@ class JobRunner:
             self.tracker.start_job(job.model_dump(mode="json"))
             self._reap(initial=True)
         self.session = self._session or self._open_session()
-        if job.search.predict_first:
+        if predicts_first(job):
             self.session.base_profile  # measured once here, so that no trial pays for it
         self.objective = TrialObjective(job, self.space, self.session, self.targets, self.tracker)
         self.deadline = time.monotonic() + job.search.timeout if job.search.timeout else math.inf
