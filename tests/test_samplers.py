@@ -51,6 +51,7 @@ def _tell_stopped(study: optuna.Study, n: int, pruned: bool = False) -> None:
             study.tell(trial, [float("inf"), float(i)])
 
 
+@pytest.mark.filterwarnings("ignore:All-NaN slice")  # NSGA-III: a front with no finite accuracy (docs/search.md)
 @pytest.mark.parametrize("name", ["nsga2", "nsga3"])
 def test_genetic_samplers_count_unevaluated_infeasible_trials_in_their_generation(name):
     key = f"{type(make_sampler(SearchSettings(sampler=name))).__name__}:generation"
@@ -78,7 +79,7 @@ def test_model_samplers_count_unevaluated_infeasible_trials_towards_their_start(
 @pytest.mark.parametrize("name", ["gp", "tpe"])
 def test_model_samplers_steer_away_from_what_the_predictor_stops(name):
     """x >= 4 breaks a cost budget (stopped before evaluation); the sampler should learn to avoid it."""
-    settings = SearchSettings(sampler=name, seed=0, population_size=6)
+    settings = SearchSettings(sampler=name, seed=0, population_size=4)
     study = optuna.create_study(directions=["minimize", "minimize"], sampler=make_sampler(settings))
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
@@ -87,7 +88,8 @@ def test_model_samplers_steer_away_from_what_the_predictor_stops(name):
         cost = 10.0 - x
         return (float("inf") if x >= 4 else (x - 2) ** 2 + y, cost)
 
-    study.optimize(objective, n_trials=40)
-    later = study.trials[20:]
+    trials = 20 if name == "gp" else 40  # GP learns faster and samples slower
+    study.optimize(objective, n_trials=trials)
+    later = study.trials[trials // 2:]
     infeasible = sum(t.params["x"] >= 4 for t in later) / len(later)
-    assert infeasible < 0.35  # random search: 0.55-0.7 (seeds 0-2); NSGA-II: 0.35-0.65 (mutation is 1/2 here)
+    assert infeasible < 0.35  # seeds 0-2: GP 0.0, TPE 0.3-0.35; random 0.55-0.7, NSGA-II 0.4-0.45 (mutation 1/2 here)
