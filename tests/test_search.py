@@ -417,3 +417,12 @@ def test_a_resumed_search_does_not_replay_its_first_random_draws(tmp_path, tiny_
     fresh = run_job(make_job(tmp_path / "b", tiny_checkpoints["llama"], search={"trials": 3, "sampler": "random"},
                              **job), progress=False)
     assert [r.recipe for r in fresh.records] == recipes[:3]  # a fresh job with the same seed is reproducible
+
+
+def test_an_unevaluated_objective_is_the_worst_value_and_a_known_cost_is_itself():
+    from autocompress.search.runner import unevaluated_value
+
+    known = {"raspberry-pi-5.peak_memory_mb": 200.0}  # early exit: decode unknown before applying
+    assert unevaluated_value(known, "raspberry-pi-5.peak_memory_mb", "minimize") == 200.0
+    assert unevaluated_value(known, "raspberry-pi-5.decode_ms_per_token", "minimize") == math.inf
+    assert unevaluated_value(known, "top1_agreement", "maximize") == -math.inf
