@@ -315,6 +315,21 @@ def test_a_repeated_over_budget_recipe_reuses_the_first_verdict(tmp_path, tiny_c
     assert "predict_recipe" not in trials[1].user_attrs["seconds"]  # reused, not predicted again
 
 
+def test_early_exit_recipes_are_stopped_on_their_predicted_memory(tmp_path, tiny_checkpoints):
+    space = {"name": "exits", "steps": [{"technique": "quantize", "params": {"bits": {"choice": [4, 8]},
+                                                                            "group_size": 32}},
+                                        {"technique": "early_exit", "params": {"threshold": 0.5}}]}
+    (tmp_path / "exits.yaml").write_text(yaml.safe_dump(space))
+    job = make_job(tmp_path, tiny_checkpoints["qwen2"], space=str(tmp_path / "exits.yaml"),
+                   budgets={"raspberry-pi-5.peak_memory_mb": {"max": 0.01}}, search={"trials": 2, "sampler": "random"})
+    run_job(job, progress=False)
+    for t in _study_trials(job):
+        assert "predicted from the recipe" in t.user_attrs["infeasible_reason"]
+        assert t.values == [math.inf, math.inf]  # kl and decode latency: unknown until the exit depth is measured
+        assert "raspberry-pi-5.peak_memory_mb" in t.user_attrs["metrics"]
+        assert "raspberry-pi-5.decode_ms_per_token" not in t.user_attrs["metrics"]
+
+
 def test_recipe_summary_names_each_step():
     recipe = Recipe.parse_obj({"model": "m", "steps": [
         {"technique": "prune_depth", "params": {"drop_layers": 2}},
