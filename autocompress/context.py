@@ -41,6 +41,10 @@ class CompressionContext:
             self._memo[full_key] = compute()
         return self._memo[full_key]
 
+    def memoised(self, key: str, *, of_base: bool = False) -> Any:
+        """What :meth:`memo` holds for ``key`` now (None if nothing), without computing it."""
+        return self._memo.get(("" if of_base else self.lineage, key))
+
     def cache_key(self, *parts: str) -> str:
         """A content key for on-disk caches: base weights, data and the steps applied so far."""
         from autocompress.cache import text_digest

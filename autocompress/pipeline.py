@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import copy
+import math
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from torch import nn
@@ -15,7 +16,7 @@ from autocompress.data.text import load_text
 from autocompress.evaluators import EvalSettings, evaluators_for
 from autocompress.evaluators.cache import evaluate_cached
 from autocompress.hardware import cost_metrics
-from autocompress.hardware.profile import profile_model
+from autocompress.hardware.profile import ModelProfile, profile_model
 from autocompress.hardware.roofline import Workload
 from autocompress.hardware.target import HardwareTarget
 from autocompress.metrics import is_cost_metric
@@ -35,6 +36,14 @@ class Session:
     calibration: TextSpec
     seed: int
     evaluation: EvalSettings
+    _base_profile: ModelProfile | None = field(default=None, repr=False)
+
+    @property
+    def base_profile(self) -> ModelProfile:
+        """The base model's profile, measured once."""
+        if self._base_profile is None:
+            self._base_profile = profile_model(self.base.model)
+        return self._base_profile
 
 
 def open_session(model_ref: str, calibration: TextSpec, seed: int, evaluation: EvalSettings | None = None,
@@ -72,6 +81,43 @@ def apply_recipe(session: Session, recipe: Recipe,
     finally:
         ctx.lineage = ""
     return model.eval()
+
+
+def predict_profile(session: Session, recipe: Recipe) -> ModelProfile | None:
+    """The profile of ``apply_recipe(session, recipe)`` without applying it: each step's
+    ``predict_profile`` on the profile the earlier steps left (milliseconds, no weights touched).
+    None when a step can only tell by applying (e.g. early exit's measured depth). Raises what
+    applying would raise for the recipe's params and the model's shapes."""
+    check_compatible(session, recipe)
+    profile: ModelProfile | None = session.base_profile
+    ctx, lineage = session.ctx, ""
+    try:
+        for i, step in enumerate(recipe.steps):
+            technique = TECHNIQUES[step.technique]
+            params = technique.parse_params(step.params, f"steps[{i}].params")
+            ctx.lineage = lineage  # as apply_recipe sets it: cached statistics are found under it
+            profile = technique().predict_profile(profile, params, ctx)
+            if profile is None:
+                return None
+            lineage = text_digest(lineage, step.model_dump_json())
+    finally:
+        ctx.lineage = ""
+    return profile
+
+
+def predict_recipe_cost(session: Session, recipe: Recipe, targets: list[HardwareTarget],
+                        workload: Workload) -> dict[str, float] | None:
+    """``predict_cost(apply_recipe(session, recipe), targets, workload)`` from the recipe alone, less the
+    metrics that depend on what only the compressed model shows (early exit's depth: decode latency and
+    energy). None when nothing can be known without applying: a step without a prediction, or a target
+    with sparse-unstructured kernels (they read every zero a weight holds, and rounding to a grid makes
+    zeros that no recipe declares; a predicted profile counts the zeros the recipe asks for)."""
+    if any(t.has("sparse_unstructured") for t in targets):
+        return None
+    profile = predict_profile(session, recipe)
+    if profile is None:
+        return None
+    return {k: v for k, v in cost_metrics(profile, targets, workload).items() if not math.isnan(v)}
 
 
 def predict_cost(model: nn.Module, targets: list[HardwareTarget], workload: Workload) -> dict[str, float]:

@@ -41,7 +41,7 @@ from autocompress.pipeline import Session, open_session, predict_cost
 from autocompress.recipe import Recipe
 from autocompress.search.front import TrialRecord, is_feasible, running_hypervolume, trials_to_reach
 from autocompress.search.job import Job, Objective, SearchSettings
-from autocompress.search.runner import JobRunner, TrialObjective
+from autocompress.search.runner import JobRunner, OverBudget, TrialObjective
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_SAMPLER = SearchSettings().sampler
@@ -54,7 +54,7 @@ class Outcome:
 
     metrics: dict[str, float]
     seconds: dict[str, float]
-    pruned: str | None = None
+    stopped: str | None = None  # why a cost budget stopped it before evaluation
 
 
 @dataclass
@@ -69,6 +69,7 @@ class Memo:
             for line in self.path.read_text().splitlines():
                 row = json.loads(line)
                 digest = row.pop("digest")
+                row["stopped"] = row.pop("pruned", row.get("stopped"))  # memo files of the PRUNED era
                 self.outcomes[digest] = Outcome(**row)
 
     def add(self, digest: str, outcome: Outcome) -> None:
@@ -95,20 +96,19 @@ class MemoObjective(TrialObjective):
             before = self.clock.peek()
             try:
                 metrics = super()._measure(trial, recipe)
-            except optuna.TrialPruned as exc:
-                self.memo.add(digest, Outcome(dict(trial.user_attrs["metrics"]), self._since(before), str(exc)))
+            except OverBudget as over:
+                self.memo.add(digest, Outcome(dict(over.metrics), self._since(before), over.reason))
                 raise
             self.memo.add(digest, Outcome(metrics, self._since(before)))
             return metrics
         start = time.perf_counter()
         for stage, seconds in outcome.seconds.items():
             self.clock.charge(stage, seconds)
-        self.replayed["charged"] += sum(outcome.seconds.values())
+        self.replayed["charged"] += sum(v for k, v in outcome.seconds.items() if "." not in k)  # apply.<t> is in apply
         self.replayed["hit"] = True
         try:
-            if outcome.pruned is not None:
-                trial.set_user_attr("metrics", outcome.metrics)
-                raise optuna.TrialPruned(outcome.pruned)
+            if outcome.stopped is not None:
+                raise OverBudget(dict(outcome.metrics), outcome.stopped)
             return dict(outcome.metrics)
         finally:
             self.replayed["actual"] += time.perf_counter() - start
@@ -148,14 +148,18 @@ def run_one(job: Job, offset: int, session: Session, memo: Memo, rows_path: Path
         frozen = runner.run_trial(trial)
         wall = time.perf_counter() - start
         replay = runner.objective.replayed
+        attrs = frozen.user_attrs
         row = {**key, "trial": frozen.number, "state": frozen.state.name, "feasible": is_feasible(frozen),
+               "stopped": attrs.get("infeasible_reason") or attrs.get("pruned_reason"),
+               "generation": next((v for k, v in frozen.system_attrs.items() if k.endswith(":generation")), None),
                "duplicate_of": frozen.user_attrs.get("duplicate_of"), "memo_hit": replay["hit"],
                "metrics": frozen.user_attrs.get("metrics", {}), "seconds": frozen.user_attrs.get("seconds", {}),
                "ask_s": sampled - start, "wall_s": wall - replay["actual"] + replay["charged"]}
         if frozen.number not in done:
             with rows_path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
-        console.log(f"{job.search.sampler} seed {offset} trial {frozen.number}: {frozen.state.name.lower()} "
+        state = "over budget" if row["stopped"] else frozen.state.name.lower()
+        console.log(f"{job.search.sampler} seed {offset} trial {frozen.number}: {state} "
                     f"{row['wall_s']:.1f} s{' (memo)' if replay['hit'] else ''}")
     runner.tracker.finish_job()
 
@@ -201,23 +205,34 @@ def time_split(rows: list[dict]) -> dict[str, float]:
     wall = sum(r["wall_s"] for r in measured)
     scoring = sum(stages.get(s, 0.0) for s in EVALUATION_STAGES)
     evaluate = stages.get("evaluate", 0.0)
-    return {**{f"{k}_s": v for k, v in sorted(stages.items())}, "wall_s": wall,
-            "other_s": wall - sum(stages.values()),
+    top = {k: v for k, v in stages.items() if "." not in k}  # apply.<technique> is part of apply
+    return {**{f"{k}_s": v for k, v in sorted(top.items())}, "wall_s": wall,
+            "other_s": wall - sum(top.values()),
             "overhead_vs_apply_evaluate": (wall - scoring) / scoring if scoring else math.nan,
             "overhead_vs_evaluate": (wall - evaluate) / evaluate if evaluate else math.nan}
 
 
 def infeasible_savings(rows: list[dict]) -> dict[str, float]:
-    """Trials the predictor stopped before evaluation: share, their time, and the evaluation time saved."""
+    """Trials a cost budget stopped before evaluation: share, their time, and the apply + evaluation time
+    they did not spend (each stopped trial's missing stages at the mean of the evaluated trials')."""
     measured = [r for r in rows if r["duplicate_of"] is None]
-    pruned = [r for r in measured if r["state"] == "PRUNED"]
-    evaluated = [r["seconds"]["evaluate"] for r in measured if "evaluate" in r["seconds"]]
-    mean_eval = statistics.mean(evaluated) if evaluated else math.nan
-    return {"trials": len(rows), "pruned": len(pruned), "share": len(pruned) / len(rows) if rows else math.nan,
-            "pruned_mean_ms": 1000 * statistics.mean(r["wall_s"] for r in pruned) if pruned else math.nan,
-            "pruned_mean_apply_predict_ms": 1000 * statistics.mean(
-                r["seconds"].get("apply", 0) + r["seconds"].get("predict", 0) for r in pruned) if pruned else math.nan,
-            "evaluate_mean_s": mean_eval, "saved_s": len(pruned) * mean_eval}
+    stopped = [r for r in measured if r.get("stopped") or r["state"] == "PRUNED"]
+    evaluated = [r["seconds"] for r in measured if "evaluate" in r["seconds"]]
+    mean = {stage: statistics.mean(s[stage] for s in evaluated) if evaluated else math.nan
+            for stage in ("apply", "evaluate")}
+    mean_ms = lambda stages: 1000 * statistics.mean(  # noqa: E731
+        sum(r["seconds"].get(k, 0) for k in stages) for r in stopped) if stopped else math.nan
+    return {"trials": len(rows), "stopped": len(stopped), "share": len(stopped) / len(rows) if rows else math.nan,
+            "from_recipe": sum("apply" not in r["seconds"] for r in stopped),
+            "stopped_mean_ms": 1000 * statistics.mean(r["wall_s"] for r in stopped) if stopped else math.nan,
+            "stopped_mean_apply_predict_ms": mean_ms(("apply", "predict", "predict_recipe")),
+            "evaluate_mean_s": mean["evaluate"], "apply_mean_s": mean["apply"],
+            "saved_s": sum(mean[k] for r in stopped for k in ("apply", "evaluate") if k not in r["seconds"])}
+
+
+def first_generation_end(rows: list[dict]) -> int | None:
+    """The trial number of a genetic sampler's first child (None: never, or not a genetic sampler)."""
+    return min((r["trial"] for r in rows if (r.get("generation") or 0) > 0), default=None)
 
 
 def analyse(rows: list[dict], args: argparse.Namespace,
@@ -250,6 +265,8 @@ def analyse(rows: list[dict], args: argparse.Namespace,
     out["time"] = {s: time_split([r for r in rows if r["sampler"] == s]) for s in args.samplers}
     out["infeasible"] = {s: infeasible_savings([r for r in rows if r["sampler"] == s]) for s in args.samplers}
     out["infeasible"]["all"] = infeasible_savings(rows)
+    out["first_child"] = {f"{s} seed {seed}": first_generation_end(rs) for (s, seed), rs in sorted(runs.items())
+                          if any(r.get("generation") is not None for r in rs)}
     out["memo"] = {"trials": len(rows), "replayed": sum(r["memo_hit"] for r in rows),
                    "repeats_within_a_run": sum(r["duplicate_of"] is not None for r in rows)}
     return out
@@ -284,14 +301,17 @@ def print_tables(result: dict[str, Any], args: argparse.Namespace, console: Cons
         table.add_row(sampler, *(f"{s.get(k, 0):.1f}" for k in stages), f"{100 * s['overhead_vs_apply_evaluate']:.1f}%",
                       f"{100 * s['overhead_vs_evaluate']:.0f}%")
     console.print(table)
-    table = Table(title="trials stopped by the predictor (cost over budget) before evaluation")
-    for column in ("sampler", "trials", "stopped", "share", "mean ms taken", "of which apply+predict ms",
-                   "evaluation s saved"):
+    table = Table(title="trials stopped by a cost budget before evaluation")
+    for column in ("sampler", "trials", "stopped", "share", "known from the recipe", "mean ms taken",
+                   "of which apply+predict ms", "apply+evaluation s saved"):
         table.add_column(column, justify="right")
     for sampler, s in result["infeasible"].items():
-        table.add_row(sampler, str(s["trials"]), str(s["pruned"]), f"{100 * s['share']:.0f}%", f"{s['pruned_mean_ms']:.0f}",
-                      f"{s['pruned_mean_apply_predict_ms']:.0f}", f"{s['saved_s']:.0f}")
+        table.add_row(sampler, str(s["trials"]), str(s["stopped"]), f"{100 * s['share']:.0f}%", str(s["from_recipe"]),
+                      f"{s['stopped_mean_ms']:.0f}", f"{s['stopped_mean_apply_predict_ms']:.0f}", f"{s['saved_s']:.0f}")
     console.print(table)
+    if result.get("first_child"):
+        console.print("first trial bred by a genetic sampler (the random first generation ends before it): "
+                      + ", ".join(f"{k}: {v if v is not None else '-'}" for k, v in result["first_child"].items()))
 
 
 def plot(result: dict[str, Any], path: Path) -> None:

@@ -170,15 +170,55 @@ def test_failing_trials_are_recorded_and_the_search_goes_on(tmp_path, tiny_check
     assert all(r.feasible for r in result.records if r.state == "COMPLETE")
 
 
-def test_cost_budgets_skip_accuracy_evaluation(tmp_path, tiny_checkpoints):
+def test_cost_budgets_skip_accuracy_evaluation(tmp_path, tiny_checkpoints, monkeypatch):
+    """Over-budget trials are known from the recipe: never applied nor evaluated, COMPLETE and infeasible,
+    told to the sampler with their real cost and their violation; their accuracy is never logged."""
+    import autocompress.search.runner as runner
+
+    applied = []
+    real_apply = runner.apply_recipe
+    monkeypatch.setattr(runner, "apply_recipe", lambda session, recipe, clock=None: (
+        applied.append(recipe.digest()), real_apply(session, recipe, clock))[1])
     job = make_job(tmp_path, tiny_checkpoints["llama"],
                    budgets={"raspberry-pi-5.decode_ms_per_token": {"max": 0.3}}, search={"trials": 6, "seed": 5})
     result = run_job(job, progress=False)
-    pruned = [r for r in result.records if r.state == "PRUNED"]
-    complete = [r for r in result.records if r.state == "COMPLETE"]
-    assert pruned and complete
-    assert all(r.metrics["raspberry-pi-5.decode_ms_per_token"] > 0.3 and "kl" not in r.metrics for r in pruned)
+    trials = {t.number: t for t in _study_trials(job)}
+    stopped = [r for r in result.records if "infeasible_reason" in trials[r.number].user_attrs]
+    evaluated = [r for r in result.records if r not in stopped]
+    assert stopped and evaluated and all(r.state == "COMPLETE" for r in result.records)
+    for r in stopped:
+        t = trials[r.number]
+        assert r.recipe and Recipe.parse_obj(r.recipe).digest() not in applied
+        assert t.user_attrs["infeasible_reason"].startswith("cost over budget (predicted from the recipe)")
+        assert set(t.user_attrs["seconds"]) == {"tracking", "predict_recipe"}
+        assert t.user_attrs["seconds"]["predict_recipe"] < 1.0
+        assert not r.feasible and not r.pareto and "kl" not in r.metrics
+        assert t.values[0] == math.inf  # accuracy: unknown, told as the worst value
+        assert t.values[1] == r.metrics["raspberry-pi-5.decode_ms_per_token"] > 0.3  # cost: real
+        assert t.constraints["raspberry-pi-5.decode_ms_per_token"] > 0
+    assert {Recipe.parse_obj(r.recipe).digest() for r in evaluated if r.duplicate_of is None} <= set(applied)
     assert all(r.metrics["raspberry-pi-5.decode_ms_per_token"] <= 0.3 for r in result.front)
+    runs = trial_runs(job)
+    for r in stopped:
+        run = runs[r.number]
+        assert run.data.tags["autocompress.feasible"] == "false" and "kl" not in run.data.metrics
+        assert run.data.tags["autocompress.infeasible_reason"].startswith("cost over budget")
+        assert "seconds.predict_recipe" in run.data.metrics
+
+
+def test_a_job_without_cost_budgets_does_not_predict_first(searched):
+    job, result = searched  # budgets: kl only
+    assert all("predict_recipe" not in t.user_attrs["seconds"] and "apply" in t.user_attrs["seconds"]
+               for t in _study_trials(job) if "duplicate_of" not in t.user_attrs)
+
+
+def test_predicting_first_can_be_turned_off(tmp_path, tiny_checkpoints):
+    job = make_job(tmp_path, tiny_checkpoints["llama"], budgets={"raspberry-pi-5.decode_ms_per_token": {"max": 0.3}},
+                   search={"trials": 3, "seed": 5, "predict_first": False})
+    run_job(job, progress=False)
+    stopped = [t for t in _study_trials(job) if "infeasible_reason" in t.user_attrs]
+    assert stopped and all("compressed model" in t.user_attrs["infeasible_reason"] and "apply" in t.user_attrs["seconds"]
+                           and "kl" not in t.user_attrs["metrics"] for t in stopped)
 
 
 def test_empty_recipe_is_the_base_model(tiny_checkpoints, tmp_path):
@@ -259,6 +299,35 @@ def test_repeated_recipes_reuse_metrics_and_count_once_on_the_front(tmp_path, ti
     assert [r.duplicate_of for r in result.records] == [None, 0, 0]
     assert all(r.metrics == result.records[0].metrics for r in result.records)
     assert [r.number for r in result.front] == [0]
+
+
+def test_a_repeated_over_budget_recipe_reuses_the_first_verdict(tmp_path, tiny_checkpoints):
+    space = {"name": "one-point", "steps": [{"technique": "quantize", "params": {"bits": 8, "group_size": 32}}]}
+    (tmp_path / "one.yaml").write_text(yaml.safe_dump(space))
+    job = make_job(tmp_path, tiny_checkpoints["llama"], space=str(tmp_path / "one.yaml"),
+                   budgets={"raspberry-pi-5.peak_memory_mb": {"max": 0.01}}, search={"trials": 3, "sampler": "nsga2"})
+    result = run_job(job, progress=False)
+    assert [r.duplicate_of for r in result.records] == [None, 0, 0]
+    trials = _study_trials(job)
+    assert all(t.state == TrialState.COMPLETE and t.values == trials[0].values and t.values[0] == math.inf
+               and t.constraints == trials[0].constraints and "infeasible_reason" in t.user_attrs for t in trials)
+    assert not result.front and not any(r.feasible for r in result.records)
+    assert "predict_recipe" not in trials[1].user_attrs["seconds"]  # reused, not predicted again
+
+
+def test_early_exit_recipes_are_stopped_on_their_predicted_memory(tmp_path, tiny_checkpoints):
+    space = {"name": "exits", "steps": [{"technique": "quantize", "params": {"bits": {"choice": [4, 8]},
+                                                                            "group_size": 32}},
+                                        {"technique": "early_exit", "params": {"threshold": 0.5}}]}
+    (tmp_path / "exits.yaml").write_text(yaml.safe_dump(space))
+    job = make_job(tmp_path, tiny_checkpoints["qwen2"], space=str(tmp_path / "exits.yaml"),
+                   budgets={"raspberry-pi-5.peak_memory_mb": {"max": 0.01}}, search={"trials": 2, "sampler": "random"})
+    run_job(job, progress=False)
+    for t in _study_trials(job):
+        assert "predicted from the recipe" in t.user_attrs["infeasible_reason"]
+        assert t.values == [math.inf, math.inf]  # kl and decode latency: unknown until the exit depth is measured
+        assert "raspberry-pi-5.peak_memory_mb" in t.user_attrs["metrics"]
+        assert "raspberry-pi-5.decode_ms_per_token" not in t.user_attrs["metrics"]
 
 
 def test_recipe_summary_names_each_step():
@@ -363,3 +432,12 @@ def test_a_resumed_search_does_not_replay_its_first_random_draws(tmp_path, tiny_
     fresh = run_job(make_job(tmp_path / "b", tiny_checkpoints["llama"], search={"trials": 3, "sampler": "random"},
                              **job), progress=False)
     assert [r.recipe for r in fresh.records] == recipes[:3]  # a fresh job with the same seed is reproducible
+
+
+def test_an_unevaluated_objective_is_the_worst_value_and_a_known_cost_is_itself():
+    from autocompress.search.runner import unevaluated_value
+
+    known = {"raspberry-pi-5.peak_memory_mb": 200.0}  # early exit: decode unknown before applying
+    assert unevaluated_value(known, "raspberry-pi-5.peak_memory_mb", "minimize") == 200.0
+    assert unevaluated_value(known, "raspberry-pi-5.decode_ms_per_token", "minimize") == math.inf
+    assert unevaluated_value(known, "top1_agreement", "maximize") == -math.inf

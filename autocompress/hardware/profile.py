@@ -79,8 +79,10 @@ class ModelProfile:
     embedding_bits: int
     tied_embeddings: bool
     kv_bits: int = 16
-    avg_exit_layer: float | None = None  # mean depth at which decoding exits (early exit)
-    exit_head_reads: float = 0.0  # mean extra LM-head evaluations per token at exit points (early exit)
+    # Early exit: mean depth at which decoding exits, and mean extra LM-head evaluations per token at exit
+    # points. NaN: not known yet (measured once the model exists); decode costs then come out NaN too.
+    avg_exit_layer: float | None = None
+    exit_head_reads: float = 0.0
     embedding_group_size: int | None = None
     embedding_symmetric: bool = True
 
@@ -123,6 +125,8 @@ class ModelProfile:
         """Share of the blocks a decoded token runs through (1.0 without early exit)."""
         if self.avg_exit_layer is None or self.num_layers == 0:
             return 1.0
+        if math.isnan(self.avg_exit_layer):
+            return math.nan
         return min(max(self.avg_exit_layer / self.num_layers, 0.0), 1.0)
 
 

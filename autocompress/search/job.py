@@ -62,6 +62,8 @@ class SearchSettings(BaseModel):
     seed: int = 0
     population_size: int = Field(8, ge=2, description="NSGA-II/III population; GP's random start-up trials")
     heartbeat_seconds: int = Field(10, ge=1, description="how often a running trial says it is alive")
+    predict_first: bool = Field(True, description="predict a trial's cost from its recipe before applying it: a "
+                                                  "trial over a cost budget then skips applying and evaluating")
     cost_bound: Literal["expected", "upper"] = Field(
         "expected", description="check cost budgets against the prediction or its upper bound "
                                 "(prediction x (1 + the target's uncertainty))")

@@ -30,7 +30,8 @@ from autocompress.evaluators import evaluators_for
 from autocompress.hardware.roofline import Workload
 from autocompress.hardware.target import HardwareTarget, load_target
 from autocompress.models.loading import check_remote_code, resolve_checkpoint
-from autocompress.pipeline import Session, apply_recipe, check_compatible, measure_accuracy, open_session, predict_cost
+from autocompress.pipeline import (Session, apply_recipe, check_compatible, measure_accuracy, open_session,
+                                   predict_cost, predict_recipe_cost)
 from autocompress.metrics import is_cost_metric, split_metric_name
 from autocompress.recipe import Recipe
 from autocompress.search.fidelity import near_front, objective_points, proxy_correlation
@@ -45,6 +46,7 @@ from autocompress.tracking import MlflowTracker, NullTracker, Tracker
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")  # we beat for ask/tell ourselves
+warnings.filterwarnings("ignore", message="Clip non-finite values")  # GP: an unevaluated trial's accuracy (below)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
@@ -110,8 +112,30 @@ def costly_tokens(session: Session, job: Job) -> float:
     return sum(e.cost(session.ctx) for e in evaluators_for(job.evaluation.costly, session.evaluation))
 
 
+def predicts_first(job: Job) -> bool:
+    """Whether trials predict their cost from the recipe first: asked for, and a cost budget to check."""
+    return job.search.predict_first and any(is_cost_metric(m) for m in job.budgets)
+
+
+class OverBudget(Exception):
+    """The cost breaks a cost budget: the trial is infeasible and its accuracy is not measured."""
+
+    def __init__(self, metrics: dict[str, float], reason: str):
+        super().__init__(reason)
+        self.metrics, self.reason = metrics, reason
+
+
+def unevaluated_value(metrics: dict[str, float], metric: str, direction: str) -> float:
+    """An objective of a trial that was not evaluated: its cost is known (predicted); an accuracy
+    metric is not, and is told to the sampler as the worst value there is (+inf when minimised)."""
+    if metric in metrics:
+        return float(metrics[metric])
+    return math.inf if direction == "minimize" else -math.inf
+
+
 class TrialObjective:
-    """Recipe -> compressed model -> cost (always) -> accuracy (only if the cost meets the budgets)."""
+    """Recipe -> cost (predicted from the recipe when it can be) -> compressed model -> cost -> accuracy;
+    a trial whose cost breaks a cost budget stops at the first of those that shows it (see docs/search.md)."""
 
     def __init__(self, job: Job, space: SearchSpace, session: Session, targets: list[HardwareTarget],
                  tracker: Tracker):
@@ -119,6 +143,7 @@ class TrialObjective:
         self.workload = Workload(**job.workload.model_dump())
         self.uncertainty = {t.name: t.uncertainty for t in targets}
         self.clock = StageClock()
+        self.predicts_first = predicts_first(job)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         job = self.job
@@ -132,15 +157,21 @@ class TrialObjective:
             if twin is not None:  # samplers repeat points of small spaces: reuse, don't recompute
                 trial.set_user_attr("duplicate_of", twin.number)
                 metrics = dict(twin.user_attrs["metrics"])
-                if twin.state == TrialState.PRUNED:
+                if twin.state == TrialState.PRUNED:  # stored by earlier versions, which pruned over-budget trials
                     trial.set_user_attr("metrics", metrics)
                     raise optuna.TrialPruned(twin.user_attrs.get("pruned_reason", "cost over budget"))
+                if "infeasible_reason" in twin.user_attrs:
+                    raise OverBudget(metrics, twin.user_attrs["infeasible_reason"])
             else:
                 metrics = self._measure(trial, recipe)
             values = tuple(float(metrics[o.metric]) for o in job.objectives)
             bad = [o.metric for o, v in zip(job.objectives, values) if not math.isfinite(v)]
             if bad:
                 raise ValueError(f"objective {', '.join(bad)} is not finite")
+        except OverBudget as over:  # COMPLETE and infeasible: the sampler learns from it (docs/search.md)
+            metrics = over.metrics
+            trial.set_user_attr("infeasible_reason", over.reason)
+            values = tuple(unevaluated_value(metrics, o.metric, o.direction) for o in job.objectives)
         except optuna.TrialPruned as exc:
             trial.set_user_attr("pruned_reason", str(exc))
             raise
@@ -157,7 +188,10 @@ class TrialObjective:
         return values
 
     def violation(self, metric: str, metrics: dict[str, float]) -> float:
-        """How far a metric is beyond its budget (<= 0: met); cost metrics may use their upper bound."""
+        """How far a metric is beyond its budget (<= 0: met); cost metrics may use their upper bound.
+        A metric not measured (the accuracy of an over-budget trial) has no known violation: 0."""
+        if metric not in metrics:
+            return 0.0
         value = metrics[metric]
         target = split_metric_name(metric)[0]
         if self.job.search.cost_bound == "upper" and target in self.uncertainty:
@@ -165,20 +199,30 @@ class TrialObjective:
         return self.job.budgets[metric].violation(value)
 
     def _measure(self, trial: optuna.Trial, recipe: Recipe) -> dict[str, float]:
+        if self.predicts_first:
+            with self.clock("predict_recipe"):
+                predicted = predict_recipe_cost(self.session, recipe, self.targets, self.workload)
+            trial.set_user_attr("cost_from_recipe", predicted is not None)
+            if predicted is not None:
+                self._check_cost(predicted, "predicted from the recipe")
         with self.clock("apply"):
             model = apply_recipe(self.session, recipe, self.clock)
         with self.clock("predict"):
             metrics = predict_cost(model, self.targets, self.workload)
-        over = [m for m in self.job.budgets if is_cost_metric(m) and self.violation(m, metrics) > 0]
-        if over:
-            trial.set_user_attr("metrics", metrics)
-            raise optuna.TrialPruned("cost over budget: " + ", ".join(f"{m}={metrics[m]:.4g}" for m in over))
+        self._check_cost(metrics, "predicted from the compressed model")
         with self.clock("evaluate"):
             metrics |= measure_accuracy(model, self.session, self.job.metric_names)
         if self._wants_costly(trial, metrics):
             with self.clock("evaluate_costly"):
                 metrics |= measure_accuracy(model, self.session, self.job.evaluation.costly)
         return metrics
+
+    def _check_cost(self, metrics: dict[str, float], source: str) -> None:
+        """Raise :class:`OverBudget` if a cost metric breaks its budget."""
+        over = [m for m in self.job.budgets if is_cost_metric(m) and self.violation(m, metrics) > 0]
+        if over:
+            raise OverBudget(metrics, f"cost over budget ({source}): "
+                             + ", ".join(f"{m}={metrics[m]:.4g}" for m in over))
 
     def _wants_costly(self, trial: optuna.Trial, metrics: dict[str, float]) -> bool:
         """Multi-fidelity: costly metrics only for a feasible trial within the margin of the current
@@ -341,6 +385,8 @@ class JobRunner:
             self.tracker.start_job(job.model_dump(mode="json"))
             self._reap(initial=True)
         self.session = self._session or self._open_session()
+        if predicts_first(job):
+            self.session.base_profile  # measured once here, so that no trial pays for it
         self.objective = TrialObjective(job, self.space, self.session, self.targets, self.tracker)
         self.deadline = time.monotonic() + job.search.timeout if job.search.timeout else math.inf
 
@@ -431,7 +477,8 @@ class JobRunner:
         run_id = trial.user_attrs.get("run_id")
         if not run_id:
             return
-        tags = {"autocompress.pruned_reason": trial.user_attrs["pruned_reason"]} if "pruned_reason" in trial.user_attrs else None
+        tags = {f"autocompress.{key}": trial.user_attrs[key] for key in ("pruned_reason", "infeasible_reason")
+                if key in trial.user_attrs} or None
         seconds = {f"seconds.{stage}": v for stage, v in trial.user_attrs.get("seconds", {}).items()}
         self.tracker.log_trial(run_id, trial.user_attrs.get("metrics", {}) | seconds, trial.state.name,
                                is_feasible(trial), error=trial.user_attrs.get("error"), extra_tags=tags)
@@ -488,6 +535,8 @@ class JobRunner:
 
 def summary(trial: FrozenTrial, job: Job) -> str:
     """One line for a progress bar."""
+    if "infeasible_reason" in trial.user_attrs:
+        return f"trial {trial.number}: infeasible, not evaluated ({trial.user_attrs['infeasible_reason']})"
     if trial.state == TrialState.COMPLETE:
         metrics = trial.user_attrs.get("metrics", {})
         return f"trial {trial.number}: " + ", ".join(f"{o.metric}={metrics.get(o.metric, math.nan):.4g}"

@@ -14,6 +14,7 @@ from autocompress.validation import parse
 
 if TYPE_CHECKING:
     from autocompress.context import CompressionContext
+    from autocompress.hardware.profile import ModelProfile
 
 
 class Technique(ABC):
@@ -37,6 +38,13 @@ class Technique(ABC):
     @abstractmethod
     def apply(self, model: nn.Module, params: BaseModel, ctx: "CompressionContext") -> nn.Module:
         """Compress ``model`` (in place where possible) and return it."""
+
+    def predict_profile(self, profile: "ModelProfile", params: BaseModel,
+                        ctx: "CompressionContext") -> "ModelProfile | None":
+        """The profile of the model ``apply`` would leave, from the profile of the model it gets, without
+        touching weights (cost prediction before the expensive work). None: only applying tells (the default;
+        e.g. a depth measured on text). Must raise the errors ``apply`` raises for these params and shapes."""
+        return None
 
 
 TECHNIQUES: Registry[type[Technique]] = Registry("technique", "autocompress.techniques")

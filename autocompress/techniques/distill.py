@@ -32,6 +32,7 @@ from torch import nn
 from autocompress.cache import text_digest, weights_digest
 from autocompress.context import CompressionContext
 from autocompress.errors import ConfigError
+from autocompress.hardware.profile import ModelProfile
 from autocompress.models.adapter import ModelAdapter
 from autocompress.techniques.base import Technique, register_technique
 from autocompress.techniques.distillation.checkpoint import Checkpoint
@@ -108,10 +109,7 @@ class Distill(Technique):
         if params.steps == 0:
             return model
         tokens = ctx.calibration
-        seq_len = params.seq_len or tokens.shape[1]
-        if seq_len > tokens.shape[1]:
-            raise ConfigError("distill.seq_len", f"{seq_len} is longer than the calibration blocks "
-                                                 f"({tokens.shape[1]} tokens); at most {tokens.shape[1]}")
+        seq_len = window(params, ctx)
         cfg = TrainConfig(params.steps, params.lr, params.batch_size, seq_len, params.temperature,
                           params.hidden_weight, min(params.warmup_steps, params.steps), params.max_grad_norm,
                           params.checkpoint_every, ctx.seed)
@@ -132,6 +130,13 @@ class Distill(Technique):
                                 "last_loss": losses[-1], "seconds": time.perf_counter() - start}
         return model
 
+    def predict_profile(self, profile: ModelProfile, params: DistillParams,
+                        ctx: CompressionContext) -> ModelProfile:
+        """Unchanged: training keeps shapes, sparsity masks and quantization grids (see the module doc)."""
+        if params.steps:
+            window(params, ctx)
+        return profile
+
     @staticmethod
     def checkpoint(model: nn.Module, params: DistillParams, ctx: CompressionContext) -> Checkpoint | None:
         """Where this run's state lives; only a context that knows its base model keys a disk cache."""
@@ -141,6 +146,16 @@ class Distill(Technique):
         key = text_digest(VERSION, weights_digest(model), ctx.model_digest, ctx.data_digest, str(ctx.seed),
                           str(sorted(result_params.items())))
         return Checkpoint(ctx.cache_dir / "distill" / f"{key}.safetensors")
+
+
+def window(params: DistillParams, ctx: CompressionContext) -> int:
+    """Tokens per training window; an error if longer than the calibration blocks."""
+    blocks = ctx.calibration.shape[1]
+    seq_len = params.seq_len or blocks
+    if seq_len > blocks:
+        raise ConfigError("distill.seq_len", f"{seq_len} is longer than the calibration blocks "
+                                             f"({blocks} tokens); at most {blocks}")
+    return seq_len
 
 
 @contextmanager

@@ -19,12 +19,16 @@ The saved checkpoint is the unchanged transformer (stock ``from_pretrained`` run
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
+
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from autocompress.context import CompressionContext
 from autocompress.errors import ConfigError
+from autocompress.hardware.profile import ModelProfile
 from autocompress.models.adapter import ModelAdapter
 from autocompress.techniques.base import Technique, register_technique
 
@@ -102,6 +106,13 @@ def _exiting_class(cls: type) -> type:
     return _EXITING_CLASSES[cls]
 
 
+def check_exit_layers(exit_layers: list[int], n: int) -> None:
+    bad = [i for i in exit_layers if not 1 <= i < n]
+    if bad:
+        raise ConfigError("early_exit.exit_layers",
+                          f"{bad} out of range: an exit follows block 1 to {n - 1} of this {n}-block model")
+
+
 def attach_early_exit(model: nn.Module, exit_layers: list[int] | None = None,
                       threshold: float | None = None) -> ExitPolicy:
     """Turn early exit on (in place); without arguments, from the policy recorded in ``config.early_exit``."""
@@ -109,11 +120,7 @@ def attach_early_exit(model: nn.Module, exit_layers: list[int] | None = None,
     exit_layers = recorded.get("exit_layers") if exit_layers is None else exit_layers
     threshold = recorded.get("threshold") if threshold is None else threshold
     adapter = ModelAdapter(model)
-    bad = [n for n in exit_layers if not 1 <= n < adapter.num_layers]
-    if bad:
-        n = adapter.num_layers
-        raise ConfigError("early_exit.exit_layers",
-                          f"{bad} out of range: an exit follows block 1 to {n - 1} of this {n}-block model")
+    check_exit_layers(exit_layers, adapter.num_layers)
     policy = ExitPolicy(adapter, exit_layers, threshold)
     for i, block in enumerate(adapter.layers):
         base = type(block) if not isinstance(block, _ExitingBlock) else type(block).__mro__[2]
@@ -186,3 +193,12 @@ class EarlyExit(Technique):
         # The expected depth the hardware model charges: measured on the held-out text.
         policy.expected_depth, policy.expected_head_reads = measure_exit_depth(model, ctx.batches(ctx.evaluation))
         return model
+
+    def predict_profile(self, profile: ModelProfile, params: EarlyExitParams,
+                        ctx: CompressionContext) -> ModelProfile | None:
+        """Unchanged when nothing can exit. Otherwise the exit depth is measured on text: it is NaN here,
+        so the metrics that depend on it (decode latency, energy) come out unknown; memory and prefill do not."""
+        if params.threshold >= 1.0:
+            return profile
+        check_exit_layers(params.layers(profile.num_layers), profile.num_layers)
+        return replace(profile, avg_exit_layer=math.nan, exit_head_reads=math.nan)

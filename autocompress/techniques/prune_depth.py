@@ -6,6 +6,8 @@ Block influence BI_i = 1 - mean over tokens of cos(h_i, h_{i+1}), measured on ca
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
@@ -13,6 +15,7 @@ from torch import nn
 
 from autocompress.context import CompressionContext
 from autocompress.errors import ConfigError
+from autocompress.hardware.profile import ModelProfile
 from autocompress.models.adapter import ModelAdapter
 from autocompress.techniques.base import Technique, register_technique
 
@@ -60,12 +63,41 @@ class PruneDepth(Technique):
 
     def apply(self, model: nn.Module, params: PruneDepthParams, ctx: CompressionContext) -> nn.Module:
         adapter = ModelAdapter(model)
-        if params.drop_layers >= adapter.num_layers:
-            raise ConfigError("prune_depth.drop_layers",
-                              f"{params.drop_layers} must be less than the model's {adapter.num_layers} layers")
+        check_drop(params.drop_layers, adapter.num_layers)
         if params.drop_layers == 0:
             return model
         influence = ctx.memo("block_influence", lambda: block_influence(model, ctx.batches(ctx.calibration)))
         drop = set(torch.argsort(influence, stable=True)[: params.drop_layers].tolist())
         adapter.keep_layers([i for i in range(adapter.num_layers) if i not in drop])
         return model
+
+    def predict_profile(self, profile: ModelProfile, params: PruneDepthParams,
+                        ctx: CompressionContext) -> ModelProfile | None:
+        return predict_depth(profile, params)
+
+
+def check_drop(drop_layers: int, num_layers: int) -> None:
+    if drop_layers >= num_layers:
+        raise ConfigError("prune_depth.drop_layers", f"{drop_layers} must be less than the model's {num_layers} layers")
+
+
+def _block_signature(profile: ModelProfile, layer: int) -> list[tuple]:
+    """A block's linears as a cost model sees them: shapes, formats, 2:4 pattern. (The count of zeros a
+    weight happens to hold differs from block to block; only sparse-unstructured kernels read it, and
+    predictions are not used for targets that have them: see ``pipeline.predict_recipe_cost``.)"""
+    return sorted((lin.role, lin.in_features, lin.out_features, lin.bits, lin.group_size, lin.sparse_2_4)
+                  for lin in profile.block_linears if lin.layer == layer)
+
+
+def predict_depth(profile: ModelProfile, params: PruneDepthParams) -> ModelProfile | None:
+    """Which blocks go is measured on text, but when every block looks the same to a cost model it does not
+    matter: the first ``num_layers - drop_layers`` stand for the kept ones. Otherwise None."""
+    check_drop(params.drop_layers, profile.num_layers)
+    if params.drop_layers == 0:
+        return profile
+    first = _block_signature(profile, 0)
+    if any(_block_signature(profile, i) != first for i in range(1, profile.num_layers)):
+        return None
+    kept = profile.num_layers - params.drop_layers  # kept blocks are renumbered 0..kept-1, names included
+    linears = tuple(lin for lin in profile.linears if lin.layer is None or lin.layer < kept)
+    return replace(profile, num_layers=kept, linears=linears)

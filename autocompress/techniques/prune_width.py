@@ -13,6 +13,8 @@ one width per model, and the saved checkpoint must load with ``from_pretrained``
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
@@ -20,6 +22,7 @@ from torch import nn
 from autocompress.calibration import input_stats
 from autocompress.context import CompressionContext
 from autocompress.errors import ConfigError
+from autocompress.hardware.profile import ModelProfile
 from autocompress.models.adapter import ModelAdapter
 from autocompress.techniques.base import Technique, register_technique
 
@@ -41,6 +44,38 @@ def removed(total: int, ratio: float, field: str, what: str) -> int:
         raise ConfigError(f"prune_width.{field}", f"{ratio} would remove all {total} {what}; "
                                                   f"at most {(total - 1) / total:.3f} keeps one")
     return count
+
+
+def new_widths(params: PruneWidthParams, ffn_width: int, group: int, kv_heads: int) -> tuple[int, int, int]:
+    """(MLP channels, query heads per KV group, KV groups) that stay."""
+    return (ffn_width - removed(ffn_width, params.ffn_ratio, "ffn_ratio", "MLP channels"),
+            group - removed(group, params.heads_ratio, "heads_ratio", "query heads of a KV group"),
+            kv_heads - removed(kv_heads, params.kv_groups_ratio, "kv_groups_ratio", "KV groups"))
+
+
+# Which dimension of each role's weight a width stands for: (role, "out"/"in") -> width name.
+_RESIZED = {("attn.q", "out"): "q", ("attn.k", "out"): "kv", ("attn.v", "out"): "kv", ("attn.o", "in"): "q",
+            ("mlp.gate", "out"): "ffn", ("mlp.up", "out"): "ffn", ("mlp.down", "in"): "ffn"}
+_SEPARATE_ROLES = {role for role, _ in _RESIZED}
+
+
+def predict_width(profile: ModelProfile, params: PruneWidthParams) -> ModelProfile | None:
+    """The narrowed shapes (which channels and heads go does not change them); None for fused q/k/v or
+    gate/up linears, which ``apply`` refuses with its own error."""
+    group = profile.num_heads // profile.num_kv_heads
+    ffn, new_group, new_kv = new_widths(params, profile.intermediate_size, group, profile.num_kv_heads)
+    if (ffn, new_group, new_kv) == (profile.intermediate_size, group, profile.num_kv_heads):
+        return profile
+    if any(lin.role not in _SEPARATE_ROLES for lin in profile.block_linears):
+        return None
+    width = {"q": new_kv * new_group * profile.head_dim, "kv": new_kv * profile.head_dim, "ffn": ffn}
+
+    def resized(lin):
+        out, inp = width.get(_RESIZED.get((lin.role, "out"))), width.get(_RESIZED.get((lin.role, "in")))
+        return replace(lin, out_features=out or lin.out_features, in_features=inp or lin.in_features)
+
+    return replace(profile, num_heads=new_kv * new_group, num_kv_heads=new_kv, intermediate_size=ffn,
+                   linears=tuple(resized(lin) if lin.layer is not None else lin for lin in profile.linears))
 
 
 def top(importance: torch.Tensor, keep: int) -> torch.Tensor:
@@ -65,9 +100,7 @@ class PruneWidth(Technique):
         heads, kv_heads = adapter.num_heads, adapter.num_kv_heads
         group = heads // kv_heads
         ffn_width = adapter.config.intermediate_size
-        new_ffn = ffn_width - removed(ffn_width, params.ffn_ratio, "ffn_ratio", "MLP channels")
-        new_group = group - removed(group, params.heads_ratio, "heads_ratio", "query heads of a KV group")
-        new_kv = kv_heads - removed(kv_heads, params.kv_groups_ratio, "kv_groups_ratio", "KV groups")
+        new_ffn, new_group, new_kv = new_widths(params, ffn_width, group, kv_heads)
         if (new_ffn, new_group, new_kv) == (ffn_width, group, kv_heads):
             return model
         stats = input_stats(model, ctx)
@@ -83,3 +116,7 @@ class PruneWidth(Technique):
                 adapter.keep_heads(i, (kv_keep[:, None] * group + within).flatten(), kv_keep)
         adapter.set_width(new_ffn, new_kv * new_group, new_kv)
         return model
+
+    def predict_profile(self, profile: ModelProfile, params: PruneWidthParams,
+                        ctx: CompressionContext) -> ModelProfile | None:
+        return predict_width(profile, params)

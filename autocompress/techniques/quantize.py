@@ -8,8 +8,8 @@ recorded with :func:`set_weight_format`, so hardware models see bits and group s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, replace
+from typing import Any, Iterable, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -18,6 +18,7 @@ from torch import nn
 from autocompress.calibration import InputStats, LayerInputs, input_stats
 from autocompress.cache import text_digest
 from autocompress.context import CompressionContext
+from autocompress.hardware.profile import ModelProfile
 from autocompress.models.adapter import ModelAdapter
 from autocompress.models.annotations import WeightFormat, set_weight_format, set_weight_grid
 from autocompress.techniques.base import Technique, register_technique
@@ -27,8 +28,9 @@ from autocompress.techniques.quant.grid import QuantFormat, Quantized, check_for
 from autocompress.techniques.quant.kv import set_kv_bits
 from autocompress.techniques.quant.methods import WEIGHT_METHODS, Member
 from autocompress.techniques.quant.rotation import rotate
-from autocompress.techniques.quant.latency import LatencyBudget, decode_costs
-from autocompress.techniques.quant.sensitivity import PROXIES, allocate_bits, bits_budget, layer_sensitivity
+from autocompress.techniques.quant.latency import LatencyBudget, decode_costs, profile_decode_costs
+from autocompress.techniques.quant.sensitivity import (PROXIES, allocate_bits, bits_budget, cached_sensitivity,
+                                                       layer_sensitivity)
 from autocompress.techniques.selection import ModuleSelector
 
 Bits = Literal[2, 3, 4, 8, 16]
@@ -132,16 +134,23 @@ def plan(adapter: ModelAdapter, params: QuantizeParams,
          bits: dict[str, int] | None = None) -> dict[str, tuple[str, QuantFormat]]:
     """Method and format of every decoder linear: the step's (with per-layer ``bits`` from an
     allocation, if given), then each matching override in order."""
+    return assign([(s, s.module.in_features) for s in adapter.linear_sites()], adapter.num_layers, params, bits)
+
+
+def assign(sites: Iterable[tuple[Any, int]], num_layers: int, params: QuantizeParams,
+           bits: dict[str, int] | None = None) -> dict[str, tuple[str, QuantFormat]]:
+    """:func:`plan` over ``(site, input width)`` pairs; a site is anything with ``name``, ``role`` and
+    ``layer`` (a module's :class:`LinearSite` or a profile's linear)."""
     out = {}
-    for site in adapter.linear_sites():
+    for site, in_features in sites:
         layer_bits = bits[site.name] if bits else params.bits
         method, fmt = params.method, QuantFormat(layer_bits, params.group_size, params.symmetric, params.grid)
         for o in params.overrides:
-            if o.selects(site, adapter.num_layers):
+            if o.selects(site, num_layers):
                 method = o.method or method
                 fmt = QuantFormat(o.bits or fmt.bits, fmt.group_size if o.group_size is None else o.group_size,
                                   fmt.symmetric if o.symmetric is None else o.symmetric, params.grid)
-        check_format(fmt, site.name, site.module.in_features)
+        check_format(fmt, site.name, in_features)
         out[site.name] = (method, fmt)
     return out
 
@@ -270,7 +279,7 @@ class Quantize(Technique):
             if params.rotate == "hadamard":
                 rotate(model, ctx.seed)
                 # Statistics and cached weights from here on are those of the rotated model.
-                ctx.lineage = text_digest(lineage, "rotate", params.rotate)
+                ctx.lineage = rotation_lineage(params, lineage)
             adapter = ModelAdapter(model)
             assignment = plan(adapter, params, self.allocation(model, params, ctx))
             scales, tag = {}, ""
@@ -301,6 +310,63 @@ class Quantize(Technique):
             sizes = {s.name: s.module.weight.numel() for s in ModelAdapter(model).linear_sites()}
             budgets.append(bits_budget(sizes, params.bit_choices, params.budget_bits))
         return allocate_bits(errors, params.bit_choices, budgets)
+
+    def predict_profile(self, profile: ModelProfile, params: QuantizeParams,
+                        ctx: CompressionContext) -> ModelProfile | None:
+        """Formats from the plan (overrides, embeddings, KV bits, an untied head when rotating); a
+        sensitivity allocation only when its error table is already cached (else None)."""
+        if params.rotate == "hadamard":
+            profile = replace(profile, tied_embeddings=False)
+        sites = [(lin, lin.in_features) for lin in profile.block_linears]
+        bits = None
+        if params.allocation == "sensitivity":
+            bits = self.predicted_allocation(profile, params, ctx)
+            if bits is None:
+                return None
+        assignment = assign(sites, profile.num_layers, params, bits)
+        linears = tuple(_formatted(lin, assignment[lin.name][1]) if lin.layer is not None else lin
+                        for lin in profile.linears)
+        profile = replace(profile, linears=linears, kv_bits=params.kv_bits if params.kv_bits < 16 else profile.kv_bits)
+        if params.embeddings:
+            fmt = QuantFormat(params.bits, params.group_size, params.symmetric, params.grid)
+            check_format(fmt, "the embedding", profile.hidden_size)
+            profile = replace(profile, embedding_bits=fmt.bits, embedding_group_size=fmt.group_size,
+                              linears=tuple(_formatted(lin, fmt) if lin.role == "lm_head" else lin
+                                            for lin in profile.linears))
+        return profile
+
+    @staticmethod
+    def predicted_allocation(profile: ModelProfile, params: QuantizeParams,
+                             ctx: CompressionContext) -> dict[str, int] | None:
+        """:meth:`allocation` from a profile, when the error table of the model entering the step is cached."""
+        lineage = ctx.lineage
+        ctx.lineage = rotation_lineage(params, lineage)  # where apply reads the table
+        try:
+            errors = cached_sensitivity(ctx, params.bit_choices, params.group_size, params.symmetric,
+                                        params.sensitivity_proxy)
+        finally:
+            ctx.lineage = lineage
+        if errors is None:
+            return None
+        budgets = []
+        if params.latency_budget is not None:
+            costs = profile_decode_costs(profile, params.latency_budget, params.bit_choices, params.group_size)
+            if costs is None:
+                return None
+            budgets.append(costs)
+        if params.latency_budget is None or params.avg_bits is not None:
+            sizes = {lin.name: lin.params for lin in profile.block_linears}
+            budgets.append(bits_budget(sizes, params.bit_choices, params.budget_bits))
+        return allocate_bits(errors, params.bit_choices, budgets)
+
+
+def rotation_lineage(params: QuantizeParams, lineage: str) -> str:
+    """The lineage under which statistics are taken once the step's rotation (if any) is done."""
+    return text_digest(lineage, "rotate", params.rotate) if params.rotate == "hadamard" else lineage
+
+
+def _formatted(lin, fmt: QuantFormat):
+    return replace(lin, bits=fmt.bits, group_size=fmt.group_size)
 
 
 @torch.no_grad()

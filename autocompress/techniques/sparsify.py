@@ -7,6 +7,7 @@ weight updates); the last two read the shared calibration statistics (:func:`inp
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Annotated, Callable
 
 import torch
@@ -16,6 +17,7 @@ from torch import nn
 from autocompress.calibration import InputStats, input_stats
 from autocompress.context import CompressionContext
 from autocompress.errors import ConfigError
+from autocompress.hardware.profile import ModelProfile
 from autocompress.models.adapter import ModelAdapter
 from autocompress.techniques.base import Technique, register_technique
 from autocompress.techniques.selection import ModuleSelector
@@ -24,11 +26,29 @@ from autocompress.techniques.sparsity.methods import magnitude_prune, wanda_prun
 from autocompress.techniques.sparsity.sparsegpt import sparsegpt_prune
 
 Prune = Callable[[torch.Tensor, InputStats | None, SparsityTarget], torch.Tensor]
-# name -> (pruning function, whether it needs calibration statistics)
-SPARSITY_METHODS: dict[str, tuple[Prune, bool]] = {
-    "magnitude": (magnitude_prune, False),
-    "wanda": (wanda_prune, True),
-    "sparsegpt": (sparsegpt_prune, True),
+ZeroCount = Callable[[int, int, float], int]  # (rows, cols, unstructured sparsity) -> zeros the method sets
+
+
+def matrix_zeros(rows: int, cols: int, sparsity: float) -> int:
+    """One comparison group per matrix (``layer_keep_mask``)."""
+    return round(sparsity * rows * cols)
+
+
+def row_zeros(rows: int, cols: int, sparsity: float) -> int:
+    """One comparison group per output row (``row_keep_mask``)."""
+    return rows * round(sparsity * cols)
+
+
+def block_zeros(rows: int, cols: int, sparsity: float, block: int = 128) -> int:
+    """SparseGPT: one group per block of ``block`` input columns."""
+    return sum(round(sparsity * rows * min(block, cols - b0)) for b0 in range(0, cols, block))
+
+
+# name -> (pruning function, whether it needs calibration statistics, how many zeros it sets unstructured)
+SPARSITY_METHODS: dict[str, tuple[Prune, bool, ZeroCount]] = {
+    "magnitude": (magnitude_prune, False, matrix_zeros),
+    "wanda": (wanda_prune, True, row_zeros),
+    "sparsegpt": (sparsegpt_prune, True, block_zeros),
 }
 _PATTERN = re.compile(r"^(\d+):(\d+)$")
 
@@ -79,6 +99,32 @@ def _target(sparsity: float, pattern: str | None) -> SparsityTarget:
     return SparsityTarget(1 - n / m, n, m)
 
 
+def site_target(site, num_layers: int, in_features: int, params: SparsifyParams) -> SparsityTarget:
+    """The step's target for one linear (``site``: anything with ``name``, ``role``, ``layer``), after
+    its overrides; an error if an N:M group does not tile the linear's input width."""
+    sparsity, pattern = params.sparsity, params.pattern
+    for override in params.overrides:
+        if override.selects(site, num_layers):
+            if override.pattern is not None or override.sparsity is not None:
+                pattern = override.pattern
+                sparsity = sparsity if override.sparsity is None else override.sparsity
+    target = _target(sparsity, pattern)
+    if target.structured and in_features % target.m:
+        raise ConfigError("sparsify.pattern", f"M={target.m} does not divide the input width "
+                                              f"{in_features} of {site.name}")
+    return target
+
+
+def always_2_4(target: SparsityTarget, in_features: int) -> bool:
+    """Whether every aligned group of 4 inputs holds at least 2 zeros whatever the weights (the
+    profile's 2:4 test): N:M with M dividing 4 or M a multiple of 4, and enough zeros per group."""
+    if not target.structured or in_features % 4:
+        return False
+    if 4 % target.m == 0:
+        return (4 // target.m) * (target.m - target.n) >= 2
+    return target.m % 4 == 0 and target.n <= 2
+
+
 @register_technique
 class Sparsify(Technique):
     name = "sparsify"
@@ -93,23 +139,33 @@ class Sparsify(Technique):
                           for o in p.overrides))
 
     def apply(self, model: nn.Module, params: SparsifyParams, ctx: CompressionContext) -> nn.Module:
-        prune, needs_stats = SPARSITY_METHODS[params.method]
+        prune, needs_stats, _ = SPARSITY_METHODS[params.method]
         adapter = ModelAdapter(model)
         stats = input_stats(model, ctx) if needs_stats else {}
         with torch.no_grad():
             for site in adapter.linear_sites():
-                sparsity, pattern = params.sparsity, params.pattern
-                for override in params.overrides:
-                    if override.selects(site, adapter.num_layers):
-                        if override.pattern is not None or override.sparsity is not None:
-                            pattern = override.pattern
-                            sparsity = sparsity if override.sparsity is None else override.sparsity
-                target = _target(sparsity, pattern)
-                if target.structured and site.module.in_features % target.m:
-                    raise ConfigError("sparsify.pattern", f"M={target.m} does not divide the input width "
-                                                          f"{site.module.in_features} of {site.name}")
+                target = site_target(site, adapter.num_layers, site.module.in_features, params)
                 if target.fraction > 0:
                     weight = site.module.weight
                     weight.copy_(prune(weight, stats.get(site.name), target))
                     mark_sparse(site.module)
         return model
+
+    def predict_profile(self, profile: ModelProfile, params: SparsifyParams,
+                        ctx: CompressionContext) -> ModelProfile | None:
+        """The zeros each method sets, counted from the shapes (at least the zeros already there)."""
+        count = SPARSITY_METHODS[params.method][2]
+
+        def sparsified(lin):
+            target = site_target(lin, profile.num_layers, lin.in_features, params)
+            if target.fraction == 0:
+                return lin
+            rows, cols = lin.out_features, lin.in_features
+            zeros = (rows * cols // target.m * (target.m - target.n) if target.structured
+                     else count(rows, cols, target.sparsity))
+            sparsity = max(lin.sparsity, zeros / lin.params)
+            two_four = lin.sparse_2_4 or always_2_4(target, cols)
+            return replace(lin, sparsity=sparsity, sparse_2_4=two_four and sparsity >= 0.5)
+
+        return replace(profile, linears=tuple(sparsified(lin) if lin.layer is not None else lin
+                                              for lin in profile.linears))

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from autocompress.errors import ConfigError
-from autocompress.hardware import HARDWARE_MODELS, Workload, load_target, profile_model
+from autocompress.hardware import HARDWARE_MODELS, HardwareTarget, ModelProfile, Workload, load_target, profile_model
 
 
 class LatencyBudget(BaseModel):
@@ -31,8 +31,23 @@ def decode_costs(model: nn.Module, budget: LatencyBudget, bit_choices: list[int]
     """Per-linear extra decode milliseconds at each of ``bit_choices`` (0 at the fewest bits), and the
     milliseconds left for those extras once every linear sits at the fewest bits."""
     target = load_target(budget.target, "quantize.latency_budget.target")
+    return _decode_costs(profile_model(model), target, budget, bit_choices, group_size)
+
+
+def profile_decode_costs(profile: ModelProfile, budget: LatencyBudget, bit_choices: list[int],
+                         group_size: int) -> tuple[dict[str, list[float]], float] | None:
+    """:func:`decode_costs` from a predicted profile; None on a target with sparse-unstructured kernels,
+    which read the measured zeros a predicted profile does not know."""
+    target = load_target(budget.target, "quantize.latency_budget.target")
+    if target.has("sparse_unstructured"):
+        return None
+    return _decode_costs(profile, target, budget, bit_choices, group_size)
+
+
+def _decode_costs(profile: ModelProfile, target: HardwareTarget, budget: LatencyBudget, bit_choices: list[int],
+                  group_size: int) -> tuple[dict[str, list[float]], float]:
     hardware = HARDWARE_MODELS.get("roofline", "hardware_model")(target)
-    profile, workload = profile_model(model), Workload()
+    workload = Workload()
     group = group_size or None
     fewest = min(bit_choices)
     names = {lin.name for lin in profile.block_linears}

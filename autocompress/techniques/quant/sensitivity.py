@@ -16,6 +16,7 @@ A table is computed once per (model, calibration data, proxy, choices) and store
 from __future__ import annotations
 
 import heapq
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -80,11 +81,29 @@ PROXIES.register(_gptq_proxy, "gptq")
 PROXIES.register(_fisher_proxy, "fisher")
 
 
+def _table_key(ctx: CompressionContext, bit_choices: list[int], group_size: int, symmetric: bool, proxy: str) -> str:
+    return ctx.cache_key("sensitivity", proxy, ",".join(map(str, bit_choices)), str(group_size), str(symmetric))
+
+
+def _table_path(ctx: CompressionContext, key: str) -> Path:
+    return ctx.cache_dir / "calibration" / f"sensitivity-{key}.safetensors"
+
+
+def cached_sensitivity(ctx: CompressionContext, bit_choices: list[int], group_size: int, symmetric: bool,
+                       proxy: str = "gptq") -> dict[str, list[float]] | None:
+    """:func:`layer_sensitivity` of the model at ``ctx.lineage`` if it is memoised or on disk, else None."""
+    key = _table_key(ctx, bit_choices, group_size, symmetric, proxy)
+    path = _table_path(ctx, key)
+    if ctx.memoised(f"sensitivity/{key}") is None and not (ctx.model_digest and path.is_file()):
+        return None
+    return ctx.memo(f"sensitivity/{key}", lambda: {name: t.tolist() for name, t in load_file(str(path)).items()})
+
+
 def layer_sensitivity(model: nn.Module, ctx: CompressionContext, bit_choices: list[int], group_size: int,
                       symmetric: bool, proxy: str = "gptq") -> dict[str, list[float]]:
     """``{linear name: [score at each of bit_choices]}`` by ``proxy``, memoised and cached on disk."""
-    key = ctx.cache_key("sensitivity", proxy, ",".join(map(str, bit_choices)), str(group_size), str(symmetric))
-    path = ctx.cache_dir / "calibration" / f"sensitivity-{key}.safetensors"
+    key = _table_key(ctx, bit_choices, group_size, symmetric, proxy)
+    path = _table_path(ctx, key)
 
     def compute() -> dict[str, list[float]]:
         if ctx.model_digest and path.is_file():
