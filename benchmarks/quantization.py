@@ -243,7 +243,7 @@ def _print_tables(results: dict) -> None:
         for k, v in results["cache"].items():
             print(f"| {k} | {v:.3f} |")
     if "mixed" in results:
-        print("\n| allocation (3.5 avg bits, gptq g64) | avg bits | KL | perplexity |")
+        print("\n| allocation (3.5 avg bits, g64 asymmetric) | avg bits | KL | perplexity |")
         print("|---|---|---|---|")
         for name, r in results["mixed"].items():
             if name != "random runs" and "kl" in r:

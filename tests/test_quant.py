@@ -361,7 +361,8 @@ def test_rotation_leaves_float_outputs_unchanged_and_unties_the_head(tiny_model,
     assert not torch.allclose(emb, tiny_model.get_input_embeddings().weight, atol=1e-3)  # really rotated
 
 
-def test_latency_budget_allocation_keeps_the_predicted_decode_within_budget(tiny_model, tokenizer, tmp_path):
+@pytest.mark.parametrize("symmetric", [True, False])  # an asymmetric format also stores zero points
+def test_latency_budget_allocation_keeps_the_predicted_decode_within_budget(tiny_model, tokenizer, tmp_path, symmetric):
     from autocompress.hardware import Workload, cost_metrics, load_target, profile_model
 
     target = load_target("raspberry-pi-5")
@@ -372,13 +373,13 @@ def test_latency_budget_allocation_keeps_the_predicted_decode_within_budget(tiny
     uniform = {}
     for bits in (3, 8):
         uniform[bits] = copy.deepcopy(tiny_model)
-        quantize(uniform[bits], make_context(tiny_model, tokenizer), bits=bits, group_size=32)
+        quantize(uniform[bits], make_context(tiny_model, tokenizer), bits=bits, group_size=32, symmetric=symmetric)
     chosen = []
     for fraction in (0.0, 0.5, 1.0):
         budget = decode_ms(uniform[3]) + fraction * (decode_ms(uniform[8]) - decode_ms(uniform[3]))
         model = copy.deepcopy(tiny_model)
         quantize(model, cached_context(tiny_model, tokenizer, tmp_path), group_size=32, allocation="sensitivity",
-                 bit_choices=[3, 8], latency_budget={"target": "raspberry-pi-5", "decode_ms_per_token": budget})
+                 symmetric=symmetric, bit_choices=[3, 8], latency_budget={"target": "raspberry-pi-5", "decode_ms_per_token": budget})
         assert decode_ms(model) <= budget * (1 + 1e-9)
         chosen.append(sum(weight_format(s.module).bits == 8 for s in ModelAdapter(model).linear_sites()))
     assert chosen[0] == 0 and chosen[0] < chosen[1] < chosen[2] == len(ModelAdapter(tiny_model).linear_sites())

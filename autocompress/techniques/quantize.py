@@ -305,7 +305,8 @@ class Quantize(Technique):
                                    params.sensitivity_proxy)
         budgets = []
         if params.latency_budget is not None:
-            budgets.append(decode_costs(model, params.latency_budget, params.bit_choices, params.group_size))
+            budgets.append(decode_costs(model, params.latency_budget, params.bit_choices, params.group_size,
+                                        params.symmetric))
         if params.latency_budget is None or params.avg_bits is not None:
             sizes = {s.name: s.module.weight.numel() for s in ModelAdapter(model).linear_sites()}
             budgets.append(bits_budget(sizes, params.bit_choices, params.budget_bits))
@@ -331,6 +332,7 @@ class Quantize(Technique):
             fmt = QuantFormat(params.bits, params.group_size, params.symmetric, params.grid)
             check_format(fmt, "the embedding", profile.hidden_size)
             profile = replace(profile, embedding_bits=fmt.bits, embedding_group_size=fmt.group_size,
+                              embedding_symmetric=fmt.symmetric,
                               linears=tuple(_formatted(lin, fmt) if lin.role == "lm_head" else lin
                                             for lin in profile.linears))
         return profile
@@ -350,7 +352,8 @@ class Quantize(Technique):
             return None
         budgets = []
         if params.latency_budget is not None:
-            costs = profile_decode_costs(profile, params.latency_budget, params.bit_choices, params.group_size)
+            costs = profile_decode_costs(profile, params.latency_budget, params.bit_choices, params.group_size,
+                                         params.symmetric)
             if costs is None:
                 return None
             budgets.append(costs)
@@ -366,7 +369,7 @@ def rotation_lineage(params: QuantizeParams, lineage: str) -> str:
 
 
 def _formatted(lin, fmt: QuantFormat):
-    return replace(lin, bits=fmt.bits, group_size=fmt.group_size)
+    return replace(lin, bits=fmt.bits, group_size=fmt.group_size, symmetric=fmt.symmetric)
 
 
 @torch.no_grad()
