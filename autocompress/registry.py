@@ -50,6 +50,13 @@ class Registry(Generic[T]):
             allowed = ", ".join(sorted(self._entries))
             raise ConfigError(field or self.kind, f"unknown {self.kind} {name!r}; allowed: {allowed}") from None
 
+    def known(self, name: str, what: str | None = None) -> str:
+        """``name`` if it is registered, else a ValueError naming the allowed ones (for pydantic validators);
+        ``what`` names the thing in the message (default: the registry's kind)."""
+        if name not in self:
+            raise ValueError(f"unknown {what or self.kind} {name!r}; allowed: {', '.join(self)}")
+        return name
+
     def __getitem__(self, name: str) -> T:
         return self.get(name)
 

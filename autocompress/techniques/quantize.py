@@ -38,9 +38,11 @@ GGUF_BLOCK = 32  # llama.cpp's Q8_0 / Q4_0 / Q4_1 blocks
 
 
 def _known_method(value: str | None) -> str | None:
-    if value is not None and value not in WEIGHT_METHODS:
-        raise ValueError(f"unknown method {value!r}; allowed: {', '.join(WEIGHT_METHODS)}")
-    return value
+    return value if value is None else WEIGHT_METHODS.known(value, "method")
+
+
+def _known_proxy(value: str) -> str:
+    return PROXIES.known(value)
 
 
 class QuantOverride(ModuleSelector):
@@ -87,12 +89,7 @@ class QuantizeParams(BaseModel):
 
     _method = field_validator("method")(_known_method)
 
-    @field_validator("sensitivity_proxy")
-    @classmethod
-    def _known_proxy(cls, value: str) -> str:
-        if value not in PROXIES:
-            raise ValueError(f"unknown sensitivity proxy {value!r}; allowed: {', '.join(PROXIES)}")
-        return value
+    _proxy = field_validator("sensitivity_proxy")(_known_proxy)
 
     @model_validator(mode="after")
     def _budget(self) -> "QuantizeParams":
