@@ -206,6 +206,28 @@ def test_cost_budgets_skip_accuracy_evaluation(tmp_path, tiny_checkpoints, monke
         assert "seconds.predict_recipe" in run.data.metrics
 
 
+def test_a_feasible_trial_keeps_the_cost_predicted_from_its_recipe(tmp_path, tiny_checkpoints, monkeypatch):
+    """Profiling the applied model again would give the same numbers (tests/test_predict_profile.py):
+    a trial whose cost was known from the recipe is not re-profiled, and its cost metrics are those."""
+    import autocompress.search.runner as runner
+
+    profiled = []
+    real_predict = runner.predict_cost
+    monkeypatch.setattr(runner, "predict_cost", lambda model, *a: profiled.append(1) or real_predict(model, *a))
+    job = make_job(tmp_path, tiny_checkpoints["llama"],
+                   budgets={"raspberry-pi-5.decode_ms_per_token": {"max": 1e6}}, search={"trials": 3, "seed": 5})
+    run_job(job, progress=False)
+    measured = [t for t in _study_trials(job) if "duplicate_of" not in t.user_attrs]
+    assert measured and not profiled
+    session = open_session(job.model, job.calibration, job.search.seed)
+    for t in measured:
+        assert t.user_attrs["cost_from_recipe"] and "kl" in t.user_attrs["metrics"]
+        assert {"apply", "predict_recipe", "evaluate"} <= set(t.user_attrs["seconds"])
+        model = apply_recipe(session, Recipe.parse_obj(t.user_attrs["recipe"]))
+        cost = real_predict(model, [runner.load_target("raspberry-pi-5")], runner.Workload(**job.workload.model_dump()))
+        assert {m: t.user_attrs["metrics"][m] for m in cost} == pytest.approx(cost, rel=1e-9)
+
+
 def test_a_job_without_cost_budgets_does_not_predict_first(searched):
     job, result = searched  # budgets: kl only
     assert all("predict_recipe" not in t.user_attrs["seconds"] and "apply" in t.user_attrs["seconds"]
