@@ -7,7 +7,7 @@ weight updates); the last two read the shared calibration statistics (:func:`inp
 from __future__ import annotations
 
 import re
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Annotated, Callable
 
 import torch
@@ -19,6 +19,7 @@ from autocompress.context import CompressionContext
 from autocompress.errors import ConfigError
 from autocompress.hardware.profile import ModelProfile
 from autocompress.models.adapter import ModelAdapter
+from autocompress.registry import Registry
 from autocompress.techniques.base import Technique, register_technique
 from autocompress.techniques.selection import ModuleSelector
 from autocompress.techniques.sparsity.masks import SparsityTarget, mark_sparse
@@ -44,12 +45,19 @@ def block_zeros(rows: int, cols: int, sparsity: float, block: int = 128) -> int:
     return sum(round(sparsity * rows * min(block, cols - b0)) for b0 in range(0, cols, block))
 
 
-# name -> (pruning function, whether it needs calibration statistics, how many zeros it sets unstructured)
-SPARSITY_METHODS: dict[str, tuple[Prune, bool, ZeroCount]] = {
-    "magnitude": (magnitude_prune, False, matrix_zeros),
-    "wanda": (wanda_prune, True, row_zeros),
-    "sparsegpt": (sparsegpt_prune, True, block_zeros),
-}
+@dataclass(frozen=True)
+class SparsityMethod:
+    name: str
+    prune: Prune
+    needs_stats: bool  # reads the calibration statistics
+    zeros: ZeroCount  # how many zeros it sets, unstructured
+
+
+SPARSITY_METHODS: Registry[SparsityMethod] = Registry("sparsity method")
+for _method in (SparsityMethod("magnitude", magnitude_prune, False, matrix_zeros),
+                SparsityMethod("wanda", wanda_prune, True, row_zeros),
+                SparsityMethod("sparsegpt", sparsegpt_prune, True, block_zeros)):
+    SPARSITY_METHODS.register(_method)
 _PATTERN = re.compile(r"^(\d+):(\d+)$")
 
 
@@ -87,9 +95,7 @@ class SparsifyParams(BaseModel):
     @field_validator("method")
     @classmethod
     def _known_method(cls, value: str) -> str:
-        if value not in SPARSITY_METHODS:
-            raise ValueError(f"unknown method {value!r}; allowed: {', '.join(SPARSITY_METHODS)}")
-        return value
+        return SPARSITY_METHODS.known(value, "method")
 
 
 def _target(sparsity: float, pattern: str | None) -> SparsityTarget:
@@ -139,22 +145,22 @@ class Sparsify(Technique):
                           for o in p.overrides))
 
     def apply(self, model: nn.Module, params: SparsifyParams, ctx: CompressionContext) -> nn.Module:
-        prune, needs_stats, _ = SPARSITY_METHODS[params.method]
+        method = SPARSITY_METHODS[params.method]
         adapter = ModelAdapter(model)
-        stats = input_stats(model, ctx) if needs_stats else {}
+        stats = input_stats(model, ctx) if method.needs_stats else {}
         with torch.no_grad():
             for site in adapter.linear_sites():
                 target = site_target(site, adapter.num_layers, site.module.in_features, params)
                 if target.fraction > 0:
                     weight = site.module.weight
-                    weight.copy_(prune(weight, stats.get(site.name), target))
+                    weight.copy_(method.prune(weight, stats.get(site.name), target))
                     mark_sparse(site.module)
         return model
 
     def predict_profile(self, profile: ModelProfile, params: SparsifyParams,
                         ctx: CompressionContext) -> ModelProfile | None:
         """The zeros each method sets, counted from the shapes (at least the zeros already there)."""
-        count = SPARSITY_METHODS[params.method][2]
+        count = SPARSITY_METHODS[params.method].zeros
 
         def sparsified(lin):
             target = site_target(lin, profile.num_layers, lin.in_features, params)
