@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from autocompress.cache import mark_used
 from autocompress.context import CompressionContext
 from autocompress.models.adapter import LinearSite, ModelAdapter
 
@@ -167,6 +168,7 @@ _FIELDS = ("hessian", "sq_norm", "absmax", "absmean")
 def _load_or_collect(model: nn.Module, ctx: CompressionContext) -> dict[str, InputStats]:
     path = ctx.cache_dir / "calibration" / f"input-stats-{ctx.cache_key('input_stats')}.safetensors"
     if path.is_file() and ctx.model_digest:
+        mark_used(path)
         flat = load_file(str(path))
         names = {key.rsplit("/", 1)[0] for key in flat}
         return {n: InputStats(*(flat[f"{n}/{f}"] for f in _FIELDS), int(flat[f"{n}/tokens"].item())) for n in names}

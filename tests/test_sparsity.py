@@ -92,7 +92,7 @@ def test_wanda_uses_the_calibration_statistics(tiny_model, tokenizer):
     _, ctx = apply(tiny_model, tokenizer, method="wanda", sparsity=0.5)
     stats = collect_input_stats(ctx.base_model, ctx.batches(ctx.calibration))
     site = ModelAdapter(tiny_model).linear_sites()[0]
-    assert set(ctx._memo) >= {("", "input_stats")}
+    assert "input_stats" in ctx._memo[""]
     expected = wanda_prune(site.module.weight, stats[site.name], SparsityTarget(0.5))
     assert torch.equal(site.module.weight == 0, expected == 0)
 

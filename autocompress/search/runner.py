@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 
 from autocompress.backends import BACKENDS
-from autocompress.cache import text_digest
+from autocompress.cache import cache_limit_bytes, evict_least_recently_used, text_digest
 from autocompress.errors import ConfigError
 from autocompress.evaluators import evaluators_for
 from autocompress.hardware.roofline import Workload
@@ -379,6 +379,7 @@ class JobRunner:
     def open(self) -> None:
         """Connect storage and tracking, create or resume the study, load the model once."""
         job = self.job
+        cache_limit_bytes()  # a bad $AUTOCOMPRESS_CACHE_MAX_GB fails here, before anything is written
         if job.storage is None or job.tracking is None:
             job.workdir_path.mkdir(parents=True, exist_ok=True)
         with job_lock(job.storage_url, STORAGE_WIDE):  # processes starting together create the tables once
@@ -475,6 +476,7 @@ class JobRunner:
             frozen = self.study.tell(trial, values, state=state)
         self._log_outcome(frozen)
         self.tracker.mark_pareto({r.number for r in trial_records(self.study, self.job.objectives) if r.pareto})
+        evict_least_recently_used()  # a search meets new step lineages in nearly every trial: ~1 GB each
         gc.collect()
         return frozen
 

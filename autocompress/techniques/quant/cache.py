@@ -15,6 +15,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from autocompress.cache import mark_used
 from autocompress.context import CompressionContext
 from autocompress.models.annotations import WeightGrid
 from autocompress.techniques.quant.grid import Quantized
@@ -40,6 +41,7 @@ class WeightCache:
     def get(self, key: str) -> Quantized | None:
         path = self._path(key) if self.folder is not None else None
         if path is not None and path.is_file():
+            mark_used(path)
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
                 tensors = {name: f.get_tensor(name) for name in f.keys()}

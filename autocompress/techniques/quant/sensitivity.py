@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from autocompress.cache import mark_used
 from autocompress.calibration import input_stats
 from autocompress.context import CompressionContext
 from autocompress.models.adapter import ModelAdapter
@@ -96,7 +97,12 @@ def cached_sensitivity(ctx: CompressionContext, bit_choices: list[int], group_si
     path = _table_path(ctx, key)
     if ctx.memoised(f"sensitivity/{key}") is None and not (ctx.model_digest and path.is_file()):
         return None
-    return ctx.memo(f"sensitivity/{key}", lambda: {name: t.tolist() for name, t in load_file(str(path)).items()})
+
+    def load() -> dict[str, list[float]]:
+        mark_used(path)
+        return {name: t.tolist() for name, t in load_file(str(path)).items()}
+
+    return ctx.memo(f"sensitivity/{key}", load)
 
 
 def layer_sensitivity(model: nn.Module, ctx: CompressionContext, bit_choices: list[int], group_size: int,
