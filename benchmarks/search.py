@@ -169,14 +169,15 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def complete_runs(rows: list[dict], args: argparse.Namespace) -> list[dict]:
-    """The first ``--trials`` rows of each run, for the seeds in which every sampler asked for has them."""
-    rows = [r for r in rows if r["sampler"] in args.samplers and r["trial"] < args.trials]
-    count: dict[tuple, int] = {}
-    for r in rows:
-        count[(r["sampler"], r["seed"])] = count.get((r["sampler"], r["seed"]), 0) + 1
-    seeds = {seed for seed in {r["seed"] for r in rows}
-             if all(count.get((s, seed), 0) == args.trials for s in args.samplers)}
-    return [r for r in rows if r["seed"] in seeds]
+    """The first ``--trials`` finished trials of each run (a trial interrupted by a kill leaves a gap in the
+    numbers: its re-queued copy comes later), for the seeds in which every sampler asked for has them."""
+    runs: dict[tuple, list[dict]] = {}
+    for r in sorted(rows, key=lambda r: r["trial"]):
+        if r["sampler"] in args.samplers:
+            runs.setdefault((r["sampler"], r["seed"]), []).append(r)
+    runs = {key: rs[:args.trials] for key, rs in runs.items()}
+    seeds = {seed for _, seed in runs if all(len(runs.get((s, seed), [])) == args.trials for s in args.samplers)}
+    return [r for (_, seed), rs in runs.items() if seed in seeds for r in rs]
 
 
 # ---- analysis ----------------------------------------------------------------------------------
@@ -364,7 +365,7 @@ def main() -> None:
     args = parser.parse_args()
     args.workdir = args.workdir.resolve()
     args.workdir.mkdir(parents=True, exist_ok=True)
-    console = Console()
+    console = Console(width=200)  # tables stay whole in a log file
     start = time.time()
     rows_path, memo = args.workdir / "rows.jsonl", Memo(args.workdir / "memo.jsonl")
     jobs = {s: make_job(args, s) for s in args.samplers}
