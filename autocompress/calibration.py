@@ -8,12 +8,14 @@ context and stored on disk as safetensors keyed by (base weights, data, steps ap
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from autocompress.cache import mark_used
@@ -169,18 +171,25 @@ def _load_or_collect(model: nn.Module, ctx: CompressionContext) -> dict[str, Inp
     path = ctx.cache_dir / "calibration" / f"input-stats-{ctx.cache_key('input_stats')}.safetensors"
     if path.is_file() and ctx.model_digest:
         mark_used(path)
-        flat = load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            flat = {key: f.get_tensor(key) for key in f.keys()}
+            shared = json.loads((f.metadata() or {}).get("shared", "{}"))
         names = {key.rsplit("/", 1)[0] for key in flat}
-        return {n: InputStats(*(flat[f"{n}/{f}"] for f in _FIELDS), int(flat[f"{n}/tokens"].item())) for n in names}
+        stats = {n: InputStats(*(flat[f"{n}/{f}"] for f in _FIELDS), int(flat[f"{n}/tokens"].item())) for n in names}
+        return stats | {name: stats[owner] for name, owner in shared.items()}
     stats = collect_input_stats(model, ctx.batches(ctx.calibration))
     if ctx.model_digest:  # only a context that knows its base model can key a disk cache
-        flat = {}
+        flat, owners, shared = {}, {}, {}
         for name, s in stats.items():
+            if id(s) in owners:  # q/k/v and gate/up read one input: stored once
+                shared[name] = owners[id(s)]
+                continue
+            owners[id(s)] = name
             for field in _FIELDS:
                 flat[f"{name}/{field}"] = getattr(s, field).contiguous().clone()
             flat[f"{name}/tokens"] = torch.tensor([s.tokens])
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        save_file(flat, str(tmp))
+        save_file(flat, str(tmp), metadata={"shared": json.dumps(shared)})
         tmp.rename(path)
     return stats

@@ -1,4 +1,5 @@
 import torch
+from safetensors import safe_open
 
 from autocompress.calibration import collect_input_stats, input_stats
 from autocompress.models.adapter import ModelAdapter
@@ -41,8 +42,14 @@ def test_disk_cache_hits_and_is_keyed_by_the_data(tiny_model, tokenizer, tmp_pat
     assert len(files) == 1
     ctx._memo.clear()
     again = input_stats(tiny_model, ctx)  # read back from disk
-    name = next(iter(first))
-    assert torch.equal(first[name].hessian, again[name].hessian) and first[name].tokens == again[name].tokens
+    assert again.keys() == first.keys()
+    for name in first:
+        assert torch.equal(first[name].hessian, again[name].hessian) and first[name].tokens == again[name].tokens
+    # linears that read one input share one entry, on disk (stored once) as in memory
+    q, k = (next(n for n in first if n.endswith(suffix)) for suffix in ("0.self_attn.q_proj", "0.self_attn.k_proj"))
+    assert first[q] is first[k] and again[q] is again[k]
+    with safe_open(str(files[0]), framework="pt") as f:
+        assert not any(key.startswith(k + "/") for key in f.keys())
     ctx._memo.clear()
     ctx.data_digest = "data-b"
     input_stats(tiny_model, ctx)
