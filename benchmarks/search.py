@@ -65,12 +65,16 @@ class Memo:
     outcomes: dict[str, Outcome] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.path.is_file():
-            for line in self.path.read_text().splitlines():
+        self.load(self.path)
+
+    def load(self, path: Path) -> None:
+        """Add the outcomes saved in ``path`` (this memo's own file, or another run's, read-only)."""
+        if path.is_file():
+            for line in path.read_text().splitlines():
                 row = json.loads(line)
                 digest = row.pop("digest")
                 row["stopped"] = row.pop("pruned", row.get("stopped"))  # memo files of the PRUNED era
-                self.outcomes[digest] = Outcome(**row)
+                self.outcomes.setdefault(digest, Outcome(**row))
 
     def add(self, digest: str, outcome: Outcome) -> None:
         self.outcomes[digest] = outcome
@@ -362,12 +366,17 @@ def main() -> None:
     parser.add_argument("--only-seed", type=int, default=None, help="run this sampler seed only (e.g. in a second "
                                                                      "process on the same --workdir)")
     parser.add_argument("--analyse-only", action="store_true", help="tables from the finished runs in --workdir")
+    parser.add_argument("--replay", type=Path, nargs="*", default=[],
+                        help="memo files of earlier runs (e.g. benchmarks/results/search-memo.jsonl): their recipes "
+                             "are replayed, charged what they cost then, instead of measured again")
     args = parser.parse_args()
     args.workdir = args.workdir.resolve()
     args.workdir.mkdir(parents=True, exist_ok=True)
     console = Console(width=200)  # tables stay whole in a log file
     start = time.time()
     rows_path, memo = args.workdir / "rows.jsonl", Memo(args.workdir / "memo.jsonl")
+    for path in args.replay:
+        memo.load(path)
     jobs = {s: make_job(args, s) for s in args.samplers}
     job = next(iter(jobs.values()))
     session = open_session(job.model, job.calibration, job.search.seed, job.evaluation)
