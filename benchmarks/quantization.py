@@ -146,8 +146,8 @@ def _full_vocabulary_kl(ctx):
 
 
 def _row(r: dict) -> str:
-    return (f"{r['method']:<16} w{r['bits']} g{r['group_size']:<4} KL {r['kl']:.4f} (full {r['kl_full']:.4f})  ppl {r['perplexity']:7.2f}  "
-            f"top1 {r['top1_agreement']:.3f}  apply {r['apply_s']:.1f}s")
+    return (f"{r['method']:<16} w{r['bits']} g{r['group_size']:<4} KL {r['kl']:.4f} (full {r['kl_full']:.4f})  "
+            f"ppl {r['perplexity']:7.2f}  top1 {r['top1_agreement']:.3f}  apply {r['apply_s']:.1f}s")
 
 
 @torch.no_grad()
@@ -256,8 +256,8 @@ def _print_tables(results: dict) -> None:
         print("\n| method | bits | group | KL (top-64) | KL (full) | perplexity | top-1 agree | apply s |")
         print("|---|---|---|---|---|---|---|---|")
         for r in results["methods"]:
-            print(f"| {r['method']} | {r['bits']} | {r['group_size']} | {r['kl']:.4f} | {r['kl_full']:.4f} | {r['perplexity']:.2f} | "
-                  f"{r['top1_agreement']:.3f} | {r['apply_s']:.1f} |")
+            print(f"| {r['method']} | {r['bits']} | {r['group_size']} | {r['kl']:.4f} | {r['kl_full']:.4f} | "
+                  f"{r['perplexity']:.2f} | {r['top1_agreement']:.3f} | {r['apply_s']:.1f} |")
     if "activations" in results:
         print("\n| activations / KV cache | KL (top-64) | KL (full) | perplexity |")
         print("|---|---|---|---|")
