@@ -129,16 +129,13 @@ def _full_vocabulary_kl(ctx):
     """KL(base || model) per token over all 49,152 entries, against base log-probs computed once."""
     import torch.nn.functional as F
 
-    def log_probs(model, ids):
-        return F.log_softmax(model(input_ids=ids).logits.float(), dim=-1)
+    from autocompress.evaluators.next_token import _log_probs  # the evaluator's own forward pass
 
-    with torch.no_grad():
-        batches = list(ctx.batches(ctx.evaluation))
-        base = [log_probs(ctx.base_model, ids) for ids in batches]
+    batches = list(ctx.batches(ctx.evaluation))
+    base = [_log_probs(ctx.base_model, ids) for ids in batches]
 
-    @torch.no_grad()
     def kl(model: torch.nn.Module) -> float:
-        total = sum(F.kl_div(log_probs(model, ids), b, log_target=True, reduction="sum").item()
+        total = sum(F.kl_div(_log_probs(model, ids), b, log_target=True, reduction="sum").item()
                     for ids, b in zip(batches, base))
         return total / ctx.evaluation.numel()
 
