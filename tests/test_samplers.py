@@ -1,3 +1,8 @@
+import json
+import os
+import subprocess
+import sys
+
 import optuna
 import pytest
 
@@ -93,3 +98,26 @@ def test_model_samplers_steer_away_from_what_the_predictor_stops(name):
     later = study.trials[trials // 2:]
     infeasible = sum(t.params["x"] >= 4 for t in later) / len(later)
     assert infeasible < 0.35  # seeds 0-2: GP 0.0, TPE 0.3-0.35; random 0.55-0.7, NSGA-II 0.4-0.45 (mutation 1/2 here)
+
+
+SAME_JOB_IN_A_NEW_PROCESS = """
+import json, optuna
+from autocompress.search.job import SearchSettings
+from autocompress.search.samplers import make_sampler
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+study = optuna.create_study(directions=["minimize", "minimize"],
+                            sampler=make_sampler(SearchSettings(sampler="{name}", seed=3, population_size=6)))
+study.optimize(lambda t: (sum(x := [t.suggest_categorical(f"layer{{i}}", [0, 1, 2, 3]) for i in range(8)]),
+                          sum((3 - v) * (i + 1) for i, v in enumerate(x))), n_trials=30)
+print(json.dumps([t.params for t in study.trials]))
+"""
+
+
+@pytest.mark.parametrize("name", ["nsga2", "nsga3"])
+def test_genetic_samplers_propose_the_same_trials_whatever_the_process_hash_seed(name):
+    """A job's seed alone decides its recipes: a rerun in another process must replay them."""
+    runs = [subprocess.run([sys.executable, "-c", SAME_JOB_IN_A_NEW_PROCESS.format(name=name)], check=True,
+                           capture_output=True, text=True, env=os.environ | {"PYTHONHASHSEED": str(hash_seed)}).stdout
+            for hash_seed in (1, 2, 3)]
+    assert len(json.loads(runs[0])) == 30
+    assert runs[1] == runs[0] and runs[2] == runs[0]

@@ -33,7 +33,9 @@ class NoRepeatChildren:
             child = super().sample_relative(study, trial, search_space)  # type: ignore[misc]
             if not child:  # the first generation: random
                 return child
-            for name in search_space.keys() - child.keys():  # mutated: drawn at random now rather than later
+            # mutated: drawn at random now rather than later, in the space's order (a set's order
+            # changes with the process's string-hash seed, and with it which draw goes to which name)
+            for name in [name for name in search_space if name not in child]:
                 child[name] = self._random_sampler.sample_independent(study, trial, name, search_space[name])
             if tuple(sorted(child.items())) not in seen:
                 return child
