@@ -392,7 +392,7 @@ def main() -> None:
     result = analyse(rows, args, references)
     print_tables(result, args, console)
     args.out.parent.mkdir(exist_ok=True)
-    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    settings = json.loads(json.dumps(vars(args), default=str))  # paths (also in --replay's list) as text
     args.out.write_text(json.dumps({"date": datetime.now(timezone.utc).isoformat(timespec="minutes"),
                                     "settings": settings, "default_sampler": DEFAULT_SAMPLER, **result,
                                     "seconds": time.time() - start}, indent=1, default=float))
