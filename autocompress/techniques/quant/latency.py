@@ -30,18 +30,21 @@ def decode_costs(model: nn.Module, budget: LatencyBudget, bit_choices: list[int]
                  symmetric: bool = True) -> tuple[dict[str, list[float]], float]:
     """Per-linear extra decode milliseconds at each of ``bit_choices`` (0 at the fewest bits), and the
     milliseconds left for those extras once every linear sits at the fewest bits."""
-    target = load_target(budget.target, "quantize.latency_budget.target")
-    return _decode_costs(profile_model(model), target, budget, bit_choices, group_size, symmetric)
+    return _decode_costs(profile_model(model), _target(budget), budget, bit_choices, group_size, symmetric)
 
 
 def profile_decode_costs(profile: ModelProfile, budget: LatencyBudget, bit_choices: list[int], group_size: int,
                          symmetric: bool = True) -> tuple[dict[str, list[float]], float] | None:
     """:func:`decode_costs` from a predicted profile; None on a target with sparse-unstructured kernels,
     which read the measured zeros a predicted profile does not know."""
-    target = load_target(budget.target, "quantize.latency_budget.target")
+    target = _target(budget)
     if target.has("sparse_unstructured"):
         return None
     return _decode_costs(profile, target, budget, bit_choices, group_size, symmetric)
+
+
+def _target(budget: LatencyBudget) -> HardwareTarget:
+    return load_target(budget.target, "quantize.latency_budget.target")
 
 
 def _decode_costs(profile: ModelProfile, target: HardwareTarget, budget: LatencyBudget, bit_choices: list[int],
