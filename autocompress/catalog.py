@@ -1,12 +1,15 @@
-"""One loader for the four YAML catalogs (search spaces, hardware targets, pipelines, evaluators).
+"""One loader for the four YAML catalogs shipped in ``autocompress/catalogs/``.
 
-A name such as ``demo`` is looked up in the shipped catalog; anything that looks like a path
-(contains a slash or ends in .yaml/.yml) is read from the user's file system.
+A name such as ``demo`` is looked up in the user's catalog first, then in the shipped one;
+anything that looks like a path (contains a slash or ends in .yaml/.yml) is read from the user's
+file system. The repository's top-level ``search_spaces/``, ``hardware_models/``, ``pipelines/``
+and ``evaluators/`` are links to the shipped folders, so both spellings name the same files.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,30 +17,56 @@ import yaml
 
 from autocompress.errors import ConfigError
 
-CATALOGS = ("search_spaces", "hardware_models", "pipelines", "evaluators")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+SHIPPED = Path(__file__).resolve().parent / "catalogs"
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """A folder of YAML entries: its name in code, what one entry is called, and its user-facing folder."""
+
+    name: str
+    noun: str  # "unknown <noun> 'x'" in messages
+    folder: str  # the top-level folder users know (a link to the shipped one); file names in messages
+    legacy: tuple[str, ...] = ()  # earlier names of the user catalog folder, still read
+
+
+CATALOGS: dict[str, Catalog] = {c.name: c for c in (
+    Catalog("search_spaces", "search space", "search_spaces"),
+    Catalog("targets", "hardware model", "hardware_models", legacy=("hardware_models",)),
+    Catalog("pipelines", "pipeline", "pipelines"),
+    Catalog("eval_tasks", "evaluator", "evaluators", legacy=("evaluators",)),
+)}
+
+
+def get_catalog(catalog: str) -> Catalog:
+    try:
+        return CATALOGS[catalog]
+    except KeyError:
+        raise ValueError(f"unknown catalog {catalog!r}; allowed: {', '.join(CATALOGS)}") from None
 
 
 def catalog_dir(catalog: str) -> Path:
-    """Where a shipped catalog lives: beside the package in a checkout, inside it in a wheel."""
-    if catalog not in CATALOGS:
-        raise ValueError(f"unknown catalog {catalog!r}")
-    package = Path(__file__).resolve().parent
-    for candidate in (package.parent / catalog, package / "_catalogs" / catalog):
-        if candidate.is_dir():
-            return candidate
-    return package.parent / catalog
+    """Where a shipped catalog lives: inside the package, in a checkout and in a wheel alike."""
+    return SHIPPED / get_catalog(catalog).name
 
 
 def user_catalog_dir(catalog: str) -> Path:
     """Where users' own entries live (e.g. the calibrated ``host`` target); they win over shipped ones."""
     from autocompress.cache import cache_root
 
-    return cache_root() / catalog
+    return cache_root() / get_catalog(catalog).name
+
+
+def display_name(catalog: str, path: Path) -> str:
+    """A catalog entry as messages name it, e.g. ``hardware_models/raspberry-pi-5.yaml``."""
+    return f"{get_catalog(catalog).folder}/{path.name}"
 
 
 def _search_path(catalog: str) -> list[Path]:
-    return [user_catalog_dir(catalog), catalog_dir(catalog)]
+    user = user_catalog_dir(catalog)
+    legacy = [user.parent / old for old in get_catalog(catalog).legacy]
+    return [user, *legacy, catalog_dir(catalog)]
 
 
 def catalog_names(catalog: str) -> list[str]:
@@ -60,7 +89,7 @@ def resolve(catalog: str, ref: str, field: str) -> Path:
     path = next((d / f"{ref}.yaml" for d in _search_path(catalog) if (d / f"{ref}.yaml").is_file()),
                 catalog_dir(catalog) / f"{ref}.yaml")
     if not path.is_file():
-        raise ConfigError(field, f"unknown {catalog[:-1].replace('_', ' ')} {ref!r}; "
+        raise ConfigError(field, f"unknown {get_catalog(catalog).noun} {ref!r}; "
                                  f"allowed: {', '.join(catalog_names(catalog))} or a path to a .yaml file")
     return path
 
@@ -76,6 +105,3 @@ def read_yaml(path: Path, field: str) -> dict[str, Any]:
         raise ConfigError(field, f"{path} must hold a YAML mapping")
     return data
 
-
-def load(catalog: str, ref: str, field: str) -> dict[str, Any]:
-    return read_yaml(resolve(catalog, ref, field), field)

@@ -39,7 +39,7 @@ def show(target: str = typer.Argument(..., help="target name or YAML path")) -> 
     """Print a target's YAML, sources included."""
     from autocompress.catalog import resolve
 
-    print(resolve("hardware_models", target, "target").read_text())
+    print(resolve("targets", target, "target").read_text())
 
 
 @app.command()
@@ -113,7 +113,7 @@ def calibrate(
     if worst > 50:
         err.print(f"[yellow]the fit misses by {worst:.0f}% on average: was the machine busy?[/yellow]")
     fitted = fitted.model_copy(update={"uncertainty": min(round(2 * worst / 100, 3), 2.0)})  # the field's bound
-    path = out_path or user_catalog_dir("hardware_models") / f"{host.target_name}.yaml"
+    path = out_path or user_catalog_dir("targets") / f"{host.target_name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(host.target_yaml(fitted, len(samples), after))
     out.print(f"fit on {len(samples)} models: decode MAPE {before.decode_mape:.1f}% -> {after.decode_mape:.1f}%, "

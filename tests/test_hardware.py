@@ -270,7 +270,7 @@ def test_shipped_targets_load_and_are_plausible(targets: dict[str, HardwareTarge
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_every_number_cites_a_source(name: str) -> None:
-    lines = catalog.resolve("hardware_models", name, "targets").read_text().splitlines()
+    lines = catalog.resolve("targets", name, "targets").read_text().splitlines()
     number = re.compile(r"^\s*[A-Za-z0-9_]+:\s*-?[0-9.]+\s*(#.*)?$")
     numeric = [i for i, line in enumerate(lines) if number.match(line)]
     assert len(numeric) >= 10  # at least 6 top-level numbers + 4 peaks
@@ -285,7 +285,7 @@ def _write(tmp_path, name: str, text: str):
 
 
 def test_bad_field_names_the_file_and_field(tmp_path, monkeypatch) -> None:
-    good = catalog.resolve("hardware_models", "raspberry-pi-5", "targets").read_text()
+    good = catalog.resolve("targets", "raspberry-pi-5", "targets").read_text()
     bad = _write(tmp_path, "x", good.replace("memory_bandwidth_gbps: 17.07", "memory_bandwidth_gbps: 0"))
     with pytest.raises(ConfigError, match=r"x\.yaml: memory_bandwidth_gbps: Input should be greater than 0"):
         load_target(str(bad))

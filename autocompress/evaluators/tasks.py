@@ -1,6 +1,6 @@
 """lm-eval tasks: the stock definition (prompt, choices, metrics) with the data read from local files.
 
-A local task is a YAML file in the ``evaluators/`` catalog that names the stock lm-eval task it
+A local task is a YAML file in the ``eval_tasks`` catalog (``evaluators/``) that names the stock lm-eval task it
 reuses, the files it reads (relative to the data directory) and the reader that turns them into
 the fields the stock definition expects. Only where the data comes from is overridden; any other
 task name is lm-eval's own, loaded as lm-eval would (from the hub cache or the network).
@@ -16,11 +16,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from autocompress.cache import file_digest, text_digest
-from autocompress.catalog import catalog_dir, catalog_names, read_yaml
+from autocompress.catalog import catalog_dir, catalog_names, display_name, read_yaml
 from autocompress.errors import ConfigError
 from autocompress.evaluators.readers import READERS
 from autocompress.validation import parse
 
+CATALOG = "eval_tasks"  # shipped in autocompress/catalogs/eval_tasks/, linked as evaluators/
 # Stock tasks without a local definition: a rough cost per example (tokens forwarded), for budgeting.
 STOCK_TOKENS_PER_EXAMPLE = 256
 
@@ -59,17 +60,17 @@ class TaskSource:
 
 
 def local_task_names() -> list[str]:
-    return catalog_names("evaluators")
+    return catalog_names(CATALOG)
 
 
 def load_local_task(name: str) -> LocalTask | None:
-    path = catalog_dir("evaluators") / f"{name}.yaml"
+    path = catalog_dir(CATALOG) / f"{name}.yaml"
     if not path.is_file():
         return None
-    task = parse(LocalTask, read_yaml(path, f"evaluators/{name}.yaml"), f"evaluators/{name}.yaml")
+    where = display_name(CATALOG, path)
+    task = parse(LocalTask, read_yaml(path, where), where)
     if task.reader not in READERS:
-        raise ConfigError(f"evaluators/{name}.yaml.reader", f"unknown reader {task.reader!r}; "
-                                                              f"allowed: {', '.join(sorted(READERS))}")
+        raise ConfigError(f"{where}.reader", f"unknown reader {task.reader!r}; allowed: {', '.join(sorted(READERS))}")
     return task
 
 

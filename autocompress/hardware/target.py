@@ -1,4 +1,4 @@
-"""A hardware target: the few numbers a roofline needs, read from ``hardware_models/*.yaml``."""
+"""A hardware target: the few numbers a roofline needs, read from the ``targets`` catalog (``hardware_models/``)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from autocompress.catalog import catalog_names, looks_like_path, read_yaml, resolve
+from autocompress.catalog import catalog_names, display_name, looks_like_path, read_yaml, resolve
 from autocompress.errors import ConfigError
 from autocompress.validation import parse
 
-CATALOG = "hardware_models"
+CATALOG = "targets"
 Precision = Literal["fp32", "fp16", "int8", "int4"]
 Feature = Literal["int8_weights", "int4_weights", "int8_activations",
                   "sparse_2_4", "sparse_unstructured", "kv_int8"]
@@ -58,7 +58,7 @@ class HardwareTarget(BaseModel, extra="forbid", frozen=True):
 
 
 def _display(path: Path, by_name: bool) -> str:
-    return f"{CATALOG}/{path.name}" if by_name else str(path)
+    return display_name(CATALOG, path) if by_name else str(path)
 
 
 def load_target(ref: str, field: str = "targets") -> HardwareTarget:
