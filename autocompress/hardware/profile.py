@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from autocompress.models.adapter import LinearSite, ModelAdapter
+from autocompress.models.annotations import kv_bits as recorded_kv_bits
 from autocompress.models.annotations import weight_format
 
 SCALE_BYTES = 2  # one fp16 scale per quantisation group
@@ -160,8 +161,6 @@ def profile_model(model: nn.Module, *, kv_bits: int | None = None, avg_exit_laye
     """Profile a (compressed) causal LM: real shapes of the remaining blocks, recorded formats,
     measured sparsity, and the LM head (role ``lm_head``) read at every decode step. ``kv_bits``
     defaults to what the model records (``quantize`` with ``kv_bits``), else 16."""
-    from autocompress.techniques.quant.kv import kv_bits as recorded_kv_bits
-
     kv_bits = recorded_kv_bits(model) if kv_bits is None else kv_bits
     adapter = ModelAdapter(model)
     linears = tuple(_linear_profile(site) for site in adapter.linear_sites(include_lm_head=True))

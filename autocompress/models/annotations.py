@@ -1,7 +1,8 @@
-"""What a technique did to a module's storage format, recorded on the module itself.
+"""What a technique did to a model's storage format, recorded on the model itself.
 
 Fake-quantized weights are still float tensors; the hardware model needs to know the
-format they would be stored in on the device. Techniques record it here.
+format they would be stored in on the device: each weight's format and grid (on its module) and
+the KV cache's bits (on the model). Techniques record them here; profiles read them here.
 """
 
 from __future__ import annotations
@@ -31,6 +32,17 @@ def weight_format(module: nn.Module) -> WeightFormat:
 
 
 _GRID_ATTR = "_autocompress_weight_grid"
+_KV_ATTR = "_autocompress_kv_bits"
+
+
+def set_kv_bits(model: nn.Module, bits: int) -> None:
+    """Record that the model's attention sees its K/V cache at ``bits``."""
+    setattr(model, _KV_ATTR, bits)
+
+
+def kv_bits(model: nn.Module) -> int:
+    """The KV-cache bits recorded on a model (16 when not quantized)."""
+    return getattr(model, _KV_ATTR, DEFAULT_BITS)
 
 
 def int_range(bits: int, symmetric: bool) -> tuple[int, int]:

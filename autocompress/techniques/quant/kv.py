@@ -1,6 +1,7 @@
 """KV-cache quantization, simulated inside attention: keys (after RoPE) and values are rounded
 per token and head (one asymmetric group of ``head_dim``) before the attention product, as a
-cache stored at ``bits`` would return them. The bits are recorded on the model for the memory model.
+cache stored at ``bits`` would return them. The bits are recorded on the model (``models.annotations``)
+for the memory model.
 """
 
 from __future__ import annotations
@@ -10,12 +11,12 @@ from torch import nn
 from transformers import AttentionInterface
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from autocompress.models import annotations
 from autocompress.models.adapter import ModelAdapter
 from autocompress.techniques.quant.grid import QuantFormat, rtn, straight_through
 
 KV_ATTENTION = "autocompress_kv"
 _MODULE_ATTR = "_autocompress_kv"  # on each attention module: (bits, wrapped implementation)
-_MODEL_ATTR = "_autocompress_kv_bits"
 
 
 def quantize_per_head(t: torch.Tensor, bits: int) -> torch.Tensor:
@@ -46,9 +47,4 @@ def set_kv_bits(model: nn.Module, bits: int) -> None:
         if site.role == "attn.k":
             setattr(model.get_submodule(site.name.rpartition(".")[0]), _MODULE_ATTR, (bits, inner))
     config._attn_implementation = KV_ATTENTION
-    setattr(model, _MODEL_ATTR, bits)
-
-
-def kv_bits(model: nn.Module) -> int:
-    """The KV-cache bits recorded on a model (16 when not quantized)."""
-    return getattr(model, _MODEL_ATTR, 16)
+    annotations.set_kv_bits(model, bits)
