@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from autocompress.hardware.calibrate import Sample, errors, fit, predict_sample, target_yaml
-from autocompress.hardware.measure import ModelTiming, median_seconds, time_model
+from autocompress.hardware.measure import ModelTiming, time_model
+from autocompress.timing import median_seconds
 from autocompress.hardware.profile import profile_model
 from autocompress.hardware.roofline import RooflineModel, Workload
 from autocompress.hardware.target import HardwareTarget, load_target

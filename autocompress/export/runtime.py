@@ -140,15 +140,6 @@ def time_gguf(path: Path, prompt_tokens: int, context_tokens: int, decode_tokens
     return statistics.median(prefill) * 1e3, statistics.median(decode) * 1e3
 
 
-def torch_decode_tokens_per_s(model: nn.Module, prompt_tokens: int = 128, decode_tokens: int = 32,
-                              repeats: int = 5) -> float:
-    """The same decode protocol on the torch model (eager, KV cache), for a side-by-side figure."""
-    from autocompress.hardware.measure import time_model
-
-    timing = time_model(model, prompt_tokens, prompt_tokens, repeats=repeats, decode_steps=decode_tokens)
-    return 1e3 / timing.decode_ms_per_token
-
-
 def llama_quantize(source: Path, dest: Path, ftype: str, token_embedding_type: str | None = None,
                    threads: int | None = None) -> Path:
     """llama.cpp's own quantizer (``llama_model_quantize``) from a float GGUF: ``ftype`` such as

@@ -1,6 +1,6 @@
 """Wall-clock measurements on the host: micro-benchmarks and real prefill/decode of a model.
 
-Every measurement warms up first, repeats, and reports the median.
+Every measurement warms up first, repeats, and reports the median (:func:`autocompress.timing.median_seconds`).
 """
 
 from __future__ import annotations
@@ -9,22 +9,11 @@ import inspect
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
 
-
-def median_seconds(fn: Callable[[], object], repeats: int = 5, warmup: int = 2) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` runs after ``warmup`` runs."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from autocompress.timing import median_seconds
 
 
 def copy_bandwidth_gbps(megabytes: int = 256, repeats: int = 5) -> float:
@@ -33,15 +22,6 @@ def copy_bandwidth_gbps(megabytes: int = 256, repeats: int = 5) -> float:
     dst = torch.empty_like(src)
     seconds = median_seconds(lambda: dst.copy_(src), repeats)
     return 2 * src.numel() * 4 / seconds / 1e9
-
-
-def gemv_bandwidth_gbps(rows: int = 8192, cols: int = 8192, dtype: torch.dtype = torch.float32,
-                        repeats: int = 5) -> float:
-    """Bandwidth a matrix-vector product reaches (decode is a chain of these)."""
-    w = torch.randn(rows, cols, dtype=dtype)
-    x = torch.randn(cols, dtype=dtype)
-    seconds = median_seconds(lambda: w @ x, repeats)
-    return w.numel() * w.element_size() / seconds / 1e9
 
 
 def gemm_gflops(m: int = 512, n: int = 1536, k: int = 576, dtype: torch.dtype = torch.float32,
