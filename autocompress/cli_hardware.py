@@ -81,7 +81,7 @@ def _measure(runtime, suite: str, repeats: int):
     """Measure a runtime's suite, printing one line per sample (to stderr)."""
     from itertools import count
 
-    from autocompress.hardware.calibrate import measure_samples
+    from autocompress.hosts.calibrate import measure_samples
 
     index = count(1)
     return measure_samples(runtime.cases(suite), repeats, timer=runtime.time,
@@ -99,8 +99,8 @@ def calibrate(
 ) -> None:
     """Micro-benchmark the host, measure real prefill/decode, fit the efficiency factors, write the target."""
     from autocompress.catalog import user_catalog_dir
-    from autocompress.hardware.calibrate import errors, fit
-    from autocompress.hardware.hosts import host_runtime
+    from autocompress.hosts.calibrate import errors, fit
+    from autocompress.hosts import host_runtime
 
     start = time.perf_counter()
     host = host_runtime(runtime, model)
@@ -129,8 +129,8 @@ def validate(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Measure 20+ configurations the calibration did not see; print MAPE and the share within ±10%."""
-    from autocompress.hardware.calibrate import errors, predict_sample
-    from autocompress.hardware.hosts import runtime_for_target
+    from autocompress.hosts.calibrate import errors, predict_sample
+    from autocompress.hosts import runtime_for_target
     from autocompress.hardware.target import load_target
 
     start = time.perf_counter()

@@ -33,7 +33,7 @@ from autocompress.export.deploy import source_gguf
 from autocompress.export.gguf_export import model_bytes_per_token, write_gguf
 from autocompress.export.runtime import (agreement, default_threads, gguf_logits, llama_quantize, measure_speed,
                                          open_gguf, torch_logits)
-from autocompress.hardware.measure import copy_bandwidth_gbps, time_model
+from autocompress.hosts.measure import copy_bandwidth_gbps, time_model
 from autocompress.pipeline import apply_recipe, open_session
 from autocompress.recipe import Recipe, TextSpec
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from autocompress.hardware.calibrate import Sample, errors, fit, predict_sample, target_yaml
-from autocompress.hardware.measure import ModelTiming, time_model
+from autocompress.hosts.calibrate import Sample, errors, fit, predict_sample, target_yaml
+from autocompress.hosts.measure import ModelTiming, time_model
 from autocompress.timing import median_seconds
 from autocompress.hardware.profile import profile_model
 from autocompress.hardware.roofline import RooflineModel, Workload
@@ -128,7 +128,7 @@ def test_upper_bound_budgets_are_stricter(tmp_path, tiny_checkpoints):
 
 
 def test_validation_recipes_are_valid_for_smollm2_widths():
-    from autocompress.hardware.suites import CALIBRATION_SHAPES, VALIDATION_RECIPES, VALIDATION_SHAPES
+    from autocompress.hosts.suites import CALIBRATION_SHAPES, VALIDATION_RECIPES, VALIDATION_SHAPES
     from autocompress.recipe import Recipe
 
     assert len(VALIDATION_SHAPES) + len(VALIDATION_RECIPES) >= 20

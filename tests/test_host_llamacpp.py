@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 from autocompress.cli import app
 from autocompress.errors import ConfigError
 from autocompress.export.gguf_export import write_gguf
-from autocompress.hardware import suites
-from autocompress.hardware.calibrate import Shape
-from autocompress.hardware.hosts import HOST_RUNTIMES, host_runtime, runtime_for_target
+from autocompress.hosts import suites
+from autocompress.hosts.calibrate import Shape
+from autocompress.hosts import HOST_RUNTIMES, host_runtime, runtime_for_target
 from autocompress.hardware.profile import profile_model
 from autocompress.hardware.roofline import RooflineModel, Workload
 from autocompress.hardware.target import load_target
@@ -72,7 +72,7 @@ def test_profile_prices_exactly_what_the_gguf_file_holds(tmp_path, tokenizer, fm
 
 
 def test_a_llamacpp_target_streams_each_weight_at_its_gguf_width():
-    from autocompress.hardware.hosts.llamacpp import FEATURES
+    from autocompress.hosts.llamacpp import FEATURES
 
     target = load_target("host").model_copy(update={"name": "host-llamacpp", "runtime_bits": None,
                                                      "features": FEATURES})
@@ -90,7 +90,7 @@ def test_a_llamacpp_target_streams_each_weight_at_its_gguf_width():
 def tiny_suites(monkeypatch):
     """Suites of tiny shapes (the tiny checkpoints have 4 layers, hidden 64, 256 positions), timed on one
     thread (llama.cpp's thread barriers make tiny models slow and noisy on a busy machine)."""
-    from autocompress.hardware.hosts.llamacpp import LlamaCpp
+    from autocompress.hosts.llamacpp import LlamaCpp
 
     monkeypatch.setattr(LlamaCpp, "threads", 1)
     monkeypatch.setattr(LlamaCpp, "decode_tokens", 4)
@@ -144,7 +144,7 @@ def test_calibrate_and_validate_llamacpp_write_and_check_a_valid_target(tiny_che
 
 @needs_llama
 def test_quantized_variants_come_from_llama_cpp_and_hold_the_priced_bytes(tiny_checkpoints, tmp_path):
-    from autocompress.hardware.hosts.llamacpp import block_type, check_priced_bytes
+    from autocompress.hosts.llamacpp import block_type, check_priced_bytes
 
     runtime = host_runtime("llamacpp", str(tiny_checkpoints["llama"]))
     model = build_model("llama")

@@ -23,10 +23,10 @@ from typing import Callable
 from torch import nn
 
 from autocompress.errors import ConfigError
-from autocompress.hardware import suites
-from autocompress.hardware.calibrate import Errors, physical_memory_gb
-from autocompress.hardware.hosts.base import HOST_RUNTIMES, Cases, HostRuntime, Suite
-from autocompress.hardware.measure import ModelTiming, copy_bandwidth_gbps
+from autocompress.hosts import suites
+from autocompress.hosts.calibrate import Errors, physical_memory_gb
+from autocompress.hosts.base import HOST_RUNTIMES, Cases, HostRuntime, Suite
+from autocompress.hosts.measure import ModelTiming, copy_bandwidth_gbps
 from autocompress.hardware.profile import profile_model
 from autocompress.hardware.roofline import RooflineModel, Workload
 from autocompress.hardware.target import HardwareTarget, Precision

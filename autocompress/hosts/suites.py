@@ -12,7 +12,7 @@ from typing import Iterator
 
 from torch import nn
 
-from autocompress.hardware.calibrate import Shape, synthetic_model
+from autocompress.hosts.calibrate import Shape, synthetic_model
 from autocompress.hardware.roofline import Workload
 from autocompress.models.adapter import ModelAdapter
 from autocompress.models.annotations import WeightFormat, set_weight_format

@@ -2,8 +2,8 @@
 
 1. Micro-benchmarks give the host's figures: copy bandwidth, fp32 GEMM throughput, op overhead.
 2. Real prefill/decode of models of several shapes are measured: torch eager in fp32 here; llama.cpp
-   on GGUF exports in :mod:`autocompress.hardware.hosts.llamacpp` (runtimes are registered in
-   :mod:`autocompress.hardware.hosts`).
+   on GGUF exports in :mod:`autocompress.hosts.llamacpp` (runtimes are registered in
+   :mod:`autocompress.hosts`).
 3. ``sustained_bandwidth_fraction``, ``compute_efficiency`` and ``per_op_overhead_us`` are fitted
    by least squares on the log of predicted / measured time, so every sample weighs the same
    whatever its size.
@@ -26,7 +26,7 @@ from scipy.optimize import least_squares
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from autocompress.hardware.measure import ModelTiming, copy_bandwidth_gbps, gemm_gflops, op_overhead_us, time_model
+from autocompress.hosts.measure import ModelTiming, copy_bandwidth_gbps, gemm_gflops, op_overhead_us, time_model
 from autocompress.hardware.profile import ModelProfile, profile_model
 from autocompress.hardware.roofline import RooflineModel, Workload
 from autocompress.hardware.target import HardwareTarget

@@ -7,10 +7,10 @@ from typing import Callable
 
 from torch import nn
 
-from autocompress.hardware import suites
-from autocompress.hardware.calibrate import Errors, host_target, target_yaml, time_eager
-from autocompress.hardware.hosts.base import HOST_RUNTIMES, Cases, HostRuntime, Suite
-from autocompress.hardware.measure import ModelTiming
+from autocompress.hosts import suites
+from autocompress.hosts.calibrate import Errors, host_target, target_yaml, time_eager
+from autocompress.hosts.base import HOST_RUNTIMES, Cases, HostRuntime, Suite
+from autocompress.hosts.measure import ModelTiming
 from autocompress.hardware.roofline import Workload
 from autocompress.hardware.target import HardwareTarget
 

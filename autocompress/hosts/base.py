@@ -13,8 +13,8 @@ from typing import Callable, ClassVar, Iterator, Literal
 from torch import nn
 
 from autocompress.errors import ConfigError
-from autocompress.hardware.calibrate import Errors
-from autocompress.hardware.measure import ModelTiming
+from autocompress.hosts.calibrate import Errors
+from autocompress.hosts.measure import ModelTiming
 from autocompress.hardware.roofline import Workload
 from autocompress.hardware.target import HardwareTarget
 from autocompress.models.loading import DEFAULT_MODEL
