@@ -2,13 +2,12 @@
 
 Only ``mlflow.MlflowClient`` is used (no fluent, process-global active run), so several trackers
 and worker threads can coexist. ``NullTracker`` is the drop-in for users who disable tracking.
+Files (the front's charts, a report) are logged as they are given: nothing here draws them.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,12 +20,15 @@ ROLE, TRIAL, STATE, FEASIBLE, PARETO, ERROR = (
     f"autocompress.{k}" for k in ("role", "trial", "state", "feasible", "pareto", "error")
 )
 PARENT = "mlflow.parentRunId"
+FRONT_FILES = ("pareto.json", "pareto.png", "pareto.html")  # what log_front logs of the folder it is given
 MAX_ERROR_CHARS = 5000
 _TERMINAL = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
 
 
 class Tracker(Protocol):
     """What the search runner needs from experiment tracking."""
+
+    enabled: bool  # False: every call is a no-op (files for it need not be written)
 
     def start_job(self, job_config: dict) -> str: ...
     def job_run_id(self) -> str: ...
@@ -46,7 +48,7 @@ class Tracker(Protocol):
     def close_interrupted(self, live_trial_numbers: set[int]) -> list[int]: ...
     def mark_pareto(self, pareto_trials: set[int], tag: str = ...) -> None: ...
     def log_report(self, folder: str) -> None: ...
-    def log_front(self, rows: list[dict], objectives: list[tuple[str, str]]) -> None: ...
+    def log_front(self, folder: str) -> None: ...
     def log_model(self, run_id: str, model_dir: str, registered_name: str) -> str: ...
     def finish_job(self, status: str = "FINISHED") -> None: ...
 
@@ -55,16 +57,16 @@ def _bool(value: bool) -> str:
     return "true" if value else "false"
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """Plain JSON/YAML data: non-finite floats become ``null``, unknown objects ``str``."""
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if hasattr(value, "item"):  # numpy / torch scalars
-        return _json_safe(value.item())
+        return json_safe(value.item())
     if value is None or isinstance(value, (str, int, float)):
         return value
     return str(value)  # paths, enums, ...
@@ -80,6 +82,8 @@ def _metric_rows(metrics: dict[str, float]) -> list[Any]:
 
 class MlflowTracker:
     """Tracks one job in one MLflow experiment (``experiment``), created on first use."""
+
+    enabled = True
 
     def __init__(self, tracking_uri: str, experiment: str, artifact_location: str | None = None):
         from mlflow import MlflowClient
@@ -113,7 +117,7 @@ class MlflowTracker:
                 self.client.update_run(run_id, status="RUNNING")
         else:
             run_id = self.client.create_run(self.experiment_id, tags={ROLE: "job"}, run_name="job").info.run_id
-        self.client.log_text(run_id, yaml.safe_dump(_json_safe(job_config), sort_keys=False), "job.yaml")
+        self.client.log_text(run_id, yaml.safe_dump(json_safe(job_config), sort_keys=False), "job.yaml")
         self._job_run_id = run_id
         return run_id
 
@@ -206,18 +210,11 @@ class MlflowTracker:
         self.client.log_artifacts(self.job_run_id(), folder, "report")
 
     # ---- artifacts -----------------------------------------------------------------------
-    def log_front(self, rows: list[dict], objectives: list[tuple[str, str]]) -> None:
-        """``pareto.json``, ``pareto.png`` and ``pareto.html`` on the job run."""
-        from autocompress.search.plots import pareto_figure_html, pareto_figure_png
-
+    def log_front(self, folder: str) -> None:
+        """``pareto.json``, ``pareto.png`` and ``pareto.html`` from ``folder`` on the job run."""
         run_id = self.job_run_id()
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp)
-            (out / "pareto.json").write_text(json.dumps(_json_safe(rows), indent=2, allow_nan=False))
-            pareto_figure_png(rows, objectives, out / "pareto.png")
-            pareto_figure_html(rows, objectives, out / "pareto.html")
-            for name in ("pareto.json", "pareto.png", "pareto.html"):
-                self.client.log_artifact(run_id, str(out / name))
+        for name in FRONT_FILES:
+            self.client.log_artifact(run_id, str(Path(folder) / name))
 
     def log_model(self, run_id: str, model_dir: str, registered_name: str) -> str:
         """Log ``model_dir`` under ``model/`` of the run and register it; returns the version."""
@@ -258,6 +255,8 @@ class MlflowTracker:
 
 class NullTracker:
     """Tracking switched off: every method is a no-op with a harmless return value."""
+
+    enabled = False
 
     def start_job(self, job_config: dict) -> str:
         return ""
@@ -300,7 +299,7 @@ class NullTracker:
     def mark_pareto(self, pareto_trials: set[int], tag: str = PARETO) -> None:
         pass
 
-    def log_front(self, rows: list[dict], objectives: list[tuple[str, str]]) -> None:
+    def log_front(self, folder: str) -> None:
         pass
 
     def log_model(self, run_id: str, model_dir: str, registered_name: str) -> str:

@@ -11,7 +11,7 @@ import yaml
 from mlflow import MlflowClient
 
 from autocompress.recipe import Recipe, Step
-from autocompress.search.plots import pareto_figure_html, pareto_figure_png
+from autocompress.search.plots import pareto_figure_html, pareto_figure_png, write_front
 from autocompress.tracking import MlflowTracker, NullTracker, Tracker
 
 _names = itertools.count()
@@ -161,11 +161,11 @@ def front_rows() -> list[dict]:
 OBJECTIVES = [("kl", "minimize"), ("rpi.decode_ms_per_token", "minimize")]
 
 
-def test_log_front_writes_json_and_plots(store: tuple[str, Path]) -> None:
+def test_log_front_writes_json_and_plots(store: tuple[str, Path], tmp_path: Path) -> None:
     tracker = new_tracker(store)
     job = tracker.start_job({})
     rows = front_rows()
-    tracker.log_front(rows, OBJECTIVES)
+    tracker.log_front(str(write_front(rows, OBJECTIVES, tmp_path)))
     client = tracker.client
     assert {"pareto.json", "pareto.png", "pareto.html"} <= artifacts(client, job)
     assert json.loads(Path(client.download_artifacts(job, "pareto.json")).read_text()) == rows
@@ -194,13 +194,13 @@ def test_plots_three_objectives_and_maximise(tmp_path: Path) -> None:
         pareto_figure_png(rows, OBJECTIVES[:1], tmp_path / "one.png")
 
 
-def test_null_tracker() -> None:
+def test_null_tracker(tmp_path: Path) -> None:
     tracker: Tracker = NullTracker()
     run_id = tracker.start_trial(0, recipe(4))
     assert tracker.start_job({"a": 1}) == "" and run_id == "" and tracker.job_run_id() == ""
     tracker.log_trial(run_id, {"kl": 1.0}, "COMPLETE", True)
     tracker.mark_pareto({0})
-    tracker.log_front(front_rows(), OBJECTIVES)
+    tracker.log_front(str(tmp_path))
     tracker.finish_job()
     assert tracker.trial_runs() == {} and tracker.close_interrupted(set()) == []
     assert tracker.log_model(run_id, "/nonexistent", "m") == ""

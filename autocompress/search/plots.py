@@ -8,9 +8,12 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from pathlib import Path
 from typing import Any
+
+from autocompress.tracking import FRONT_FILES, json_safe
 
 PARETO_COLOR = "#d62728"
 GREY = "#8c8c8c"
@@ -136,3 +139,14 @@ def pareto_figure_html(rows: list[dict], objectives: list[tuple[str, str]], path
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.write_html(str(path), include_plotlyjs=True, full_html=True)
     return path
+
+
+def write_front(rows: list[dict], objectives: list[tuple[str, str]], folder: str | Path) -> Path:
+    """The files the tracker logs for a front (``FRONT_FILES``): the rows as ``pareto.json``, and both plots."""
+    folder = Path(folder)
+    json_file, png, html = (folder / name for name in FRONT_FILES)
+    folder.mkdir(parents=True, exist_ok=True)
+    json_file.write_text(json.dumps(json_safe(rows), indent=2, allow_nan=False))
+    pareto_figure_png(rows, objectives, png)
+    pareto_figure_html(rows, objectives, html)
+    return folder

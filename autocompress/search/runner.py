@@ -9,9 +9,10 @@ under a per-job lock, so together they run exactly ``search.trials`` finished tr
 
 from __future__ import annotations
 
-import json
 import gc
+import json
 import math
+import tempfile
 import threading
 import time
 import warnings
@@ -38,6 +39,7 @@ from autocompress.search.fidelity import near_front, objective_points, proxy_cor
 from autocompress.search.front import LATE_METRICS, TrialRecord, is_feasible, trial_records
 from autocompress.search.job import Job
 from autocompress.search.lock import STORAGE_WIDE, job_lock
+from autocompress.search.plots import write_front
 from autocompress.search.report import write_report
 from autocompress.search.samplers import make_sampler
 from autocompress.search.space import SearchSpace
@@ -509,7 +511,10 @@ class JobRunner:
             tracker.log_metrics(tracker.job_run_id(), {f"spearman.{job.evaluation.proxy}.{m}": c["rho"]
                                                        for m, c in result.proxy_correlation.items()})
         tracker.mark_pareto({r.number for r in records if r.pareto})
-        tracker.log_front([r.row() for r in records], [(o.metric, o.direction) for o in job.objectives])
+        if tracker.enabled:
+            with tempfile.TemporaryDirectory() as tmp:
+                tracker.log_front(str(write_front([r.row() for r in records],
+                                                  [(o.metric, o.direction) for o in job.objectives], tmp)))
         report = write_report(self.study, job, job.job_dir / "report")
         for target, front in report["fronts"].items():
             tracker.mark_pareto(set(front), tag=f"autocompress.pareto.{target}")

@@ -117,7 +117,7 @@ class StudyReader:
     def read(self, job: Job) -> tuple[Progress, list[TrialRow]]:
         from autocompress.search.front import trial_records
         from autocompress.search.runner import counts_as_finished
-        from autocompress.tracking import _json_safe
+        from autocompress.tracking import json_safe
 
         progress = Progress(trials_requested=job.search.trials, trials_done=0, trials_failed=0, trials_running=0)
         storage = self._storage(job.storage_url)
@@ -131,7 +131,7 @@ class StudyReader:
         progress.trials_done = sum(counts_as_finished(t) for t in trials)
         progress.trials_failed = sum(t.state == TrialState.FAIL for t in trials)
         progress.trials_running = sum(t.state == TrialState.RUNNING for t in trials)
-        rows = [TrialRow(**_json_safe(r.row())) for r in trial_records(study, job.objectives)]
+        rows = [TrialRow(**json_safe(r.row())) for r in trial_records(study, job.objectives)]
         return progress, rows
 
 
