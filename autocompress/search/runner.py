@@ -35,6 +35,7 @@ from autocompress.pipeline import (Session, apply_recipe, check_compatible, meas
                                    predict_cost, predict_recipe_cost)
 from autocompress.metrics import is_cost_metric, split_metric_name
 from autocompress.recipe import Recipe
+from autocompress.search.finish import export_front
 from autocompress.search.fidelity import near_front, objective_points, proxy_correlation
 from autocompress.search.front import LATE_METRICS, TrialRecord, is_feasible, trial_records
 from autocompress.search.job import Job
@@ -520,8 +521,6 @@ class JobRunner:
             tracker.mark_pareto(set(front), tag=f"autocompress.pareto.{target}")
         tracker.log_report(str(job.job_dir / "report"))
         if job.export.checkpoint:
-            from autocompress.export.pareto import export_front
-
             with self.console.status("exporting Pareto-optimal checkpoints..."):
                 export_front(job, self.session, records, tracker)
         tracker.finish_job()

@@ -1,26 +1,23 @@
-"""Write the Pareto-optimal trials of a job as deployable checkpoints and register them in MLflow."""
+"""The finish step of a job: the Pareto-optimal trials as deployable checkpoints, registered in MLflow."""
 
 from __future__ import annotations
 
 import shutil
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 from autocompress.export.checkpoint import read_record, write_artifact
+from autocompress.export.deploy import export_gguf, measure
+from autocompress.export.packed import export_packed
 from autocompress.pipeline import Session, apply_recipe
 from autocompress.recipe import Recipe
-
-if TYPE_CHECKING:
-    from autocompress.search.front import TrialRecord
-    from autocompress.search.job import Job
-    from autocompress.tracking import Tracker
+from autocompress.search.front import TrialRecord
+from autocompress.search.job import Job
+from autocompress.tracking import Tracker
 
 
-def _deployables(job: "Job", artifact, session: Session) -> None:
+def _deployables(job: Job, artifact: Path, session: Session) -> None:
     """The job's deployable formats beside a fresh artifact, and (``measure``) llama.cpp's figures,
     which ``measure`` logs to the trial's run as ``host.llamacpp.*``."""
-    from autocompress.export.deploy import export_gguf, measure
-    from autocompress.export.packed import export_packed
-
     writers = {"gguf": export_gguf, "packed": export_packed}
     for fmt in job.export.formats:
         writers[fmt](artifact)
@@ -28,7 +25,7 @@ def _deployables(job: "Job", artifact, session: Session) -> None:
         measure(artifact, tracking_uri=job.tracking_uri, blocks=session.ctx.evaluation)
 
 
-def export_front(job: "Job", session: Session, records: list["TrialRecord"], tracker: "Tracker") -> list[str]:
+def export_front(job: Job, session: Session, records: list[TrialRecord], tracker: Tracker) -> list[str]:
     """``<workdir>/<job>/pareto/trial-<N>/`` for each Pareto trial; stale ones are removed."""
     pareto_dir = job.job_dir / "pareto"
     written = []
