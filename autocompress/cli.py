@@ -125,7 +125,7 @@ def search(
     quiet: bool = typer.Option(False, help="no progress bar"),
 ) -> None:
     """Run (or resume) a multi-objective compression search."""
-    from autocompress.search.runner import run_job
+    from autocompress.backends import run_job
 
     job = _load_job(job_file, {
         "name": name, "model": model, "space": space, "targets": target, "objectives": _parse_objectives(objective),

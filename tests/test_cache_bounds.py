@@ -65,7 +65,7 @@ def test_a_bad_cache_cap_is_refused_by_name_before_a_job_writes_anything(value, 
                                                                           tiny_checkpoints):
     from test_search import make_job
 
-    from autocompress.search.runner import run_job
+    from autocompress.backends import run_job
 
     monkeypatch.setenv("AUTOCOMPRESS_CACHE_MAX_GB", value)
     with pytest.raises(ConfigError, match="AUTOCOMPRESS_CACHE_MAX_GB"):

@@ -105,7 +105,7 @@ def test_prefill_is_timed_with_the_last_tokens_logits_only():
 
 def test_upper_bound_budgets_are_stricter(tmp_path, tiny_checkpoints):
     from autocompress.search.job import Job
-    from autocompress.search.runner import run_job
+    from autocompress.backends import run_job
 
     def job(bound: str) -> Job:
         return Job.from_dict({"name": f"b-{bound}", "model": str(tiny_checkpoints["llama"]),

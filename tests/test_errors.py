@@ -426,7 +426,7 @@ def test_cli_reproduce_check_without_record(tmp_path: Path, tiny_checkpoints: di
 
 
 def test_same_name_with_a_different_job_is_refused_before_anything_is_written(tmp_path, tiny_checkpoints):
-    from autocompress.search.runner import run_job
+    from autocompress.backends import run_job
 
     first = job_dict(tmp_path / "runs", model=str(tiny_checkpoints["llama"]))
     first["search"] = {"trials": 1, "sampler": "random"}

@@ -135,7 +135,7 @@ def test_job_export_settings_accept_a_flag_or_formats():
 
 @needs_llama
 def test_a_job_exports_and_measures_its_pareto_trials_into_their_runs(tmp_path, tiny_checkpoints):
-    from autocompress.search.runner import run_job
+    from autocompress.backends import run_job
     from test_search import make_job, trial_runs
 
     job = make_job(tmp_path, tiny_checkpoints["llama"], search={"trials": 3, "sampler": "random", "seed": 1},

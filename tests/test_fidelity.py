@@ -14,7 +14,8 @@ from test_search import make_job, trial_runs
 
 from autocompress.search.fidelity import near_front, spearman
 from autocompress.errors import ConfigError
-from autocompress.search.runner import JobRunner, run_job
+from autocompress.backends import run_job
+from autocompress.search.runner import JobRunner
 
 
 def test_spearman_is_rank_correlation_with_average_ties() -> None:

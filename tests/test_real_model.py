@@ -8,7 +8,7 @@ from mlflow import MlflowClient
 from transformers import AutoModelForCausalLM
 
 from autocompress.search.job import Job
-from autocompress.search.runner import run_job
+from autocompress.backends import run_job
 
 pytestmark = pytest.mark.slow
 

@@ -26,7 +26,7 @@ from autocompress.recipe import Recipe
 from autocompress.reproduce import load_provenance, reproduce
 from autocompress.search.front import dominates
 from autocompress.search.job import Job
-from autocompress.search.runner import run_job
+from autocompress.backends import run_job
 
 TESTS = Path(__file__).parent
 CALIBRATION = {"seq_len": 32, "calibration_samples": 4, "eval_samples": 4}

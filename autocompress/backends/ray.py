@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
-from autocompress.backends import register_backend
+from autocompress.backends.base import register_backend
 from autocompress.errors import ConfigError
-
-if TYPE_CHECKING:
-    from autocompress.search.runner import JobRunner
+from autocompress.search.job import Job
+from autocompress.search.runner import Heartbeat, JobRunner
 
 _RUNNERS: dict[str, Any] = {}  # per Ray worker process: the job's opened runner (model loaded once)
 _FORWARDED_ENV = ("AUTOCOMPRESS_PLUGINS", "AUTOCOMPRESS_CACHE", "PYTHONPATH", "HF_HUB_OFFLINE")
@@ -34,9 +33,6 @@ def _score(job_data: dict[str, Any], trial_id: int) -> str:
     """Inside a Ray task: score one reserved trial of the job; return its final state."""
     import optuna
     import ray
-
-    from autocompress.search.job import Job
-    from autocompress.search.runner import JobRunner
 
     job = Job.model_validate(job_data)
     key = f"{job.name}@{job.storage_url}"
@@ -72,7 +68,7 @@ def _trainable(config: dict[str, Any], job_data: dict[str, Any]) -> None:
     tune.report({"state": _score(job_data, config["optuna_trial_id"])})
 
 
-def study_searcher(runner: "JobRunner") -> Any:
+def study_searcher(runner: JobRunner) -> Any:
     """The Tune searcher over the job's study (defined here: Tune is imported only when the backend runs)."""
     from ray.tune.search import Searcher
 
@@ -84,8 +80,6 @@ def study_searcher(runner: "JobRunner") -> Any:
             self.in_flight: dict[str, tuple[Any, Any]] = {}  # Tune trial id -> (Optuna trial, heartbeat)
 
         def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-            from autocompress.search.runner import Heartbeat
-
             job = runner.job
             trial, done = runner.reserve()
             if trial is None:
@@ -123,7 +117,7 @@ def study_searcher(runner: "JobRunner") -> Any:
 
 
 @register_backend("ray")
-def run_ray(runner: "JobRunner", should_stop: Callable[[], bool]) -> None:
+def run_ray(runner: JobRunner, should_stop: Callable[[], bool]) -> None:
     import ray
     from ray import tune
 

@@ -24,7 +24,6 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 
-from autocompress.backends import BACKENDS
 from autocompress.cache import cache_limit_bytes, evict_least_recently_used, text_digest
 from autocompress.errors import ConfigError
 from autocompress.evaluators import evaluators_for
@@ -321,7 +320,6 @@ class JobRunner:
         self.space = SearchSpace.load(job.space)
         self.targets = [load_target(t, f"targets[{i}]") for i, t in enumerate(job.targets)]
         check_remote_code(resolve_checkpoint(job.model), job.trust_remote_code)
-        BACKENDS.get(job.backend, "backend")
         accuracy = [m for m in job.metric_names + job.evaluation.costly if not is_cost_metric(m)]
         for evaluator in evaluators_for(accuracy, job.evaluation, "evaluation"):
             evaluator.prepare()
@@ -494,9 +492,12 @@ class JobRunner:
                                is_feasible(trial), error=trial.user_attrs.get("error"), extra_tags=tags)
 
     # ---- run -------------------------------------------------------------------------------
-    def search(self, should_stop: Callable[[], bool] = lambda: False) -> bool:
-        """Run trials on the job's backend; True once the job has all its finished trials."""
-        BACKENDS.get(self.job.backend)(self, should_stop)
+    def search(self, should_stop: Callable[[], bool] = lambda: False,
+               on_trial: Callable[[FrozenTrial], None] = lambda _: None) -> bool:
+        """Run trials in this process, one after another (``on_trial`` sees each outcome); True once the job
+        has all its finished trials. ``autocompress.backends`` runs them where ``job.backend`` says."""
+        while (trial := self.next_trial(should_stop)) is not None:
+            on_trial(self.run_trial(trial))
         return self.finished() >= self.job.search.trials
 
     def finish(self) -> JobResult:
@@ -527,6 +528,7 @@ class JobRunner:
         return JobResult(job, records)
 
     def run(self) -> JobResult:
+        """open -> search (in this process) -> finish."""
         self.open()
         self.search()
         return self.finish()
@@ -553,10 +555,6 @@ def summary(trial: FrozenTrial, job: Job) -> str:
         return f"trial {trial.number}: " + ", ".join(f"{o.metric}={metrics.get(o.metric, math.nan):.4g}"
                                                       for o in job.objectives)
     return f"trial {trial.number}: {trial.state.name.lower()}"
-
-
-def run_job(job: Job, console: Console | None = None, progress: bool = True) -> JobResult:
-    return JobRunner(job, console, progress).run()
 
 
 def load_result(job: Job) -> JobResult:

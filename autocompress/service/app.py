@@ -182,10 +182,12 @@ def create_app(queue: JobQueue, settings: ServerSettings, token: str | None = No
 
     def validate(spec: Any) -> Job:
         """The CLI's checks (space, targets, model) plus the server's; creates nothing."""
+        from autocompress.backends import backend_for
         from autocompress.search.runner import JobRunner
 
         job = prepare_job(spec, settings)
         JobRunner(job, progress=False)
+        backend_for(job)
         return job
 
     @app.get("/health")

@@ -46,6 +46,7 @@ class Worker:
 
     def process(self, claim: Claim, stop: threading.Event | None = None) -> None:
         """Run the claimed job's trials; write its front and mark it succeeded if they are all done."""
+        from autocompress.backends import run_trials
         from autocompress.search.runner import JobRunner
 
         halt = threading.Event()  # cancelled, claim lost, or the worker is stopping
@@ -56,7 +57,7 @@ class Worker:
             runner = JobRunner(job, self.console, progress=False, sampler_offset=claim.slot, worker=self.name)
             runner.open()
             self.console.print(f"[bold]{self.name}[/]: job {job.name} ({claim.job_id}), slot {claim.slot}")
-            if runner.search(should_stop=halt.is_set) and not halt.is_set() and self.queue.take_finalizer(claim):
+            if run_trials(runner, should_stop=halt.is_set) and not halt.is_set() and self.queue.take_finalizer(claim):
                 runner.finish()
                 self._end(claim, "succeeded")
         except AutocompressError as exc:
