@@ -218,8 +218,8 @@ def reproduce(
     tracking_uri: str = typer.Option("sqlite:///runs/mlflow.db", help="MLflow tracking URI for run ids"),
 ) -> None:
     """Re-create a compressed model from its recipe and re-evaluate it."""
-    from autocompress.reproduce import load_provenance
-    from autocompress.reproduce import reproduce as run_reproduce
+    from autocompress.pipeline.reproduce import load_provenance
+    from autocompress.pipeline.reproduce import reproduce as run_reproduce
 
     provenance = load_provenance(ref, tracking_uri)
     if check and not provenance.metrics:  # refuse before any work or any file is written
@@ -244,7 +244,7 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object keyed by metric name"),
 ) -> None:
     """Score a model on accuracy metrics; results are cached by weights hash."""
-    from autocompress.evaluate import evaluate_ref
+    from autocompress.pipeline.evaluate import evaluate_ref
     from autocompress.evaluators import EvalSettings
     if limit is not None and limit < 1:
         raise ConfigError("--limit", f"{limit} must be at least 1")
@@ -265,8 +265,8 @@ def pipeline_run(
     target: list[str] = typer.Option([], help="hardware target for cost metrics (default: all shipped)"),
 ) -> None:
     """Apply a recipe and write checkpoint, tokenizer, recipe.yaml and metrics.json."""
-    from autocompress.reproduce import Provenance
-    from autocompress.reproduce import reproduce as run_reproduce
+    from autocompress.pipeline.reproduce import Provenance
+    from autocompress.pipeline.reproduce import reproduce as run_reproduce
 
     from autocompress.recipe import Recipe
 

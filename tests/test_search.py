@@ -23,7 +23,7 @@ from autocompress.cache import weights_digest
 from autocompress.export.checkpoint import read_record
 from autocompress.pipeline import apply_recipe, open_session
 from autocompress.recipe import Recipe
-from autocompress.reproduce import load_provenance, reproduce
+from autocompress.pipeline.reproduce import load_provenance, reproduce
 from autocompress.search.front import dominates
 from autocompress.search.job import Job
 from autocompress.backends import run_job

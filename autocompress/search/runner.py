@@ -30,8 +30,8 @@ from autocompress.evaluators import evaluators_for
 from autocompress.hardware.roofline import Workload
 from autocompress.hardware.target import HardwareTarget, load_target
 from autocompress.models.loading import check_remote_code, resolve_checkpoint
-from autocompress.pipeline import (Session, apply_recipe, check_compatible, measure_accuracy, open_session,
-                                   predict_cost, predict_recipe_cost)
+from autocompress.pipeline import (Session, apply_recipe, check_compatible, cost_needs_model, measure_accuracy,
+                                   open_session, predict_cost, predict_recipe_cost)
 from autocompress.metrics import is_cost_metric, split_metric_name
 from autocompress.recipe import Recipe
 from autocompress.search.finish import export_front
@@ -44,7 +44,6 @@ from autocompress.search.report import write_report
 from autocompress.search.samplers import make_sampler
 from autocompress.search.space import SearchSpace
 from autocompress.search.storage import open_storage
-from autocompress.techniques.early_exit import exit_policy
 from autocompress.tracking import MlflowTracker, NullTracker, Tracker
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats
@@ -211,7 +210,7 @@ class TrialObjective:
                 self._check_cost(predicted, "predicted from the recipe")
         with self.clock("apply"):
             model = apply_recipe(self.session, recipe, self.clock)
-        if predicted is not None and exit_policy(model) is None:
+        if predicted is not None and not cost_needs_model(model):
             metrics = dict(predicted)  # equal to the applied model's cost (tests/test_predict_profile.py)
         else:  # the exit depth is measured on text; or nothing was predicted
             with self.clock("predict"):

@@ -1,4 +1,4 @@
-"""Recipe -> compressed model -> metrics: the path shared by search trials, `reproduce` and `pipeline run`."""
+"""A session (a base model loaded once) and what it does with recipes: apply, predict cost, measure accuracy."""
 
 from __future__ import annotations
 
@@ -128,6 +128,12 @@ def predict_cost(model: nn.Module, targets: list[HardwareTarget], workload: Work
         return cost_metrics(profile_model(model), targets, workload)
     profile = profile_model(model, avg_exit_layer=policy.expected_depth, exit_head_reads=policy.expected_head_reads)
     return cost_metrics(profile, targets, workload) | {"avg_exit_layer": policy.expected_depth}
+
+
+def cost_needs_model(model: nn.Module) -> bool:
+    """Whether the model's cost can differ from what its recipe predicts: early exit's depth is measured
+    on text once the model exists (:func:`predict_cost` then charges it)."""
+    return exit_policy(model) is not None
 
 
 def measure_accuracy(model: nn.Module, session: Session, metrics: list[str]) -> dict[str, float]:

@@ -8,7 +8,7 @@ from torch import nn
 
 from autocompress.evaluators import EvalSettings
 from autocompress.models.loading import load_model
-from autocompress.pipeline import Session, apply_recipe, measure_accuracy, open_session
+from autocompress.pipeline.session import Session, apply_recipe, measure_accuracy, open_session
 from autocompress.recipe import Recipe, TextSpec
 
 DEFAULT_METRICS = ("kl", "perplexity", "top1_agreement")

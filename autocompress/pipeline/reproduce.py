@@ -15,7 +15,7 @@ from autocompress.export.checkpoint import read_record, write_artifact
 from autocompress.hardware.roofline import Workload
 from autocompress.hardware.target import list_targets, load_target
 from autocompress.metrics import ACCURACY_METRICS, split_metric_name
-from autocompress.pipeline import apply_recipe, evaluate_model, open_session
+from autocompress.pipeline.session import apply_recipe, evaluate_model, open_session
 from autocompress.recipe import Recipe
 
 REL_TOL = 1e-4
