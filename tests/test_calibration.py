@@ -1,7 +1,7 @@
 import torch
 from safetensors import safe_open
 
-from autocompress.calibration import collect_input_stats, input_stats
+from autocompress.inputs import collect_input_stats, input_stats
 from autocompress.models.adapter import ModelAdapter
 from conftest import make_context
 
@@ -58,7 +58,7 @@ def test_disk_cache_hits_and_is_keyed_by_the_data(tiny_model, tokenizer, tmp_pat
 
 def test_every_linear_gets_statistics_of_its_own_input_width(tiny_model, tokenizer):
     """Input tensors freed during the forward must not be mistaken for shared ones (id reuse)."""
-    from autocompress.calibration import collect_input_stats
+    from autocompress.inputs import collect_input_stats
     from autocompress.models.adapter import ModelAdapter
     from conftest import make_context
 

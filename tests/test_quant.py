@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from autocompress.calibration import InputStats
+from autocompress.inputs import InputStats
 from autocompress.errors import ConfigError
 from autocompress.models.adapter import ModelAdapter
 from autocompress.models.annotations import weight_format
@@ -307,7 +307,7 @@ def test_kv_bits_change_attention_outputs_by_a_bounded_amount(tiny_model, tokeni
 def test_activation_quant_and_smoothing(tiny_model, tokenizer):
     """W8A8: per-token activation rounding changes the outputs a little; SmoothQuant's folded
     scales leave the float model unchanged."""
-    from autocompress.calibration import collect_input_stats
+    from autocompress.inputs import collect_input_stats
     from autocompress.techniques.quant.activations import smooth
 
     ctx = make_context(tiny_model, tokenizer)
@@ -404,7 +404,7 @@ def assert_same_stats(a, b):
 
 
 def test_layer_inputs_give_each_blocks_statistics_of_the_model_as_it_is(tiny_model, tokenizer):
-    from autocompress.calibration import LayerInputs, collect_input_stats
+    from autocompress.inputs import LayerInputs, collect_input_stats
 
     batches = make_context(tiny_model, tokenizer).batches(make_context(tiny_model, tokenizer).calibration)
     adapter = ModelAdapter(tiny_model)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from autocompress.calibration import InputStats, collect_input_stats
+from autocompress.inputs import InputStats, collect_input_stats
 from autocompress.errors import ConfigError
 from autocompress.models.adapter import ModelAdapter
 from autocompress.recipe import Recipe

@@ -19,7 +19,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from autocompress.calibration import input_stats
+from autocompress.inputs import input_stats
 from autocompress.context import CompressionContext
 from autocompress.errors import ConfigError
 from autocompress.hardware.profile import ModelProfile

@@ -15,7 +15,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
-from autocompress.calibration import InputStats, LayerInputs, input_stats
+from autocompress.inputs import InputStats, LayerInputs, input_stats
 from autocompress.cache import text_digest
 from autocompress.context import CompressionContext
 from autocompress.hardware.profile import ModelProfile

@@ -14,7 +14,7 @@ import torch
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
-from autocompress.calibration import InputStats, input_stats
+from autocompress.inputs import InputStats, input_stats
 from autocompress.context import CompressionContext
 from autocompress.errors import ConfigError
 from autocompress.hardware.profile import ModelProfile

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from autocompress.calibration import InputStats
+from autocompress.inputs import InputStats
 from autocompress.models.adapter import LinearSite, ModelAdapter
 from autocompress.techniques.quant.grid import QuantFormat, rtn, straight_through
 

@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import torch
 
-from autocompress.calibration import InputStats
+from autocompress.inputs import InputStats
 from autocompress.techniques.quant.grid import QuantFormat, Quantized, output_error, rtn_grid
 
 

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import torch
 
-from autocompress.calibration import InputStats
+from autocompress.inputs import InputStats
 from autocompress.models.adapter import LinearSite
 from autocompress.registry import Registry
 from autocompress.techniques.quant.awq import awq

@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from autocompress.cache import mark_used
-from autocompress.calibration import input_stats
+from autocompress.inputs import input_stats
 from autocompress.context import CompressionContext
 from autocompress.models.adapter import ModelAdapter
 from autocompress.registry import Registry

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from autocompress.calibration import InputStats
+from autocompress.inputs import InputStats
 from autocompress.techniques.sparsity.masks import (SparsityTarget, layer_keep_mask, nm_keep_mask,
                                                      row_keep_mask)
 

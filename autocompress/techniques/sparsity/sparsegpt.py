@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from autocompress.calibration import InputStats
+from autocompress.inputs import InputStats
 from autocompress.techniques.sparsity.masks import SparsityTarget
 from autocompress.threads import one_thread
 

@@ -1,4 +1,4 @@
-"""Statistics of each linear layer's inputs on the calibration text, computed once and cached.
+"""Input statistics: what each linear layer reads on the calibration text, computed once and cached.
 
 GPTQ and SparseGPT need the input Hessian ``H = X^T X / n``; AWQ, SmoothQuant and Wanda need
 per-channel input magnitudes. One forward pass over the calibration batches collects all of them;
@@ -168,6 +168,7 @@ _FIELDS = ("hessian", "sq_norm", "absmax", "absmean")
 
 
 def _load_or_collect(model: nn.Module, ctx: CompressionContext) -> dict[str, InputStats]:
+    # the cache folder keeps its first name, so existing caches stay valid
     path = ctx.cache_dir / "calibration" / f"input-stats-{ctx.cache_key('input_stats')}.safetensors"
     if path.is_file() and ctx.model_digest:
         mark_used(path)
