@@ -14,7 +14,7 @@ from autocompress.cache import cache_root, text_digest, weights_digest
 from autocompress.context import CompressionContext
 from autocompress.data.text import load_text
 from autocompress.evaluators import EvalSettings, evaluators_for
-from autocompress.evaluators.cache import evaluate_cached
+from autocompress.evaluators.results import evaluate_cached
 from autocompress.hardware import cost_metrics
 from autocompress.hardware.profile import ModelProfile, profile_model
 from autocompress.hardware.roofline import Workload

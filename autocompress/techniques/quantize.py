@@ -2,7 +2,7 @@
 
 Each decoder linear gets a method (``rtn``, ``gptq``, ``awq``; see ``techniques/quant/``) and a
 format (bits, group size, symmetric) from the step's defaults and its overrides. Results are cached
-per module on disk (``quant/cache.py``). The storage format each weight would have on the device is
+per module on disk (``quant/weight_cache.py``). The storage format each weight would have on the device is
 recorded with :func:`set_weight_format`, so hardware models see bits and group sizes.
 """
 
@@ -23,7 +23,7 @@ from autocompress.models.adapter import ModelAdapter
 from autocompress.models.annotations import WeightFormat, set_weight_format, set_weight_grid
 from autocompress.techniques.base import Technique, register_technique
 from autocompress.techniques.quant.activations import add_activation_quant, rescaled, smooth
-from autocompress.techniques.quant.cache import WeightCache
+from autocompress.techniques.quant.weight_cache import WeightCache
 from autocompress.techniques.quant.grid import QuantFormat, Quantized, check_format, rtn_grid
 from autocompress.techniques.quant.kv import set_kv_bits
 from autocompress.techniques.quant.methods import WEIGHT_METHODS, Member

@@ -1,4 +1,4 @@
-"""Evaluation results on disk, keyed by (model weights hash, evaluator fingerprint incl. its data hash).
+"""Stored evaluation results, keyed by (model weights hash, evaluator fingerprint incl. its data hash).
 
 Re-evaluating the same compressed model (a repeated recipe, ``reproduce``, a second
 ``autocompress evaluate``) reads the stored result instead of recomputing it. A change of the
