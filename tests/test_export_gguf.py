@@ -11,9 +11,9 @@ from autocompress.errors import ConfigError
 from autocompress.export.gguf_blocks import QUANTIZERS, pack
 from autocompress.export.gguf_export import BLOCK_TYPES, _qk_rows, choose_type, dequantized_tensors, write_gguf
 from autocompress.models.adapter import ModelAdapter
-from autocompress.techniques.quant.awq import awq
-from autocompress.techniques.quant.gptq import gptq
-from autocompress.techniques.quant.grid import QuantFormat, rtn_grid
+from autocompress.techniques.quantize.awq import awq
+from autocompress.techniques.quantize.gptq import gptq
+from autocompress.techniques.quantize.grid import QuantFormat, rtn_grid
 from conftest import build_model, make_context
 from test_quant import layer_problem, quantize
 from test_quant_grid import assert_exact_codes

@@ -10,9 +10,9 @@ from autocompress.errors import ConfigError
 from autocompress.models.adapter import ModelAdapter
 from autocompress.models.annotations import weight_format
 from autocompress.techniques import TECHNIQUES
-from autocompress.techniques.quant.awq import awq, awq_scales
-from autocompress.techniques.quant.gptq import gptq
-from autocompress.techniques.quant.grid import QuantFormat, output_error, rtn
+from autocompress.techniques.quantize.awq import awq, awq_scales
+from autocompress.techniques.quantize.gptq import gptq
+from autocompress.techniques.quantize.grid import QuantFormat, output_error, rtn
 from conftest import make_context
 
 
@@ -132,7 +132,7 @@ def cached_context(model, tokenizer, tmp_path, data="data-a"):
 
 
 def test_weight_cache_hits_give_identical_weights_and_skip_statistics(tiny_model, tokenizer, tmp_path, monkeypatch):
-    from autocompress.techniques import quantize as qmod
+    from autocompress.techniques.quantize import linears as qmod
 
     base = copy.deepcopy(tiny_model)
     cold = qmod.quantize_linears(tiny_model, qmod.plan(ModelAdapter(tiny_model), qmod.QuantizeParams(
@@ -155,7 +155,7 @@ def test_weight_cache_hits_give_identical_weights_and_skip_statistics(tiny_model
 
 @pytest.mark.parametrize("change", ["data", "model", "bits", "method"])
 def test_weight_cache_is_invalidated_by_model_data_and_choices(tiny_model, tokenizer, tmp_path, change):
-    from autocompress.techniques import quantize as qmod
+    from autocompress.techniques.quantize import linears as qmod
 
     params = dict(method="gptq", bits=4, group_size=32)
     first = copy.deepcopy(tiny_model)
@@ -170,7 +170,7 @@ def test_weight_cache_is_invalidated_by_model_data_and_choices(tiny_model, token
 
 
 def test_awq_cache_key_depends_on_the_sibling_formats(tiny_model, tokenizer, tmp_path):
-    from autocompress.techniques import quantize as qmod
+    from autocompress.techniques.quantize import linears as qmod
 
     ctx = cached_context(tiny_model, tokenizer, tmp_path)
     quantize(copy.deepcopy(tiny_model), ctx, method="awq", bits=4, group_size=32)
@@ -203,7 +203,7 @@ def test_unsupported_combinations_fail_with_one_line(tiny_model, tokenizer):
 
 
 def test_allocation_spends_the_budget_on_the_most_sensitive_layers():
-    from autocompress.techniques.quant.sensitivity import allocate_bits, bits_budget
+    from autocompress.techniques.quantize.sensitivity import allocate_bits, bits_budget
 
     sizes = {"a": 100, "b": 100, "c": 200, "d": 100}
     errors = {"a": [9.0, 1.0], "b": [2.0, 1.5], "c": [30.0, 2.0], "d": [0.5, 0.4]}  # at 3 and 4 bits
@@ -222,8 +222,8 @@ def test_allocation_spends_the_budget_on_the_most_sensitive_layers():
 
 @pytest.mark.parametrize("proxy", ["gptq", "fisher"])
 def test_sensitivity_allocation_meets_the_average_and_is_cached(tiny_model, tokenizer, tmp_path, monkeypatch, proxy):
-    from autocompress.techniques import quantize as qmod
-    from autocompress.techniques.quant import sensitivity
+    from autocompress.techniques.quantize import linears as qmod
+    from autocompress.techniques.quantize import sensitivity
 
     base = copy.deepcopy(tiny_model)
     quantize(tiny_model, cached_context(base, tokenizer, tmp_path), method="gptq", group_size=32,
@@ -246,7 +246,7 @@ def test_sensitivity_allocation_meets_the_average_and_is_cached(tiny_model, toke
 def test_fisher_proxy_sees_what_the_loss_sees(tiny_model, tokenizer):
     """A linear whose output cannot reach the loss (its block's o_proj is zero) costs nothing by the loss-aware
     proxy, whatever its own output error; the layer-output proxy still charges it."""
-    from autocompress.techniques.quant.sensitivity import fisher_diagonal, layer_sensitivity
+    from autocompress.techniques.quantize.sensitivity import fisher_diagonal, layer_sensitivity
 
     adapter = ModelAdapter(tiny_model)
     with torch.no_grad():
@@ -308,7 +308,7 @@ def test_activation_quant_and_smoothing(tiny_model, tokenizer):
     """W8A8: per-token activation rounding changes the outputs a little; SmoothQuant's folded
     scales leave the float model unchanged."""
     from autocompress.inputs import collect_input_stats
-    from autocompress.techniques.quant.activations import smooth
+    from autocompress.techniques.quantize.activations import smooth
 
     ctx = make_context(tiny_model, tokenizer)
     with torch.no_grad():
@@ -326,13 +326,13 @@ def test_activation_quant_and_smoothing(tiny_model, tokenizer):
 
 
 def test_smoothquant_weights_are_cached_apart_from_unsmoothed_ones(tiny_model, tokenizer, tmp_path):
-    from autocompress.techniques import quantize as qmod
+    from autocompress.techniques.quantize import linears as qmod
 
     quantize(copy.deepcopy(tiny_model), cached_context(tiny_model, tokenizer, tmp_path), method="gptq", bits=8,
              group_size=32, act_bits=8)
     model = copy.deepcopy(tiny_model)
     params = qmod.QuantizeParams(method="gptq", bits=8, group_size=32, act_bits=8, smoothquant_alpha=0.5)
-    from autocompress.techniques.quant.activations import smooth
+    from autocompress.techniques.quantize.activations import smooth
     ctx = cached_context(tiny_model, tokenizer, tmp_path)
     scales = smooth(model, qmod.input_stats(model, ctx), 0.5)
     cache = qmod.quantize_linears(model, qmod.plan(ModelAdapter(model), params), ctx, prescale=scales, tag="sq0.5")
@@ -341,14 +341,14 @@ def test_smoothquant_weights_are_cached_apart_from_unsmoothed_ones(tiny_model, t
 
 @pytest.mark.parametrize("n", [64, 48, 576])
 def test_hadamard_is_orthogonal(n):
-    from autocompress.techniques.quant.rotation import hadamard
+    from autocompress.techniques.quantize.rotation import hadamard
 
     q = hadamard(n)
     assert torch.allclose(q @ q.T, torch.eye(n, dtype=q.dtype), atol=1e-10)
 
 
 def test_rotation_leaves_float_outputs_unchanged_and_unties_the_head(tiny_model, tokenizer):
-    from autocompress.techniques.quant.rotation import rotate
+    from autocompress.techniques.quantize.rotation import rotate
 
     ctx = make_context(tiny_model, tokenizer)
     rotated = copy.deepcopy(tiny_model)
@@ -446,7 +446,7 @@ def test_sequential_statistics_differ_from_the_base_models_and_are_deterministic
 
 
 def test_sequential_cache_keys_follow_the_blocks_before(tiny_model, tokenizer, tmp_path):
-    from autocompress.techniques import quantize as qmod
+    from autocompress.techniques.quantize import linears as qmod
 
     layers = ModelAdapter(tiny_model).num_layers
     per_layer = len(ModelAdapter(tiny_model).linear_sites()) // layers

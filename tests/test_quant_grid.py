@@ -8,9 +8,9 @@ import torch
 from autocompress.export.grids import GRID_FILE, load_grids, model_grids, save_grids
 from autocompress.models.adapter import ModelAdapter
 from autocompress.models.annotations import weight_grid
-from autocompress.techniques.quant.awq import awq
-from autocompress.techniques.quant.gptq import gptq
-from autocompress.techniques.quant.grid import QuantFormat, rtn_grid
+from autocompress.techniques.quantize.awq import awq
+from autocompress.techniques.quantize.gptq import gptq
+from autocompress.techniques.quantize.grid import QuantFormat, rtn_grid
 from conftest import make_context
 from test_quant import cached_context, layer_problem, quantize
 

@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from autocompress.models.annotations import weight_grid
-from autocompress.techniques.quant.grid import straight_through
+from autocompress.techniques.quantize.grid import straight_through
 
 Rounder = Callable[[torch.Tensor], torch.Tensor]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from autocompress.threads import one_thread
-from autocompress.techniques.quant.grid import QuantFormat, Quantized, fake_quant, format_grid, make_grid
+from autocompress.techniques.quantize.grid import QuantFormat, Quantized, fake_quant, format_grid, make_grid
 
 
 def inverse_hessian_factor(hessian: torch.Tensor, damp: float) -> tuple[torch.Tensor, torch.Tensor]:

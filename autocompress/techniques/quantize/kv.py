@@ -13,7 +13,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from autocompress.models import annotations
 from autocompress.models.adapter import ModelAdapter
-from autocompress.techniques.quant.grid import QuantFormat, rtn, straight_through
+from autocompress.techniques.quantize.grid import QuantFormat, rtn, straight_through
 
 KV_ATTENTION = "autocompress_kv"
 _MODULE_ATTR = "_autocompress_kv"  # on each attention module: (bits, wrapped implementation)

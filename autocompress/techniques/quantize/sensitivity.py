@@ -29,7 +29,7 @@ from autocompress.inputs import input_stats
 from autocompress.context import CompressionContext
 from autocompress.models.adapter import ModelAdapter
 from autocompress.registry import Registry
-from autocompress.techniques.quant.grid import QuantFormat, output_error, rtn
+from autocompress.techniques.quantize.grid import QuantFormat, output_error, rtn
 
 # proxy name -> (model, ctx, formats) -> {linear name: [score at each format]}
 Proxy = Callable[[nn.Module, CompressionContext, list[QuantFormat]], dict[str, list[float]]]

@@ -15,7 +15,7 @@ from torch import nn
 
 from autocompress.inputs import InputStats
 from autocompress.models.adapter import LinearSite, ModelAdapter
-from autocompress.techniques.quant.grid import QuantFormat, rtn, straight_through
+from autocompress.techniques.quantize.grid import QuantFormat, rtn, straight_through
 
 
 def quantize_per_token(x: torch.Tensor, bits: int) -> torch.Tensor:

@@ -16,9 +16,9 @@ import torch
 from autocompress.inputs import InputStats
 from autocompress.models.adapter import LinearSite
 from autocompress.registry import Registry
-from autocompress.techniques.quant.awq import awq
-from autocompress.techniques.quant.gptq import gptq
-from autocompress.techniques.quant.grid import QuantFormat, Quantized, rtn_grid
+from autocompress.techniques.quantize.awq import awq
+from autocompress.techniques.quantize.gptq import gptq
+from autocompress.techniques.quantize.grid import QuantFormat, Quantized, rtn_grid
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from dataclasses import replace
 import torch
 
 from autocompress.inputs import InputStats
-from autocompress.techniques.quant.grid import QuantFormat, Quantized, output_error, rtn_grid
+from autocompress.techniques.quantize.grid import QuantFormat, Quantized, output_error, rtn_grid
 
 
 def awq_scales(absmean: torch.Tensor, alpha: float) -> torch.Tensor:

@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 from autocompress.cache import mark_used
 from autocompress.context import CompressionContext
 from autocompress.models.annotations import WeightGrid
-from autocompress.techniques.quant.grid import Quantized
+from autocompress.techniques.quantize.grid import Quantized
 
 
 @dataclass
