@@ -25,7 +25,7 @@ from autocompress.models.adapter import ModelAdapter
 from autocompress.pipeline import apply_recipe, open_session
 from autocompress.recipe import Recipe, TextSpec
 from autocompress.techniques import TECHNIQUES
-from autocompress.techniques.sparsity.masks import keep_mask
+from autocompress.techniques.sparsify.masks import keep_mask
 
 ROOT = Path(__file__).resolve().parents[1]
 WIKITEXT = ROOT.parent / "shared" / "data" / "wikitext-2-raw" / "wiki.test.raw"

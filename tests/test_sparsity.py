@@ -8,9 +8,9 @@ from autocompress.errors import ConfigError
 from autocompress.models.adapter import ModelAdapter
 from autocompress.recipe import Recipe
 from autocompress.techniques import TECHNIQUES
-from autocompress.techniques.sparsity.masks import SparsityTarget
-from autocompress.techniques.sparsity.methods import wanda_prune
-from autocompress.techniques.sparsity.sparsegpt import sparsegpt_prune
+from autocompress.techniques.sparsify.masks import SparsityTarget
+from autocompress.techniques.sparsify.methods import wanda_prune
+from autocompress.techniques.sparsify.sparsegpt import sparsegpt_prune
 from conftest import make_context
 
 METHODS = ["magnitude", "wanda", "sparsegpt"]
@@ -73,7 +73,7 @@ def test_calibrated_methods_beat_magnitude_on_outlier_inputs(target):
     x = torch.randn(2048, 64, generator=gen) * (1 + 20 * (torch.rand(64, generator=gen) < 0.1))
     w = torch.randn(32, 64, generator=gen)
     stats = InputStats(x.T @ x / len(x), x.pow(2).sum(0), x.abs().amax(0), x.abs().mean(0), len(x))
-    from autocompress.techniques.sparsity.methods import magnitude_prune
+    from autocompress.techniques.sparsify.methods import magnitude_prune
     errors = {name: _layer_error(fn(w, stats, target), w, stats.hessian)
               for name, fn in [("magnitude", magnitude_prune), ("wanda", wanda_prune), ("sparsegpt", sparsegpt_prune)]}
     assert errors["wanda"] < 0.7 * errors["magnitude"]

@@ -10,7 +10,7 @@ from autocompress.models.annotations import weight_format
 from autocompress.techniques import TECHNIQUES
 from autocompress.techniques.prune_depth import block_influence
 from autocompress.techniques.quantize.grid import QuantFormat, rtn
-from autocompress.techniques.sparsity.masks import magnitude_mask
+from autocompress.techniques.sparsify.masks import magnitude_mask
 from conftest import make_context
 
 

@@ -38,7 +38,7 @@ from autocompress.techniques.base import Technique, register_technique
 from autocompress.techniques.distillation.checkpoint import Checkpoint
 from autocompress.techniques.distillation.train import TrainConfig, train
 from autocompress.techniques.distillation.weights import LoRA, constrain, finalize
-from autocompress.techniques.sparsity.masks import keep_mask
+from autocompress.techniques.sparsify.masks import keep_mask
 
 VERSION = "1"  # bump when training changes its result (invalidates checkpoints)
 _console = Console(stderr=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from autocompress.inputs import InputStats
-from autocompress.techniques.sparsity.masks import SparsityTarget
+from autocompress.techniques.sparsify.masks import SparsityTarget
 from autocompress.threads import one_thread
 
 

@@ -1,63 +1,30 @@
-"""Sparsity: zero the least important weights of each decoder linear, unstructured or N:M.
+"""The ``sparsify`` technique: zero the least important weights of each decoder linear, unstructured or N:M.
 
-Methods (``method``): ``magnitude`` (|W|), ``wanda`` (|W| * ||X||) and ``sparsegpt`` (OBS with
-weight updates); the last two read the shared calibration statistics (:func:`input_stats`).
+Methods (``method``, ``methods.SPARSITY_METHODS``): ``magnitude`` (|W|), ``wanda`` (|W| * ||X||) and
+``sparsegpt`` (OBS with weight updates); the last two read the shared calibration statistics
+(:func:`input_stats`).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
-from typing import Annotated, Callable
+from dataclasses import replace
+from typing import Annotated
 
 import torch
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
-from autocompress.inputs import InputStats, input_stats
+from autocompress.inputs import input_stats
 from autocompress.context import CompressionContext
 from autocompress.errors import ConfigError
 from autocompress.hardware.profile import ModelProfile
 from autocompress.models.adapter import ModelAdapter
-from autocompress.registry import Registry
 from autocompress.techniques.base import Technique, register_technique
 from autocompress.techniques.selection import ModuleSelector
-from autocompress.techniques.sparsity.masks import SparsityTarget, mark_sparse
-from autocompress.techniques.sparsity.methods import magnitude_prune, wanda_prune
-from autocompress.techniques.sparsity.sparsegpt import sparsegpt_prune
+from autocompress.techniques.sparsify.masks import SparsityTarget, mark_sparse
+from autocompress.techniques.sparsify.methods import SPARSITY_METHODS
 
-Prune = Callable[[torch.Tensor, InputStats | None, SparsityTarget], torch.Tensor]
-ZeroCount = Callable[[int, int, float], int]  # (rows, cols, unstructured sparsity) -> zeros the method sets
-
-
-def matrix_zeros(rows: int, cols: int, sparsity: float) -> int:
-    """One comparison group per matrix (``layer_keep_mask``)."""
-    return round(sparsity * rows * cols)
-
-
-def row_zeros(rows: int, cols: int, sparsity: float) -> int:
-    """One comparison group per output row (``row_keep_mask``)."""
-    return rows * round(sparsity * cols)
-
-
-def block_zeros(rows: int, cols: int, sparsity: float, block: int = 128) -> int:
-    """SparseGPT: one group per block of ``block`` input columns."""
-    return sum(round(sparsity * rows * min(block, cols - b0)) for b0 in range(0, cols, block))
-
-
-@dataclass(frozen=True)
-class SparsityMethod:
-    name: str
-    prune: Prune
-    needs_stats: bool  # reads the calibration statistics
-    zeros: ZeroCount  # how many zeros it sets, unstructured
-
-
-SPARSITY_METHODS: Registry[SparsityMethod] = Registry("sparsity method")
-for _method in (SparsityMethod("magnitude", magnitude_prune, False, matrix_zeros),
-                SparsityMethod("wanda", wanda_prune, True, row_zeros),
-                SparsityMethod("sparsegpt", sparsegpt_prune, True, block_zeros)):
-    SPARSITY_METHODS.register(_method)
 _PATTERN = re.compile(r"^(\d+):(\d+)$")
 
 
@@ -145,7 +112,7 @@ class Sparsify(Technique):
                           for o in p.overrides))
 
     def apply(self, model: nn.Module, params: SparsifyParams, ctx: CompressionContext) -> nn.Module:
-        method = SPARSITY_METHODS[params.method]
+        method = SPARSITY_METHODS[params.method]()
         adapter = ModelAdapter(model)
         stats = input_stats(model, ctx) if method.needs_stats else {}
         with torch.no_grad():
@@ -160,7 +127,7 @@ class Sparsify(Technique):
     def predict_profile(self, profile: ModelProfile, params: SparsifyParams,
                         ctx: CompressionContext) -> ModelProfile | None:
         """The zeros each method sets, counted from the shapes (at least the zeros already there)."""
-        count = SPARSITY_METHODS[params.method].zeros
+        count = SPARSITY_METHODS[params.method]().zeros
 
         def sparsified(lin):
             target = site_target(lin, profile.num_layers, lin.in_features, params)

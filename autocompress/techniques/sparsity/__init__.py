@@ -1,1 +1,0 @@
-"""Sparsity methods (magnitude, Wanda, SparseGPT) behind one signature, chosen by name."""
