@@ -11,8 +11,8 @@ from autocompress.errors import ConfigError
 from autocompress.models.adapter import ModelAdapter
 from autocompress.recipe import Recipe
 from autocompress.techniques import TECHNIQUES
-from autocompress.techniques.distillation.loss import kd_loss, matched_layers
-from autocompress.techniques.distillation.train import Interrupted
+from autocompress.techniques.distill.loss import kd_loss, matched_layers
+from autocompress.techniques.distill.train import Interrupted
 from autocompress.threads import one_thread
 
 from conftest import build_model, make_context

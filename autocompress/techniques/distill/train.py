@@ -14,8 +14,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from autocompress.techniques.distillation.checkpoint import Checkpoint, TrainState
-from autocompress.techniques.distillation.loss import hidden_mse, kd_loss
+from autocompress.techniques.distill.checkpoint import Checkpoint, TrainState
+from autocompress.techniques.distill.loss import hidden_mse, kd_loss
 
 
 @dataclass(frozen=True)

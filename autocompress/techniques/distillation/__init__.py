@@ -1,1 +1,0 @@
-"""Knowledge distillation from the base model: loss, constrained trainable weights, resumable training."""
