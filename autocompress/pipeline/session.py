@@ -23,7 +23,7 @@ from autocompress.metrics import is_cost_metric
 from autocompress.models.loading import LoadedModel, load_model
 from autocompress.recipe import Recipe, TextSpec
 from autocompress.techniques import TECHNIQUES
-from autocompress.techniques.early_exit import exit_policy
+from autocompress.techniques.early_exit.policy import exit_policy
 
 
 @dataclass
