@@ -19,6 +19,7 @@ from autocompress.errors import ConfigError
 from autocompress.export.checkpoint import read_record
 from autocompress.export.grids import load_grids
 from autocompress.recipe import Recipe, TextSpec
+from autocompress.techniques import TECHNIQUES
 
 DEPLOY_FILE = "deploy.json"
 GGUF_NAME = "model.gguf"
@@ -40,39 +41,14 @@ def source_gguf(model_ref: str) -> Path | None:
     return Path(model_ref) if model_ref.endswith(".gguf") and Path(model_ref).is_file() else None
 
 
-def _step_notes(technique: str, params: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """(what llama.cpp gets, what it does not) of one recipe step."""
-    if technique == "quantize":
-        gets = [f"weights stored as GGUF block types ({params.get('bits', 4)}-bit requested)"]
-        lacks = []
-        if params.get("act_bits", 16) < 16:
-            lacks.append("act_bits 8 is simulated per token; llama.cpp quantizes activations to 8 bits per "
-                         "block of 32 inside its Q4_0/Q8_0 dot products, not per token")
-        if params.get("kv_bits", 16) < 16:
-            lacks.append(f"kv_bits {params['kv_bits']}: the file does not carry it; llama.cpp's cache type "
-                         "(type_k/type_v q8_0 or q4_0) is a run-time option, not applied by `deploy measure`")
-        if params.get("rotate", "none") != "none":
-            gets.append("hadamard rotation (folded into the weights)")
-        return gets, lacks
-    if technique == "sparsify":
-        pattern = params.get("pattern")
-        what = f"{pattern} sparsity" if pattern else f"{params.get('sparsity', 0.5):.0%} unstructured sparsity"
-        return [], [f"{what}: zeros are stored and multiplied densely; llama.cpp has no sparse kernels, "
-                    "so neither file size nor speed improves (the packed format stores the masks)"]
-    if technique in ("prune_width", "prune_depth"):
-        return [f"{technique}: smaller tensors / fewer blocks, expressed as GGUF hyperparameters"], []
-    if technique == "early_exit":
-        return [], ["early exit: llama.cpp always runs every block; the GGUF computes the model "
-                    "without exits (measured KL compares it with the torch model without exits)"]
-    return [], [f"{technique}: not known to the exporter"]
-
-
 def deploy_notes(recipe: Recipe) -> dict[str, list[str]]:
-    gets, lacks = [], []
+    """What llama.cpp gets of the recipe and what it does not, step by step (each technique says)."""
+    gets: list[str] = []
+    lacks: list[str] = []
     for step in recipe.steps:
-        g, lack = _step_notes(step.technique, step.params)
-        gets += g
-        lacks += lack
+        support = TECHNIQUES[step.technique].runtime_support(step.params)
+        gets += support.gets
+        lacks += support.lacks
     return {"runtime_gets": gets, "runtime_does_not_get": lacks}
 
 

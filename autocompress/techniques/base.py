@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel
@@ -15,6 +16,14 @@ from autocompress.validation import parse
 if TYPE_CHECKING:
     from autocompress.context import CompressionContext
     from autocompress.hardware.profile import ModelProfile
+
+
+@dataclass(frozen=True)
+class RuntimeSupport:
+    """What the deployment runtime (llama.cpp, through the GGUF export) gets of a step, and what it does not."""
+
+    gets: list[str] = field(default_factory=list)
+    lacks: list[str] = field(default_factory=list)
 
 
 class Technique(ABC):
@@ -45,6 +54,12 @@ class Technique(ABC):
         touching weights (cost prediction before the expensive work). None: only applying tells (the default;
         e.g. a depth measured on text). Must raise the errors ``apply`` raises for these params and shapes."""
         return None
+
+    @classmethod
+    def runtime_support(cls, params: dict[str, Any]) -> RuntimeSupport:
+        """What llama.cpp gets of a step with these (recipe) params, for ``deploy.json``; the default says
+        the exporter does not know the technique."""
+        return RuntimeSupport(lacks=[f"{cls.name}: not known to the exporter"])
 
 
 TECHNIQUES: Registry[type[Technique]] = Registry("technique", "autocompress.techniques")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
@@ -12,7 +13,7 @@ from torch import nn
 from autocompress.context import CompressionContext
 from autocompress.hardware.profile import ModelProfile
 from autocompress.models.adapter import ModelAdapter
-from autocompress.techniques.base import Technique, register_technique
+from autocompress.techniques.base import RuntimeSupport, Technique, register_technique
 from autocompress.techniques.early_exit.policy import attach_early_exit, check_exit_layers, measure_exit_depth
 
 
@@ -53,6 +54,11 @@ class EarlyExit(Technique):
         if p.exit_layers:
             return f"exit>{p.threshold:g}@{','.join(map(str, p.exit_layers))}"
         return f"exit>{p.threshold:g}@{p.first_exit or 0.5:g}/{p.exit_every or 4}"
+
+    @classmethod
+    def runtime_support(cls, params: dict[str, Any]) -> RuntimeSupport:
+        return RuntimeSupport(lacks=["early exit: llama.cpp always runs every block; the GGUF computes the model "
+                                     "without exits (measured KL compares it with the torch model without exits)"])
 
     def apply(self, model: nn.Module, params: EarlyExitParams, ctx: CompressionContext) -> nn.Module:
         if params.threshold >= 1.0:  # no probability exceeds 1: nothing would exit, and nothing is checked

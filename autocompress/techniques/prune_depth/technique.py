@@ -7,6 +7,7 @@ Block influence BI_i = 1 - mean over tokens of cos(h_i, h_{i+1}), measured on ca
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +18,7 @@ from autocompress.context import CompressionContext
 from autocompress.errors import ConfigError
 from autocompress.hardware.profile import ModelProfile
 from autocompress.models.adapter import ModelAdapter
-from autocompress.techniques.base import Technique, register_technique
+from autocompress.techniques.base import RuntimeSupport, Technique, register_technique
 
 
 @torch.no_grad()
@@ -60,6 +61,10 @@ class PruneDepth(Technique):
     @classmethod
     def describe(cls, params: dict) -> str:
         return f"drop {params.get('drop_layers', 0)} layers"
+
+    @classmethod
+    def runtime_support(cls, params: dict[str, Any]) -> RuntimeSupport:
+        return RuntimeSupport(gets=[f"{cls.name}: smaller tensors / fewer blocks, expressed as GGUF hyperparameters"])
 
     def apply(self, model: nn.Module, params: PruneDepthParams, ctx: CompressionContext) -> nn.Module:
         adapter = ModelAdapter(model)

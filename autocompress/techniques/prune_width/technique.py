@@ -14,6 +14,7 @@ one width per model, and the saved checkpoint must load with ``from_pretrained``
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,7 +25,7 @@ from autocompress.context import CompressionContext
 from autocompress.errors import ConfigError
 from autocompress.hardware.profile import ModelProfile
 from autocompress.models.adapter import ModelAdapter
-from autocompress.techniques.base import Technique, register_technique
+from autocompress.techniques.base import RuntimeSupport, Technique, register_technique
 
 
 class PruneWidthParams(BaseModel):
@@ -94,6 +95,10 @@ class PruneWidth(Technique):
         parts = [f"{label} -{value:.0%}" for label, value in
                  (("ffn", p.ffn_ratio), ("heads", p.heads_ratio), ("kv", p.kv_groups_ratio)) if value]
         return "width " + (" ".join(parts) or "unchanged")
+
+    @classmethod
+    def runtime_support(cls, params: dict[str, Any]) -> RuntimeSupport:
+        return RuntimeSupport(gets=[f"{cls.name}: smaller tensors / fewer blocks, expressed as GGUF hyperparameters"])
 
     def apply(self, model: nn.Module, params: PruneWidthParams, ctx: CompressionContext) -> nn.Module:
         adapter = ModelAdapter(model)

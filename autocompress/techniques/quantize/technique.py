@@ -9,6 +9,7 @@ recorded with :func:`set_weight_format`, so hardware models see bits and group s
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from torch import nn
 
@@ -17,7 +18,7 @@ from autocompress.context import CompressionContext
 from autocompress.hardware.profile import LinearProfile, ModelProfile
 from autocompress.inputs import input_stats
 from autocompress.models.adapter import ModelAdapter
-from autocompress.techniques.base import Technique, register_technique
+from autocompress.techniques.base import RuntimeSupport, Technique, register_technique
 from autocompress.techniques.quantize.activations import add_activation_quant, smooth
 from autocompress.techniques.quantize.grid import QuantFormat, check_format
 from autocompress.techniques.quantize.kv import set_kv_bits
@@ -49,6 +50,20 @@ class Quantize(Technique):
         text += " seq" if p.sequential else ""
         text += (f" kv{p.kv_bits}" if p.kv_bits < 16 else "") + (" rot" if p.rotate != "none" else "")
         return text + "".join(f" {o.label()}:{o.method or ''}w{o.bits or p.bits}" for o in p.overrides)
+
+    @classmethod
+    def runtime_support(cls, params: dict[str, Any]) -> RuntimeSupport:
+        gets = [f"weights stored as GGUF block types ({params.get('bits', 4)}-bit requested)"]
+        lacks = []
+        if params.get("act_bits", 16) < 16:
+            lacks.append("act_bits 8 is simulated per token; llama.cpp quantizes activations to 8 bits per "
+                         "block of 32 inside its Q4_0/Q8_0 dot products, not per token")
+        if params.get("kv_bits", 16) < 16:
+            lacks.append(f"kv_bits {params['kv_bits']}: the file does not carry it; llama.cpp's cache type "
+                         "(type_k/type_v q8_0 or q4_0) is a run-time option, not applied by `deploy measure`")
+        if params.get("rotate", "none") != "none":
+            gets.append("hadamard rotation (folded into the weights)")
+        return RuntimeSupport(gets, lacks)
 
     def apply(self, model: nn.Module, params: QuantizeParams, ctx: CompressionContext) -> nn.Module:
         lineage = ctx.lineage

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from typing import Annotated
+from typing import Annotated, Any
 
 import torch
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
@@ -20,7 +20,7 @@ from autocompress.context import CompressionContext
 from autocompress.errors import ConfigError
 from autocompress.hardware.profile import ModelProfile
 from autocompress.models.adapter import ModelAdapter
-from autocompress.techniques.base import Technique, register_technique
+from autocompress.techniques.base import RuntimeSupport, Technique, register_technique
 from autocompress.techniques.selection import ModuleSelector
 from autocompress.techniques.sparsify.masks import SparsityTarget, mark_sparse
 from autocompress.techniques.sparsify.methods import SPARSITY_METHODS
@@ -110,6 +110,14 @@ class Sparsify(Technique):
         return (f"{p.method} {amount(p.sparsity, p.pattern)}"
                 + "".join(f" {o.label()}:{amount(o.sparsity if o.sparsity is not None else p.sparsity, o.pattern)}"
                           for o in p.overrides))
+
+    @classmethod
+    def runtime_support(cls, params: dict[str, Any]) -> RuntimeSupport:
+        pattern = params.get("pattern")
+        what = f"{pattern} sparsity" if pattern else f"{params.get('sparsity', 0.5):.0%} unstructured sparsity"
+        return RuntimeSupport(lacks=[f"{what}: zeros are stored and multiplied densely; llama.cpp has no sparse "
+                                     "kernels, so neither file size nor speed improves (the packed format stores "
+                                     "the masks)"])
 
     def apply(self, model: nn.Module, params: SparsifyParams, ctx: CompressionContext) -> nn.Module:
         method = SPARSITY_METHODS[params.method]()
