@@ -17,6 +17,3 @@ class ConfigError(AutocompressError):
 class ModelSourceError(AutocompressError):
     """A model that cannot be found or loaded offline."""
 
-
-class NotYetAvailableError(AutocompressError):
-    """A reserved technique or method whose implementation has not landed."""

@@ -49,12 +49,12 @@ class Recipe(BaseModel):
     @model_validator(mode="after")
     def _normalise_steps(self) -> "Recipe":
         """Validate each step's params against its technique and fill in defaults."""
-        from autocompress.techniques import require_technique
+        from autocompress.techniques import TECHNIQUES
         from autocompress.techniques.base import check_step_order
 
         check_step_order([step.technique for step in self.steps])
         for i, step in enumerate(self.steps):
-            technique = require_technique(step.technique, f"steps[{i}].technique")
+            technique = TECHNIQUES.get(step.technique, f"steps[{i}].technique")
             params = technique.parse_params(step.params, f"steps[{i}].params")
             step.params = params.model_dump(mode="json")
         return self

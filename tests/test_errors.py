@@ -19,7 +19,7 @@ import optuna
 import pytest
 import yaml
 
-from autocompress.errors import AutocompressError, ConfigError, ModelSourceError, NotYetAvailableError
+from autocompress.errors import AutocompressError, ConfigError, ModelSourceError
 from autocompress.recipe import Recipe
 from autocompress.search.job import Job
 from autocompress.search.runner import JobRunner
@@ -211,19 +211,6 @@ def test_unknown_technique_lists_the_techniques() -> None:
     with pytest.raises(ConfigError) as exc:
         recipe({"technique": "quantize"}, {"technique": "lobotomize"})
     raised(exc, "steps[1].technique", "'lobotomize'", "allowed:", "prune_depth", "quantize", "sparsify")
-
-
-def test_reserved_technique_is_not_yet_available(monkeypatch: pytest.MonkeyPatch) -> None:
-    from autocompress.techniques import TECHNIQUES
-    from autocompress.techniques.reserved import _reserved
-
-    technique = "teleport"
-    monkeypatch.setitem(TECHNIQUES._entries, technique, _reserved(technique, "a later issue"))
-    with pytest.raises(NotYetAvailableError) as exc:
-        recipe({"technique": technique})
-    message = str(exc.value)
-    assert message.startswith("steps[0]"), message
-    assert f"'{technique}'" in message and "not yet available" in message and "\n" not in message
 
 
 def test_quantize_bits_5_lists_allowed_bits() -> None:

@@ -1,6 +1,6 @@
 import pytest
 
-from autocompress.errors import ConfigError, NotYetAvailableError
+from autocompress.errors import ConfigError
 from autocompress.recipe import Recipe
 
 RECIPE = """
@@ -63,12 +63,3 @@ def test_empty_steps_is_a_valid_recipe():
 def test_unknown_param_names_the_field_and_allowed_keys():
     with pytest.raises(ConfigError, match=r"steps\[0\]\.params\.bitz: unknown key; allowed: .*bits"):
         Recipe.parse_obj({"model": "m", "steps": [{"technique": "quantize", "params": {"bitz": 4}}]})
-
-
-def test_reserved_techniques_are_not_yet_available(monkeypatch):
-    from autocompress.techniques import TECHNIQUES
-    from autocompress.techniques.reserved import _reserved
-
-    monkeypatch.setitem(TECHNIQUES._entries, "teleport", _reserved("teleport", "a later issue"))
-    with pytest.raises(NotYetAvailableError, match="not yet available"):
-        Recipe.parse_obj({"model": "m", "steps": [{"technique": "teleport", "params": {}}]})

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from autocompress import catalog
 from autocompress.errors import ConfigError
 from autocompress.recipe import Recipe, Step, TextSpec
-from autocompress.techniques import require_technique
+from autocompress.techniques import TECHNIQUES
 from autocompress.techniques.base import check_step_order
 from autocompress.validation import parse
 
@@ -112,7 +112,7 @@ class SearchSpace(BaseModel):
         check_step_order([step.technique for step in self.steps], f"{field}: steps")
         for i, step in enumerate(self.steps):
             where = f"{field}: steps[{i}]"
-            technique = require_technique(step.technique, f"{where}.technique")
+            technique = TECHNIQUES.get(step.technique, f"{where}.technique")
             if step.technique in seen:
                 raise ConfigError(f"{where}.technique", f"{step.technique!r} appears twice; each technique once")
             seen.add(step.technique)

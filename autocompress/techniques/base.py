@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel
 from torch import nn
 
-from autocompress.errors import ConfigError, NotYetAvailableError
+from autocompress.errors import ConfigError
 from autocompress.registry import Registry
 from autocompress.validation import parse
 
@@ -31,7 +31,6 @@ class Technique(ABC):
 
     name: ClassVar[str]
     Params: ClassVar[type[BaseModel]]
-    planned: ClassVar[str | None] = None  # set on reserved names: what will arrive, and where
 
     @classmethod
     def parse_params(cls, params: dict[str, Any], field: str) -> BaseModel:
@@ -84,12 +83,3 @@ def check_step_order(techniques: list[str], field: str = "steps") -> None:
 
 def register_technique(cls: type[Technique]) -> type[Technique]:
     return TECHNIQUES.register(cls)
-
-
-def require_technique(name: str, field: str) -> type[Technique]:
-    """The technique registered as ``name``; a clear error if unknown or not yet available."""
-    technique = TECHNIQUES.get(name, field=field)
-    if technique.planned:
-        raise NotYetAvailableError(f"{field}: technique {name!r} ({technique.planned}) is not yet available; "
-                                   f"available: {', '.join(n for n in TECHNIQUES if not TECHNIQUES[n].planned)}")
-    return technique
