@@ -153,7 +153,7 @@ def pareto(
     as_json: bool = typer.Option(False, "--json", help="print the front as JSON"),
 ) -> None:
     """Print the Pareto front of a job."""
-    from autocompress.search.runner import load_result
+    from autocompress.search.finish import load_result
 
     job_path = Path(job_ref)
     if job_path.is_file():

@@ -41,7 +41,8 @@ from autocompress.pipeline import Session, open_session, predict_cost
 from autocompress.recipe import Recipe
 from autocompress.search.front import TrialRecord, is_feasible, running_hypervolume, trials_to_reach
 from autocompress.search.job import Job, Objective, SearchSettings
-from autocompress.search.runner import JobRunner, OverBudget, TrialObjective
+from autocompress.search.objective import OverBudget, TrialObjective
+from autocompress.search.runner import JobRunner
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_SAMPLER = SearchSettings().sampler

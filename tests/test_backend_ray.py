@@ -22,7 +22,7 @@ from service_helpers import TESTS, free_port, kill_group, tiny_spec, wait_for
 
 from autocompress.search.job import Job
 from autocompress.backends import run_job
-from autocompress.search.runner import load_result
+from autocompress.search.finish import load_result
 
 ray = pytest.importorskip("ray")
 pytestmark = [pytest.mark.slow, pytest.mark.ray]  # a two-node cluster: minutes

@@ -197,7 +197,7 @@ def test_the_shipped_space_searches_distill_steps_and_zero_skips_the_step():
 def test_apply_recipe_times_each_step_as_its_own_stage(tiny_checkpoints):
     from autocompress.pipeline import apply_recipe, open_session
     from autocompress.recipe import TextSpec
-    from autocompress.search.runner import StageClock
+    from autocompress.search.objective import StageClock
 
     spec = TextSpec(seq_len=32, calibration_samples=4, eval_samples=2)
     session = open_session(str(tiny_checkpoints["llama"]), spec, seed=0)

@@ -173,7 +173,7 @@ def test_failing_trials_are_recorded_and_the_search_goes_on(tmp_path, tiny_check
 def test_cost_budgets_skip_accuracy_evaluation(tmp_path, tiny_checkpoints, monkeypatch):
     """Over-budget trials are known from the recipe: never applied nor evaluated, COMPLETE and infeasible,
     told to the sampler with their real cost and their violation; their accuracy is never logged."""
-    import autocompress.search.runner as runner
+    import autocompress.search.objective as runner
 
     applied = []
     real_apply = runner.apply_recipe
@@ -209,7 +209,7 @@ def test_cost_budgets_skip_accuracy_evaluation(tmp_path, tiny_checkpoints, monke
 def test_a_feasible_trial_keeps_the_cost_predicted_from_its_recipe(tmp_path, tiny_checkpoints, monkeypatch):
     """Profiling the applied model again would give the same numbers (tests/test_predict_profile.py):
     a trial whose cost was known from the recipe is not re-profiled, and its cost metrics are those."""
-    import autocompress.search.runner as runner
+    import autocompress.search.objective as runner
 
     profiled = []
     real_predict = runner.predict_cost
@@ -457,7 +457,7 @@ def test_a_resumed_search_does_not_replay_its_first_random_draws(tmp_path, tiny_
 
 
 def test_an_unevaluated_objective_is_the_worst_value_and_a_known_cost_is_itself():
-    from autocompress.search.runner import unevaluated_value
+    from autocompress.search.objective import unevaluated_value
 
     known = {"raspberry-pi-5.peak_memory_mb": 200.0}  # early exit: decode unknown before applying
     assert unevaluated_value(known, "raspberry-pi-5.peak_memory_mb", "minimize") == 200.0

@@ -14,7 +14,8 @@ from rich.console import Console
 
 from autocompress.registry import Registry
 from autocompress.search.job import Job
-from autocompress.search.runner import JobResult, JobRunner
+from autocompress.search.finish import JobResult
+from autocompress.search.runner import JobRunner
 
 Backend = Callable[[JobRunner, Callable[[], bool]], None]
 BACKENDS: Registry[Backend] = Registry("backend", "autocompress.backends")

@@ -23,7 +23,8 @@ from typing import Any, Callable
 from autocompress.backends.base import register_backend
 from autocompress.errors import ConfigError
 from autocompress.search.job import Job
-from autocompress.search.runner import Heartbeat, JobRunner
+from autocompress.search.heartbeat import Heartbeat
+from autocompress.search.runner import JobRunner
 
 _RUNNERS: dict[str, Any] = {}  # per Ray worker process: the job's opened runner (model loaded once)
 _FORWARDED_ENV = ("AUTOCOMPRESS_PLUGINS", "AUTOCOMPRESS_CACHE", "PYTHONPATH", "HF_HUB_OFFLINE")

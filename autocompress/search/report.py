@@ -72,10 +72,13 @@ def _hypervolume_html(history: list[float], path: Path) -> None:
     fig.write_html(path, include_plotlyjs=True)
 
 
-def write_report(study: optuna.Study, job: Job, out: Path) -> dict[str, Any]:
-    """Write the report's files into ``out``; return the summary (also saved as summary.json)."""
+def write_report(study: optuna.Study, job: Job, out: Path,
+                 records: list[TrialRecord] | None = None) -> dict[str, Any]:
+    """Write the report's files into ``out``; return the summary (also saved as summary.json). ``records``:
+    the study's trial records when the caller has them already."""
     out.mkdir(parents=True, exist_ok=True)
-    records: list[TrialRecord] = trial_records(study, job.objectives)
+    if records is None:
+        records = trial_records(study, job.objectives)
     fronts = per_target_fronts(records, job.objectives, job.targets)
     for target, front in fronts.items():
         objectives = retarget(job.objectives, target)
