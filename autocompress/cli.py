@@ -195,6 +195,7 @@ def _job_from_storage(name: str, workdir: str, storage: Optional[str]) -> "Job":
     """Rebuild a job's definition from what the study recorded."""
     import optuna
 
+    from autocompress.search.attrs import job_fingerprint_of
     from autocompress.search.job import Job
     from autocompress.search.storage import open_storage
 
@@ -204,7 +205,7 @@ def _job_from_storage(name: str, workdir: str, storage: Optional[str]) -> "Job":
         study = optuna.load_study(study_name=name, storage=open_storage(url, 10))
     except KeyError:
         raise ConfigError("job", f"no job named {name!r} in {url}") from None
-    fp = study.user_attrs["job"]
+    fp = job_fingerprint_of(study)
     return Job.from_dict({"name": name, "model": fp["model"], "targets": fp["targets"], "objectives": fp["objectives"],
                           "search": {"seed": fp["seed"]},
                           "budgets": fp["budgets"], "workdir": workdir, "storage": storage})

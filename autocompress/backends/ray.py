@@ -23,6 +23,7 @@ from typing import Any, Callable
 from autocompress.backends.base import register_backend
 from autocompress.errors import ConfigError
 from autocompress.search.job import Job
+from autocompress.search.attrs import TrialAttrs, write
 from autocompress.search.heartbeat import Heartbeat
 from autocompress.search.runner import JobRunner
 
@@ -44,7 +45,7 @@ def _score(job_data: dict[str, Any], trial_id: int) -> str:
     runner = _RUNNERS[key]
     runner.study = optuna.load_study(study_name=job.name, storage=runner.storage)  # sees trials asked elsewhere
     trial = optuna.Trial(runner.study, trial_id)  # its parameters were sampled by the driver
-    trial.set_user_attr("ray_node", ray.get_runtime_context().get_node_id())
+    write(trial, TrialAttrs(ray_node=ray.get_runtime_context().get_node_id()))
     return runner.run_trial(trial, beat=False).state.name  # the driver beats for it
 
 
@@ -96,7 +97,7 @@ def study_searcher(runner: JobRunner) -> Any:
             trial, beat = self.in_flight.pop(trial_id)
             beat.__exit__(None, None, None)
             if error:  # Tune's retries are exhausted: the trial failed, with the reason
-                trial.set_user_attr("error", "ray task failed after its retries (see the Tune log)")
+                write(trial, TrialAttrs(error="ray task failed after its retries (see the Tune log)"))
                 runner.study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
         def release(self) -> None:

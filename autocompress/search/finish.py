@@ -19,7 +19,8 @@ from autocompress.export.packed import export_packed
 from autocompress.pipeline import Session, apply_recipe, measure_accuracy
 from autocompress.recipe import Recipe
 from autocompress.search.fidelity import proxy_correlation
-from autocompress.search.front import LATE_METRICS, TrialRecord, trial_records
+from autocompress.search.attrs import set_late_metrics
+from autocompress.search.front import TrialRecord, trial_records
 from autocompress.search.job import Job
 from autocompress.search.plots import write_front
 from autocompress.search.report import write_report
@@ -79,7 +80,7 @@ def score_front(records: list[TrialRecord], job: Job, study: optuna.Study, sessi
         if record.pareto and not all(m in record.metrics for m in costly):
             model = apply_recipe(session, Recipe.parse_obj(record.recipe))
             late = measure_accuracy(model, session, costly)
-            study.set_user_attr(f"{LATE_METRICS}{record.number}", late)
+            set_late_metrics(study, record.number, late)
             if record.run_id:
                 tracker.log_metrics(record.run_id, late)
             record.metrics = record.metrics | late

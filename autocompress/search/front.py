@@ -9,9 +9,9 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from autocompress.search.attrs import TrialAttrs, late_metrics
 from autocompress.search.job import Objective
 
-LATE_METRICS = "metrics.trial-"  # study attribute prefix: metrics measured after a trial finished
 
 
 @dataclass
@@ -33,15 +33,15 @@ class TrialRecord:
 
 
 def is_feasible(trial: FrozenTrial) -> bool:
-    constraints = trial.user_attrs.get("constraints", [])
-    return trial.state == TrialState.COMPLETE and all(c <= 0 for c in constraints)
+    """COMPLETE and within every budget (Optuna's constraints: a violation <= 0 is met)."""
+    return trial.state == TrialState.COMPLETE and all(c <= 0 for c in trial.constraints.values())
 
 
 def _record(trial: FrozenTrial, late: dict[str, float]) -> TrialRecord:
-    return TrialRecord(number=trial.number, state=trial.state.name, metrics=trial.user_attrs.get("metrics", {}) | late,
-                       feasible=is_feasible(trial), recipe=trial.user_attrs.get("recipe", {}),
-                       run_id=trial.user_attrs.get("run_id"), error=trial.user_attrs.get("error"),
-                       duplicate_of=trial.user_attrs.get("duplicate_of"))
+    attrs = TrialAttrs.of(trial)
+    return TrialRecord(number=trial.number, state=trial.state.name, metrics=(attrs.metrics or {}) | late,
+                       feasible=is_feasible(trial), recipe=attrs.recipe or {}, run_id=attrs.run_id, error=attrs.error,
+                       duplicate_of=attrs.duplicate_of)
 
 
 def dominates(a: list[float], b: list[float]) -> bool:
@@ -63,7 +63,7 @@ def pareto_numbers(records: list[TrialRecord], objectives: list[Objective]) -> s
 def trial_records(study: optuna.Study, objectives: list[Objective]) -> list[TrialRecord]:
     """Every trial with its metrics, feasibility and whether it is on the front now."""
     attrs = study.user_attrs
-    records = [_record(t, attrs.get(f"{LATE_METRICS}{t.number}", {})) for t in study.get_trials(deepcopy=False)]
+    records = [_record(t, late_metrics(attrs, t.number)) for t in study.get_trials(deepcopy=False)]
     front = pareto_numbers(records, objectives)
     for r in records:
         r.pareto = r.number in front

@@ -17,6 +17,7 @@ from autocompress.metrics import is_cost_metric, split_metric_name
 from autocompress.pipeline import (Session, apply_recipe, cost_needs_model, measure_accuracy, predict_cost,
                                    predict_recipe_cost)
 from autocompress.recipe import Recipe
+from autocompress.search.attrs import TrialAttrs, error_text, write
 from autocompress.search.fidelity import near_front, objective_points
 from autocompress.search.front import trial_records
 from autocompress.search.job import Job
@@ -96,20 +97,20 @@ class TrialObjective:
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         job = self.job
         recipe = self.space.sample(trial, job.model, job.search.seed, job.calibration)
-        trial.set_user_attr("recipe", recipe.to_dict())
-        trial.set_user_attr("recipe_digest", recipe.digest())
+        write(trial, TrialAttrs(recipe=recipe.to_dict(), recipe_digest=recipe.digest()))
         with self.clock("tracking"):
-            trial.set_user_attr("run_id", self.tracker.start_trial(trial.number, recipe))
+            write(trial, TrialAttrs(run_id=self.tracker.start_trial(trial.number, recipe)))
         try:
             twin = self._twin(trial, recipe.digest())
             if twin is not None:  # samplers repeat points of small spaces: reuse, don't recompute
-                trial.set_user_attr("duplicate_of", twin.number)
-                metrics = dict(twin.user_attrs["metrics"])
+                write(trial, TrialAttrs(duplicate_of=twin.number))
+                known = TrialAttrs.of(twin)
+                metrics = dict(known.metrics)  # type: ignore[arg-type]  # a finished trial has metrics
                 if twin.state == TrialState.PRUNED:  # stored by earlier versions, which pruned over-budget trials
-                    trial.set_user_attr("metrics", metrics)
-                    raise optuna.TrialPruned(twin.user_attrs.get("pruned_reason", "cost over budget"))
-                if "infeasible_reason" in twin.user_attrs:
-                    raise OverBudget(metrics, twin.user_attrs["infeasible_reason"])
+                    write(trial, TrialAttrs(metrics=metrics))
+                    raise optuna.TrialPruned(known.pruned_reason or "cost over budget")
+                if known.infeasible_reason is not None:
+                    raise OverBudget(metrics, known.infeasible_reason)
             else:
                 metrics = self._measure(trial, recipe)
             values = tuple(float(metrics[o.metric]) for o in job.objectives)
@@ -118,21 +119,19 @@ class TrialObjective:
                 raise ValueError(f"objective {', '.join(bad)} is not finite")
         except OverBudget as over:  # COMPLETE and infeasible: the sampler learns from it (docs/search.md)
             metrics = over.metrics
-            trial.set_user_attr("infeasible_reason", over.reason)
+            write(trial, TrialAttrs(infeasible_reason=over.reason))
             values = tuple(unevaluated_value(metrics, o.metric, o.direction) for o in job.objectives)
         except optuna.TrialPruned as exc:
-            trial.set_user_attr("pruned_reason", str(exc))
+            write(trial, TrialAttrs(pruned_reason=str(exc)))
             raise
         except Exception as exc:
-            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:5000])
+            write(trial, TrialAttrs(error=error_text(exc)))
             raise
         finally:
-            trial.set_user_attr("seconds", self.clock.take())
-        trial.set_user_attr("metrics", metrics)
-        constraints = {m: self.violation(m, metrics) for m in job.budgets}
-        trial.set_user_attr("constraints", list(constraints.values()))
-        for metric, violation in constraints.items():
-            trial.set_constraint(metric, violation)  # what NSGA-II and TPE read
+            write(trial, TrialAttrs(seconds=self.clock.take()))
+        write(trial, TrialAttrs(metrics=metrics))
+        for metric in job.budgets:  # Optuna's constraints: what NSGA-II and TPE read, and what feasibility is
+            trial.set_constraint(metric, self.violation(metric, metrics))
         return values
 
     def violation(self, metric: str, metrics: dict[str, float]) -> float:
@@ -151,7 +150,7 @@ class TrialObjective:
         if self.predicts_first:
             with self.clock("predict_recipe"):
                 predicted = predict_recipe_cost(self.session, recipe, self.targets, self.workload)
-            trial.set_user_attr("cost_from_recipe", predicted is not None)
+            write(trial, TrialAttrs(cost_from_recipe=predicted is not None))
             if predicted is not None:
                 self._check_cost(predicted, "predicted from the recipe")
         with self.clock("apply"):
@@ -188,10 +187,10 @@ class TrialObjective:
         if not near_front(point, others, job.evaluation.margin):
             return False
         tokens = costly_tokens(self.session, job)
-        spent = sum(t.user_attrs.get("costly_tokens", 0.0) for t in trial.study.get_trials(deepcopy=False))
+        spent = sum(TrialAttrs.of(t).costly_tokens or 0.0 for t in trial.study.get_trials(deepcopy=False))
         if job.evaluation.costly_budget is not None and spent + tokens > job.evaluation.costly_budget:
             return False
-        trial.set_user_attr("costly_tokens", tokens)
+        write(trial, TrialAttrs(costly_tokens=tokens))
         return True
 
     @staticmethod
@@ -207,9 +206,10 @@ class TrialObjective:
             running = False
             for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
                                                                   TrialState.RUNNING)):
-                if other.user_attrs.get("recipe_digest") != digest or other.number == trial.number:
+                attrs = TrialAttrs.of(other)
+                if attrs.recipe_digest != digest or other.number == trial.number:
                     continue
-                if other.state != TrialState.RUNNING and "duplicate_of" not in other.user_attrs:
+                if other.state != TrialState.RUNNING and attrs.duplicate_of is None:
                     return other
                 running |= other.state == TrialState.RUNNING and other.number < trial.number
             if not running:

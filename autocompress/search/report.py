@@ -14,6 +14,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from autocompress.search.attrs import TrialAttrs
 from autocompress.search.front import TrialRecord, hypervolume_history, per_target_fronts, retarget, trial_records
 from autocompress.search.job import Job
 from autocompress.search.plots import pareto_figure_html, pareto_figure_png
@@ -24,10 +25,11 @@ def time_split(study: optuna.Study) -> dict[str, float]:
     totals: dict[str, float] = {}
     wall = 0.0
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if "duplicate_of" in t.user_attrs or not t.datetime_complete:
+        attrs = TrialAttrs.of(t)
+        if attrs.duplicate_of is not None or not t.datetime_complete:
             continue
         wall += (t.datetime_complete - t.datetime_start).total_seconds()
-        for stage, seconds in t.user_attrs.get("seconds", {}).items():
+        for stage, seconds in (attrs.seconds or {}).items():
             totals[stage] = totals.get(stage, 0.0) + seconds
     evaluate = sum(v for k, v in totals.items() if k.startswith("evaluate"))
     return {**{f"{k}_s": v for k, v in sorted(totals.items())}, "trial_wall_s": wall,

@@ -27,6 +27,7 @@ from autocompress.metrics import is_cost_metric
 from autocompress.models.loading import check_remote_code, resolve_checkpoint
 from autocompress.pipeline import Session, check_compatible, open_session
 from autocompress.recipe import Recipe
+from autocompress.search.attrs import TrialAttrs, error_text, job_fingerprint_of, set_job_fingerprint, write
 from autocompress.search.finish import JobResult, finish_job
 from autocompress.search.front import is_feasible, trial_records
 from autocompress.search.heartbeat import Heartbeat
@@ -48,7 +49,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 def counts_as_finished(trial: FrozenTrial) -> bool:
     """COMPLETE and PRUNED trials count; FAIL counts only when the trial itself failed (not a kill)."""
     return trial.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
-        trial.state == TrialState.FAIL and "error" in trial.user_attrs)
+        trial.state == TrialState.FAIL and TrialAttrs.of(trial).error is not None)
 
 
 def job_fingerprint(job: Job, space: SearchSpace) -> dict[str, Any]:
@@ -105,7 +106,7 @@ class JobRunner:
             study = optuna.load_study(study_name=job.name, storage=storage, sampler=self._sampler())
         except KeyError:
             return None
-        if study.user_attrs.get("job") != job_fingerprint(job, self.space):
+        if job_fingerprint_of(study) != job_fingerprint(job, self.space):
             raise ConfigError("name", f"a job named {job.name!r} with a different model, space, targets, objectives, "
                                       "budgets, calibration, workload, evaluation data or seed already exists in this "
                                       "storage; use another name")
@@ -121,7 +122,7 @@ class JobRunner:
             study = self._load_study(storage)
             assert study is not None
             return study
-        study.set_user_attr("job", job_fingerprint(job, self.space))
+        set_job_fingerprint(study, job_fingerprint(job, self.space))
         for seed in self.space.seeds:  # sensible configurations first (e.g. uniform int8, uniform int4)
             study.enqueue_trial(seed)
         return study
@@ -170,11 +171,11 @@ class JobRunner:
         study, tracker = self.study, self.tracker
         optuna.storages.fail_stale_trials(study)
         trials = study.get_trials(deepcopy=False)
-        requeued = {t.user_attrs.get("retry_of") for t in trials}
-        killed = [t for t in trials if t.state == TrialState.FAIL and "error" not in t.user_attrs
+        requeued = {TrialAttrs.of(t).retry_of for t in trials}
+        killed = [t for t in trials if t.state == TrialState.FAIL and TrialAttrs.of(t).error is None
                   and t.number not in requeued]
         for t in killed:
-            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+            study.enqueue_trial(t.params, user_attrs=TrialAttrs(retry_of=t.number).stored())
             self.console.print(f"[yellow]trial {t.number} was interrupted; re-queued with the same parameters[/]")
         if initial:
             by_number = {t.number: t for t in trials}
@@ -209,7 +210,7 @@ class JobRunner:
             trial = self.study.ask()  # a re-queued trial first, if any
             self.storage.record_heartbeat(trial._trial_id)
             if self.worker:
-                trial.set_user_attr("worker", self.worker)
+                write(trial, TrialAttrs(worker=self.worker))
             return trial, False
 
     def next_trial(self, should_stop: Callable[[], bool] = lambda: False) -> optuna.Trial | None:
@@ -231,8 +232,8 @@ class JobRunner:
                 state = TrialState.PRUNED
             except Exception as exc:
                 state = TrialState.FAIL
-                if "error" not in trial.user_attrs:  # failed before the objective could record why
-                    trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:5000])
+                if TrialAttrs.of(trial).error is None:  # failed before the objective could record why
+                    write(trial, TrialAttrs(error=error_text(exc)))
             frozen = self.study.tell(trial, values, state=state)
         self._log_outcome(frozen)
         self.tracker.mark_pareto({r.number for r in trial_records(self.study, self.job.objectives) if r.pareto})
@@ -241,14 +242,14 @@ class JobRunner:
         return frozen
 
     def _log_outcome(self, trial: FrozenTrial) -> None:
-        run_id = trial.user_attrs.get("run_id")
-        if not run_id:
+        attrs = TrialAttrs.of(trial)
+        if not attrs.run_id:
             return
-        tags = {f"autocompress.{key}": trial.user_attrs[key] for key in ("pruned_reason", "infeasible_reason")
-                if key in trial.user_attrs} or None
-        seconds = {f"seconds.{stage}": v for stage, v in trial.user_attrs.get("seconds", {}).items()}
-        self.tracker.log_trial(run_id, trial.user_attrs.get("metrics", {}) | seconds, trial.state.name,
-                               is_feasible(trial), error=trial.user_attrs.get("error"), extra_tags=tags)
+        reasons = {"pruned_reason": attrs.pruned_reason, "infeasible_reason": attrs.infeasible_reason}
+        tags = {f"autocompress.{key}": reason for key, reason in reasons.items() if reason is not None} or None
+        seconds = {f"seconds.{stage}": v for stage, v in (attrs.seconds or {}).items()}
+        self.tracker.log_trial(attrs.run_id, (attrs.metrics or {}) | seconds, trial.state.name,
+                               is_feasible(trial), error=attrs.error, extra_tags=tags)
 
     # ---- run -------------------------------------------------------------------------------
     def search(self, should_stop: Callable[[], bool] = lambda: False,
@@ -272,10 +273,11 @@ class JobRunner:
 
 def summary(trial: FrozenTrial, job: Job) -> str:
     """One line for a progress bar."""
-    if "infeasible_reason" in trial.user_attrs:
-        return f"trial {trial.number}: infeasible, not evaluated ({trial.user_attrs['infeasible_reason']})"
+    attrs = TrialAttrs.of(trial)
+    if attrs.infeasible_reason is not None:
+        return f"trial {trial.number}: infeasible, not evaluated ({attrs.infeasible_reason})"
     if trial.state == TrialState.COMPLETE:
-        metrics = trial.user_attrs.get("metrics", {})
+        metrics = attrs.metrics or {}
         return f"trial {trial.number}: " + ", ".join(f"{o.metric}={metrics.get(o.metric, math.nan):.4g}"
                                                       for o in job.objectives)
     return f"trial {trial.number}: {trial.state.name.lower()}"
