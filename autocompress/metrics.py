@@ -1,8 +1,8 @@
-"""Metric names are built here and nowhere else."""
+"""Metric names are built here and nowhere else. Cost metrics are per target (``<target>.<metric>``);
+accuracy metric names are declared by the evaluators (``autocompress.evaluators.known_metrics``)."""
 
 from __future__ import annotations
 
-ACCURACY_METRICS = ("kl", "perplexity")
 COST_METRICS = ("decode_ms_per_token", "prefill_ms", "peak_memory_mb", "energy_mj_per_token")
 
 

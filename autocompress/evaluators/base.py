@@ -1,7 +1,8 @@
 """The Evaluator protocol and its registry.
 
-An evaluator class claims a family of metric names (``kl``..., ``lm_eval:<task>``) and builds an
-instance per group of metrics it measures together. Each instance declares its ``cost`` (tokens
+An evaluator class declares the metric names it measures (``kl``..., or a family such as
+``lm_eval:<task>``), which of them can never be negative, and builds an instance per group of
+metrics it measures together; every list of accuracy metric names is built from these declarations. Each instance declares its ``cost`` (tokens
 forwarded through the model per evaluation), so a job can budget evaluation, and a ``fingerprint``
 of everything besides the weights that its result depends on, so results can be cached.
 """
@@ -23,12 +24,19 @@ class Evaluator(ABC):
     """Accuracy metrics of a model."""
 
     name: ClassVar[str]
-    metrics: tuple[str, ...]
+    metric_names: ClassVar[tuple[str, ...]] = ()  # the fixed names it measures
+    never_negative: ClassVar[tuple[str, ...]] = ()  # those of its metrics that cannot be negative
+    metrics: tuple[str, ...]  # what this instance measures
 
     @classmethod
-    @abstractmethod
     def claims(cls, metric: str) -> bool:
         """Whether ``metric`` is one of this evaluator's metric names."""
+        return metric in cls.metric_names
+
+    @classmethod
+    def family_names(cls) -> list[str]:
+        """Names of a family of metrics (beyond ``metric_names``) as messages list them, e.g. ``lm_eval:<task>``."""
+        return []
 
     @classmethod
     @abstractmethod
@@ -58,11 +66,27 @@ def register_evaluator(cls: type[Evaluator]) -> type[Evaluator]:
     return EVALUATORS.register(cls)
 
 
-def known_metrics() -> list[str]:
-    """The accuracy metric names, for messages (``lm_eval:`` also takes any stock lm-eval task)."""
-    from autocompress.evaluators.tasks import local_task_names
+DEFAULT_EVALUATOR = "next_token"  # what is measured when no metric is named
 
-    return ["kl", "perplexity", "top1_agreement"] + [f"lm_eval:{t}" for t in local_task_names()] + ["lm_eval:<task>"]
+
+def _classes() -> list[type[Evaluator]]:
+    return [EVALUATORS[name] for name in EVALUATORS]
+
+
+def known_metrics() -> list[str]:
+    """The accuracy metric names, for messages: every evaluator's fixed names, then the families."""
+    classes = _classes()
+    return [m for cls in classes for m in cls.metric_names] + [m for cls in classes for m in cls.family_names()]
+
+
+def default_metrics() -> list[str]:
+    """The metrics measured when none are named (the next-token metrics)."""
+    return list(EVALUATORS[DEFAULT_EVALUATOR].metric_names)
+
+
+def never_negative(metric: str) -> bool:
+    """Whether an evaluator declares that accuracy metric never negative (a budget below 0 is unmeetable)."""
+    return any(metric in cls.never_negative for cls in _classes())
 
 
 def is_accuracy_metric(metric: str) -> bool:

@@ -13,7 +13,7 @@ from autocompress.cache import text_digest
 from autocompress.context import CompressionContext
 from autocompress.evaluators.base import Evaluator, register_evaluator
 from autocompress.evaluators.settings import EvalSettings
-from autocompress.evaluators.tasks import TaskSource, build_task, task_source
+from autocompress.evaluators.tasks import TaskSource, build_task, local_task_names, task_source
 
 PREFIX = "lm_eval:"
 
@@ -45,6 +45,11 @@ class LmEvalEvaluator(Evaluator):
     @classmethod
     def claims(cls, metric: str) -> bool:
         return metric.startswith(PREFIX) and len(metric) > len(PREFIX)
+
+    @classmethod
+    def family_names(cls) -> list[str]:
+        """The catalog's local tasks, and any stock lm-eval task."""
+        return [PREFIX + t for t in local_task_names()] + [PREFIX + "<task>"]
 
     @classmethod
     def create(cls, metric: str, settings: EvalSettings) -> "LmEvalEvaluator":

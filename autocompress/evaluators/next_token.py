@@ -20,8 +20,6 @@ from autocompress.context import CompressionContext
 from autocompress.evaluators.base import Evaluator, register_evaluator
 from autocompress.evaluators.settings import EvalSettings
 
-METRICS = ("kl", "perplexity", "top1_agreement")
-
 
 @torch.no_grad()
 def _log_probs(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
@@ -71,14 +69,12 @@ def base_topk(ctx: CompressionContext, k: int) -> list[tuple[torch.Tensor, torch
 @register_evaluator
 class NextTokenEvaluator(Evaluator):
     name = "next_token"
-    metrics = METRICS
+    metric_names = ("kl", "perplexity", "top1_agreement")
+    never_negative = metric_names
+    metrics = metric_names
 
     def __init__(self, top_k: int = 64):
         self.top_k = top_k
-
-    @classmethod
-    def claims(cls, metric: str) -> bool:
-        return metric in METRICS
 
     @classmethod
     def create(cls, metric: str, settings: EvalSettings) -> "NextTokenEvaluator":

@@ -6,12 +6,10 @@ from pathlib import Path
 
 from torch import nn
 
-from autocompress.evaluators import EvalSettings
+from autocompress.evaluators import EvalSettings, default_metrics
 from autocompress.models.loading import load_model
 from autocompress.pipeline.session import Session, apply_recipe, measure_accuracy, open_session
 from autocompress.recipe import Recipe, TextSpec
-
-DEFAULT_METRICS = ("kl", "perplexity", "top1_agreement")
 
 
 def open_subject(ref: str, settings: EvalSettings) -> tuple[Session, nn.Module]:
@@ -38,7 +36,7 @@ def evaluate_ref(ref: str, metrics: list[str], settings: EvalSettings) -> dict[s
     """The requested metrics of ``ref``, in the order asked (cached results are reused)."""
     from autocompress.evaluators import evaluators_for
 
-    metrics = list(dict.fromkeys(metrics or DEFAULT_METRICS))
+    metrics = list(dict.fromkeys(metrics or default_metrics()))
     for evaluator in evaluators_for(metrics, settings, "--metric"):  # bad input fails before any model loads
         evaluator.prepare()
     session, model = open_subject(ref, settings)

@@ -14,7 +14,8 @@ from autocompress.errors import AutocompressError, ConfigError
 from autocompress.export.checkpoint import read_record, write_artifact
 from autocompress.hardware.roofline import Workload
 from autocompress.hardware.target import list_targets, load_target
-from autocompress.metrics import ACCURACY_METRICS, split_metric_name
+from autocompress.evaluators import default_metrics, known_metrics
+from autocompress.metrics import is_cost_metric, split_metric_name
 from autocompress.pipeline.session import apply_recipe, evaluate_model, open_session
 from autocompress.recipe import Recipe
 
@@ -58,9 +59,6 @@ def from_mlflow_run(run_id: str, tracking_uri: str) -> Provenance:
             job = yaml.safe_load(Path(client.download_artifacts(parent, "job.yaml", tmp)).read_text()) if parent else {}
     except MlflowException:
         raise ConfigError("run", f"{run_id!r} is neither a recipe file nor an MLflow run in {tracking_uri}") from None
-    from autocompress.evaluators import known_metrics
-    from autocompress.metrics import is_cost_metric
-
     recorded = {k: v for k, v in run.data.metrics.items() if is_cost_metric(k) or k in known_metrics()}
     return Provenance(recipe, recorded, None, (job or {}).get("workload", {}))
 
@@ -68,7 +66,7 @@ def from_mlflow_run(run_id: str, tracking_uri: str) -> Provenance:
 def reproduce(provenance: Provenance, out_dir: Path, targets: list[str] | None = None) -> Outcome:
     """Apply the recipe, evaluate the recorded metrics (or the defaults), write the artifact."""
     recipe = provenance.recipe
-    wanted = list(provenance.metrics) or list(ACCURACY_METRICS)
+    wanted = list(provenance.metrics) or default_metrics()  # the evaluator measures them all together
     target_names = sorted({t for t, _ in map(split_metric_name, wanted) if t} | set(targets or []))
     if not provenance.metrics and not targets:
         target_names = list_targets()

@@ -9,6 +9,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from autocompress.metrics import is_cost_metric, metric_name, split_metric_name
 from autocompress.search.attrs import TrialAttrs, late_metrics
 from autocompress.search.job import Objective
 
@@ -96,9 +97,8 @@ def minimised(record: TrialRecord, objectives: list[Objective]) -> list[float]:
 
 def retarget(objectives: list[Objective], target: str) -> list[Objective]:
     """The same objectives with every cost metric read on ``target`` instead."""
-    from autocompress.metrics import is_cost_metric, split_metric_name
-
-    return [o.model_copy(update={"metric": f"{target}.{split_metric_name(o.metric)[1]}"}) if is_cost_metric(o.metric)
+    return [o.model_copy(update={"metric": metric_name(target, split_metric_name(o.metric)[1])})
+            if is_cost_metric(o.metric)
             else o for o in objectives]
 
 

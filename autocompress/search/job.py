@@ -11,15 +11,19 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from autocompress.errors import ConfigError
-from autocompress.evaluators import EvalSettings, is_accuracy_metric, known_metrics
+from autocompress.evaluators import EvalSettings, is_accuracy_metric, known_metrics, never_negative
 from autocompress.metrics import COST_METRICS, split_metric_name
 from autocompress.models.loading import DEFAULT_MODEL
 from autocompress.recipe import TextSpec
 from autocompress.validation import parse
 
 JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-# Metrics that cannot be negative: a budget below zero on them can never be met.
-NON_NEGATIVE = {"kl", "perplexity", "top1_agreement", *COST_METRICS}
+
+
+def _never_negative(metric: str) -> bool:
+    """Cost metrics, and the accuracy metrics their evaluators declare so: a budget below 0 can never be met."""
+    target, name = split_metric_name(metric)
+    return name in COST_METRICS if target is not None else never_negative(name)
 
 
 class Objective(BaseModel):
@@ -164,7 +168,7 @@ class Job(BaseModel):
             raise ValueError("objectives: each metric may appear once")
         for metric, bound in self.budgets.items():
             self._check_metric(metric, f"budgets.{metric}")
-            if metric.rpartition(".")[2] in NON_NEGATIVE and bound.max is not None and bound.max < 0:
+            if _never_negative(metric) and bound.max is not None and bound.max < 0:
                 raise ValueError(f"budgets.{metric}: max {bound.max} can never be met (the metric is never negative)")
         for i, metric in enumerate(self.evaluation.costly):
             if not is_accuracy_metric(metric):
