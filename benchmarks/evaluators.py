@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from autocompress.evaluators import EvalSettings, evaluators_for
-from autocompress.evaluators.next_token import _log_probs
+from autocompress.evaluators.next_token import log_probs
 from autocompress.pipeline import apply_recipe, open_session
 from autocompress.recipe import Recipe, TextSpec
 from autocompress.search.fidelity import spearman
@@ -102,7 +102,7 @@ def main() -> None:
     cheap, = evaluators_for(["kl"], settings)
     costly = evaluators_for(metrics, settings)
     ctx = session.ctx
-    base_full = [_log_probs(session.base.model, ids) for ids in ctx.batches(ctx.evaluation)]
+    base_full = [log_probs(session.base.model, ids) for ids in ctx.batches(ctx.evaluation)]
     cheap.evaluate(session.base.model, ctx)  # stores the base model's top-64 once, as a search does
     print(f"\nPart 2: {args.variants} variants; KL on {ctx.evaluation.numel()} tokens; "
           f"{', '.join(args.tasks)} on the first {args.limit} examples")
@@ -123,7 +123,7 @@ def main() -> None:
         full_kl = math.nan
         with torch.no_grad():  # the full-vocabulary KL, only to check the stored top-64 approximation
             if i % args.full_kl_every == 0:
-                full_kl = sum(F.kl_div(_log_probs(model, ids), b, log_target=True, reduction="sum").item()
+                full_kl = sum(F.kl_div(log_probs(model, ids), b, log_target=True, reduction="sum").item()
                               for ids, b in zip(ctx.batches(ctx.evaluation), base_full)) / ctx.evaluation.numel()
         start = time.perf_counter()
         for evaluator in costly:

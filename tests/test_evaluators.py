@@ -15,7 +15,7 @@ from conftest import SHARED_DATA, build_model, make_context
 
 from autocompress.errors import ConfigError
 from autocompress.evaluators import EvalSettings, evaluators_for
-from autocompress.evaluators.next_token import NextTokenEvaluator, _log_probs, topk_kl
+from autocompress.evaluators.next_token import NextTokenEvaluator, log_probs, topk_kl
 from autocompress.evaluators.tasks import build_task, local_task_names, task_source
 from autocompress.pipeline import measure_accuracy, open_session
 from autocompress.recipe import TextSpec
@@ -174,7 +174,7 @@ def test_topk_kl_approximates_full_kl(noise: float) -> None:
 def test_evaluator_kl_equals_full_kl_when_k_covers_the_vocabulary(tiny_model, tokenizer) -> None:
     ctx = make_context(tiny_model, tokenizer)
     other = _perturbed(tiny_model, 1.0)
-    full = F.kl_div(_log_probs(other, ctx.evaluation), _log_probs(tiny_model, ctx.evaluation), log_target=True,
+    full = F.kl_div(log_probs(other, ctx.evaluation), log_probs(tiny_model, ctx.evaluation), log_target=True,
                     reduction="none").sum(-1).mean().item()
     assert full > 1e-4
     assert NextTokenEvaluator(top_k=320).evaluate(other, ctx)["kl"] == pytest.approx(full, rel=1e-4)

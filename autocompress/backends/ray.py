@@ -87,9 +87,10 @@ def study_searcher(runner: JobRunner) -> Any:
             if trial is None:
                 return Searcher.FINISHED if done and not self.in_flight else None
             runner.space.sample(trial, job.model, job.search.seed, job.calibration)  # the driver's sampler
-            beat = Heartbeat(runner.storage, trial._trial_id, job.search.heartbeat_seconds).__enter__()
+            optuna_id = runner.trial_id(trial)
+            beat = Heartbeat(runner.storage, optuna_id, job.search.heartbeat_seconds).__enter__()
             self.in_flight[trial_id] = (trial, beat)
-            return {"optuna_trial_id": trial._trial_id}
+            return {"optuna_trial_id": optuna_id}
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
             import optuna

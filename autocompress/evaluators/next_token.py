@@ -22,7 +22,8 @@ from autocompress.evaluators.settings import EvalSettings
 
 
 @torch.no_grad()
-def _log_probs(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+def log_probs(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """Next-token log-probabilities (float32) of ``model`` on the token blocks ``ids``."""
     return F.log_softmax(model(input_ids=ids).logits.float(), dim=-1)
 
 
@@ -51,7 +52,7 @@ def base_topk(ctx: CompressionContext, k: int) -> list[tuple[torch.Tensor, torch
             if path.is_file():
                 stored = load_file(path)
                 return [(stored[f"values.{i}"], stored[f"indices.{i}"].long()) for i in range(len(stored) // 2)]
-        batches = [_log_probs(ctx.base_model, ids).topk(min(k, ctx.base_model.config.vocab_size), dim=-1)
+        batches = [log_probs(ctx.base_model, ids).topk(min(k, ctx.base_model.config.vocab_size), dim=-1)
                    for ids in ctx.batches(ctx.evaluation)]
         result = [(b.values.contiguous(), b.indices) for b in batches]
         if path is not None:
@@ -91,7 +92,7 @@ class NextTokenEvaluator(Evaluator):
         kl_sum = nll_sum = agree = 0.0
         tokens = 0
         for ids, (top, idx) in zip(ctx.batches(ctx.evaluation), base_topk(ctx, self.top_k)):
-            logp = _log_probs(model, ids)
+            logp = log_probs(model, ids)
             kl_sum += topk_kl(top, idx, logp).sum().item()
             # Perplexity: predict token t+1 from positions <= t.
             nll_sum += F.nll_loss(logp[:, :-1].flatten(0, 1), ids[:, 1:].flatten(), reduction="sum").item()

@@ -76,6 +76,7 @@ class JobRunner:
         self.console = console or Console(stderr=True)
         self.progress = progress
         self.sampler_offset = sampler_offset  # workers of one job sample with different seeds
+        self._study_id: int | None = None  # the study's id in the storage, read once
         # Validate everything the user wrote before anything is created on disk or in a database.
         self.space = SearchSpace.load(job.space)
         self.targets = load_targets(job)
@@ -208,10 +209,16 @@ class JobRunner:
             if done + sum(t.state == TrialState.RUNNING for t in trials) >= job.search.trials:
                 return None, False
             trial = self.study.ask()  # a re-queued trial first, if any
-            self.storage.record_heartbeat(trial._trial_id)
+            self.storage.record_heartbeat(self.trial_id(trial))
             if self.worker:
                 write(trial, TrialAttrs(worker=self.worker))
             return trial, False
+
+    def trial_id(self, trial: optuna.Trial) -> int:
+        """The storage's id of a trial of this job's study (what heartbeats and Ray tasks name it by)."""
+        if self._study_id is None:
+            self._study_id = self.storage.get_study_id_from_name(self.study.study_name)
+        return self.storage.get_trial_id_from_study_id_trial_number(self._study_id, trial.number)
 
     def next_trial(self, should_stop: Callable[[], bool] = lambda: False) -> optuna.Trial | None:
         """The job's next trial, waiting while the last ones run elsewhere; None when done or stopping."""
@@ -225,7 +232,8 @@ class JobRunner:
     def run_trial(self, trial: optuna.Trial, beat: bool = True) -> FrozenTrial:
         """Score one reserved trial (beating meanwhile, unless the caller does), store its outcome."""
         values, state = None, TrialState.COMPLETE
-        with Heartbeat(self.storage, trial._trial_id, self.job.search.heartbeat_seconds) if beat else nullcontext():
+        beating = Heartbeat(self.storage, self.trial_id(trial), self.job.search.heartbeat_seconds) if beat else None
+        with beating or nullcontext():
             try:
                 values = self.objective(trial)
             except optuna.TrialPruned:

@@ -23,7 +23,6 @@ class NoRepeatChildren:
     """
 
     redraws = 8
-    _random_sampler: optuna.samplers.RandomSampler
 
     def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
@@ -34,9 +33,10 @@ class NoRepeatChildren:
             if not child:  # the first generation: random
                 return child
             # mutated: drawn at random now rather than later, in the space's order (a set's order
-            # changes with the process's string-hash seed, and with it which draw goes to which name)
+            # changes with the process's string-hash seed, and with it which draw goes to which name);
+            # the genetic samplers' sample_independent is their own random sampler's draw
             for name in [name for name in search_space if name not in child]:
-                child[name] = self._random_sampler.sample_independent(study, trial, name, search_space[name])
+                child[name] = self.sample_independent(study, trial, name, search_space[name])  # type: ignore[attr-defined]
             if tuple(sorted(child.items())) not in seen:
                 return child
         return {}
