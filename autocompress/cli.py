@@ -369,9 +369,22 @@ def worker(
            console=err).run(stop, max_jobs)
 
 
+def quiet_optuna() -> None:
+    """Silence what Optuna says about the way the search drives it (called at start-up, never at import)."""
+    import warnings
+
+    import optuna
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")  # we beat for ask/tell ourselves
+    warnings.filterwarnings("ignore", message="Clip non-finite values")  # GP: an unevaluated trial's accuracy
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per trial: the progress bar shows them
+
+
 def main() -> None:
     import transformers
 
+    quiet_optuna()
     transformers.utils.logging.disable_progress_bar()  # rich shows our own progress
     transformers.utils.logging.set_verbosity_error()
     try:

@@ -35,6 +35,7 @@ import optuna
 from rich.console import Console
 from rich.table import Table
 
+from autocompress.cli import quiet_optuna
 from autocompress.hardware.roofline import Workload
 from autocompress.hardware.target import load_target
 from autocompress.pipeline import Session, open_session, predict_cost
@@ -403,4 +404,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    quiet_optuna()  # as the CLI does at start-up
     main()

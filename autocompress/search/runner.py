@@ -12,7 +12,6 @@ from __future__ import annotations
 import gc
 import math
 import time
-import warnings
 from contextlib import nullcontext
 from typing import Any, Callable
 
@@ -39,10 +38,6 @@ from autocompress.search.space import SearchSpace
 from autocompress.search.storage import open_storage
 from autocompress.tracking import MlflowTracker, NullTracker, Tracker
 
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats
-warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")  # we beat for ask/tell ourselves
-warnings.filterwarnings("ignore", message="Clip non-finite values")  # GP: an unevaluated trial's accuracy (below)
-optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 
