@@ -2,7 +2,7 @@
 
 Each runtime knows how to time a (model, workload) sample, its figures before fitting, the
 calibration and validation suites it measures, and how its fitted target is written. The
-calibrate/validate flow (:mod:`autocompress.cli_hardware`) is the same for all of them.
+calibrate/validate flow (:mod:`autocompress.cli.hardware`) is the same for all of them.
 """
 
 from __future__ import annotations

@@ -11,7 +11,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from autocompress.errors import ConfigError
 
 app = typer.Typer(no_args_is_help=True, help="Hardware targets and their cost models.")
 out = Console()
