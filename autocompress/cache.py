@@ -47,8 +47,9 @@ def mark_used(path: Path) -> None:
         os.utime(path)
 
 
-def evict_least_recently_used(root: Path | None = None, max_bytes: int | None = None,
-                              keep_s: float = RECENTLY_USED_S) -> int:
+def evict_least_recently_used(
+    root: Path | None = None, max_bytes: int | None = None, keep_s: float = RECENTLY_USED_S
+) -> int:
     """Delete the least recently used cache files until the evictable folders hold at most ``max_bytes``
     (files used within the last ``keep_s`` seconds stay). Every cache is content-keyed, so an evicted
     entry is only recomputed when needed again. Returns the bytes freed."""

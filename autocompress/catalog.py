@@ -31,12 +31,15 @@ class Catalog:
     legacy: tuple[str, ...] = ()  # earlier names of the user catalog folder, still read
 
 
-CATALOGS: dict[str, Catalog] = {c.name: c for c in (
-    Catalog("search_spaces", "search space", "search_spaces"),
-    Catalog("targets", "hardware model", "hardware_models", legacy=("hardware_models",)),
-    Catalog("pipelines", "pipeline", "pipelines"),
-    Catalog("eval_tasks", "evaluator", "evaluators", legacy=("evaluators",)),
-)}
+CATALOGS: dict[str, Catalog] = {
+    c.name: c
+    for c in (
+        Catalog("search_spaces", "search space", "search_spaces"),
+        Catalog("targets", "hardware model", "hardware_models", legacy=("hardware_models",)),
+        Catalog("pipelines", "pipeline", "pipelines"),
+        Catalog("eval_tasks", "evaluator", "evaluators", legacy=("evaluators",)),
+    )
+}
 
 
 def get_catalog(catalog: str) -> Catalog:
@@ -86,11 +89,16 @@ def resolve(catalog: str, ref: str, field: str) -> Path:
         return path
     if not _NAME.match(ref) or ".." in ref:
         raise ConfigError(field, f"{ref!r} is not a valid name (letters, digits, '-', '_', '.')")
-    path = next((d / f"{ref}.yaml" for d in _search_path(catalog) if (d / f"{ref}.yaml").is_file()),
-                catalog_dir(catalog) / f"{ref}.yaml")
+    path = next(
+        (d / f"{ref}.yaml" for d in _search_path(catalog) if (d / f"{ref}.yaml").is_file()),
+        catalog_dir(catalog) / f"{ref}.yaml",
+    )
     if not path.is_file():
-        raise ConfigError(field, f"unknown {get_catalog(catalog).noun} {ref!r}; "
-                                 f"allowed: {', '.join(catalog_names(catalog))} or a path to a .yaml file")
+        raise ConfigError(
+            field,
+            f"unknown {get_catalog(catalog).noun} {ref!r}; "
+            f"allowed: {', '.join(catalog_names(catalog))} or a path to a .yaml file",
+        )
     return path
 
 
@@ -104,4 +112,3 @@ def read_yaml(path: Path, field: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(field, f"{path} must hold a YAML mapping")
     return data
-

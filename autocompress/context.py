@@ -46,7 +46,7 @@ class CompressionContext:
         self._memo.move_to_end(lineage)
         if key not in entries:
             entries[key] = compute()
-        for stale in [name for name in self._memo if name][:-self.memo_lineages]:  # least recently used first
+        for stale in [name for name in self._memo if name][: -self.memo_lineages]:  # least recently used first
             del self._memo[stale]
         return entries[key]
 

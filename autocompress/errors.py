@@ -16,4 +16,3 @@ class ConfigError(AutocompressError):
 
 class ModelSourceError(AutocompressError):
     """A model that cannot be found or loaded offline."""
-

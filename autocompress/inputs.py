@@ -83,6 +83,7 @@ def _collect(sites: list[LinearSite], forwards: list[Callable[[], object]]) -> d
                 alias[name] = first
                 return
             accumulators.setdefault(name, _Accumulator(x.shape[-1])).add(x)
+
         return record
 
     handles = [site.module.register_forward_hook(hook(site.name)) for site in sites]

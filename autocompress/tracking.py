@@ -95,7 +95,8 @@ class MlflowTracker:
             try:
                 # The kind makes MLflow 3's UI open the classic runs table rather than the GenAI views.
                 self.experiment_id = self.client.create_experiment(
-                    experiment, artifact_location, tags={"mlflow.experimentKind": "custom_model_development"})
+                    experiment, artifact_location, tags={"mlflow.experimentKind": "custom_model_development"}
+                )
             except MlflowException:  # created concurrently by another worker
                 found = self.client.get_experiment_by_name(experiment)
                 if found is None:
@@ -238,9 +239,7 @@ class MlflowTracker:
     def _search(self, filter_string: str) -> list[Any]:
         runs, token = [], None
         while True:
-            page = self.client.search_runs(
-                [self.experiment_id], filter_string, max_results=1000, page_token=token
-            )
+            page = self.client.search_runs([self.experiment_id], filter_string, max_results=1000, page_token=token)
             runs.extend(page)
             token = page.token
             if not token:

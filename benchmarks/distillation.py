@@ -92,15 +92,24 @@ def run_part(session, part: str, distill: dict, device: str) -> dict:
     model = technique().apply(model, params, session.ctx)
     seconds = time.perf_counter() - start
     kl_after = full_kl(model, base, evaluation, device)
-    row = {"name": name, "distill": params.model_dump(mode="json"), "kl_before": kl_base, "kl_after": kl_after,
-           "kl_reduction": 1 - kl_after / kl_base, "train_seconds": round(seconds, 1),
-           "seconds_per_step": round(seconds / max(params.steps - model.distill_report["resumed_from"], 1), 3),
-           "first_loss": model.distill_report["first_loss"], "last_loss": model.distill_report["last_loss"],
-           **checks(model, before)}
-    print(f"{name:<22} KL {kl_base:.4f} -> {kl_after:.4f} ({row['kl_reduction']:+.0%} of the gap)  "
-          f"{row['seconds_per_step']:.2f} s/step  "
-          + "  ".join(f"{k} {v}" for k, v in row.items() if k in ("shapes_unchanged", "masks_kept", "on_grid")),
-          flush=True)
+    row = {
+        "name": name,
+        "distill": params.model_dump(mode="json"),
+        "kl_before": kl_base,
+        "kl_after": kl_after,
+        "kl_reduction": 1 - kl_after / kl_base,
+        "train_seconds": round(seconds, 1),
+        "seconds_per_step": round(seconds / max(params.steps - model.distill_report["resumed_from"], 1), 3),
+        "first_loss": model.distill_report["first_loss"],
+        "last_loss": model.distill_report["last_loss"],
+        **checks(model, before),
+    }
+    print(
+        f"{name:<22} KL {kl_base:.4f} -> {kl_after:.4f} ({row['kl_reduction']:+.0%} of the gap)  "
+        f"{row['seconds_per_step']:.2f} s/step  "
+        + "  ".join(f"{k} {v}" for k, v in row.items() if k in ("shapes_unchanged", "masks_kept", "on_grid")),
+        flush=True,
+    )
     return row
 
 
@@ -111,19 +120,27 @@ def timing(session, distill: dict, steps: int = 4) -> list[dict]:
     session.base.model.to("cpu")
     rows = []
     for train in ("all", "lora", "norms"):
-        model = apply_recipe(session, Recipe(model=session.model_ref, seed=0, calibration=session.calibration,
-                                             steps=PARTS["width"][1]))
+        model = apply_recipe(
+            session, Recipe(model=session.model_ref, seed=0, calibration=session.calibration, steps=PARTS["width"][1])
+        )
         params = TECHNIQUES["distill"].Params(**(distill | {"steps": steps, "train": train, "warmup_steps": 0}))
         model_digest, session.ctx.model_digest = session.ctx.model_digest, ""  # no checkpoint: always train
         try:
             model = TECHNIQUES["distill"]().apply(model, params, session.ctx)
         finally:
             session.ctx.model_digest = model_digest
-        row = {"train": train, "batch_size": params.batch_size, "seq_len": params.seq_len, "steps": steps,
-               "seconds_per_step": round(model.distill_report["seconds"] / steps, 2), "threads": 2}
-        print(f"timing train={train:<6} bs {params.batch_size} x {params.seq_len}: "
-              f"{row['seconds_per_step']:.2f} s/step",
-              flush=True)
+        row = {
+            "train": train,
+            "batch_size": params.batch_size,
+            "seq_len": params.seq_len,
+            "steps": steps,
+            "seconds_per_step": round(model.distill_report["seconds"] / steps, 2),
+            "threads": 2,
+        }
+        print(
+            f"timing train={train:<6} bs {params.batch_size} x {params.seq_len}: {row['seconds_per_step']:.2f} s/step",
+            flush=True,
+        )
         rows.append(row)
     torch.set_num_threads(threads)
     return rows
@@ -147,17 +164,32 @@ def main() -> None:
     parser.add_argument("--wikitext", default=str(WIKITEXT))
     args = parser.parse_args()
     torch.manual_seed(0)
-    spec = TextSpec(source=args.wikitext, seq_len=256, calibration_samples=args.calibration_samples,
-                    eval_samples=args.eval_samples)
+    spec = TextSpec(
+        source=args.wikitext, seq_len=256, calibration_samples=args.calibration_samples, eval_samples=args.eval_samples
+    )
     session = open_session(args.model, spec, seed=0)
-    distill = {"steps": args.steps, "lr": args.lr, "batch_size": args.batch_size, "seq_len": args.seq_len,
-               "train": args.train, "temperature": args.temperature, "hidden_weight": args.hidden_weight}
-    where = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": args.device,
-             "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
-             "host": platform.node(), "torch": torch.__version__,
-             "text": spec.model_dump(), "note": "calibration and eval blocks are disjoint"}
-    print(f"== distillation on {args.device} ({where['gpu'] or 'CPU'}), {args.steps} steps, bs {args.batch_size} x "
-          f"{args.seq_len}, lr {args.lr:g}, train {args.train}")
+    distill = {
+        "steps": args.steps,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "seq_len": args.seq_len,
+        "train": args.train,
+        "temperature": args.temperature,
+        "hidden_weight": args.hidden_weight,
+    }
+    where = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "device": args.device,
+        "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
+        "host": platform.node(),
+        "torch": torch.__version__,
+        "text": spec.model_dump(),
+        "note": "calibration and eval blocks are disjoint",
+    }
+    print(
+        f"== distillation on {args.device} ({where['gpu'] or 'CPU'}), {args.steps} steps, bs {args.batch_size} x "
+        f"{args.seq_len}, lr {args.lr:g}, train {args.train}"
+    )
     for part in args.part:
         if part == "timing":
             save(f"timing{args.tag}", where | {"rows": timing(session, distill)})

@@ -32,9 +32,14 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("AUTOCOMPRESS_DATA", ROOT.parent / "shared" / "data"))
 TASKS = ["piqa", "arc_easy", "hellaswag", "winogrande", "boolq", "lambada_openai"]
 # SmolLM2-135M model cards (lighteval, zero-shot): Instruct where published, else the base model.
-PUBLISHED = {"piqa": ("66.3", "Instruct card, PIQA"), "arc_easy": ("37.3", "Instruct card, ARC average of easy+challenge"),
-             "hellaswag": ("40.9", "Instruct card, HellaSwag"), "winogrande": ("51.3", "base (not Instruct) card"),
-             "boolq": ("-", "not published"), "lambada_openai": ("-", "not published")}
+PUBLISHED = {
+    "piqa": ("66.3", "Instruct card, PIQA"),
+    "arc_easy": ("37.3", "Instruct card, ARC average of easy+challenge"),
+    "hellaswag": ("40.9", "Instruct card, HellaSwag"),
+    "winogrande": ("51.3", "base (not Instruct) card"),
+    "boolq": ("-", "not published"),
+    "lambada_openai": ("-", "not published"),
+}
 
 
 def q(bits: int, group: int = 64) -> dict:
@@ -49,10 +54,28 @@ def drop(n: int) -> dict:
     return {"technique": "prune_depth", "params": {"drop_layers": n}}
 
 
-VARIANTS = [[q(8)], [q(4)], [q(4, 32)], [q(3)], [q(3, 32)], [q(2, 32)],
-            [sparse(0.1)], [sparse(0.2)], [sparse(0.3)], [sparse(0.4)], [sparse(0.5)], [sparse(0.6)],
-            [drop(1)], [drop(2)], [drop(4)], [drop(6)],
-            [drop(2), q(4)], [sparse(0.3), q(4)], [drop(2), sparse(0.3), q(4)], [drop(4), sparse(0.4), q(3)]]
+VARIANTS = [
+    [q(8)],
+    [q(4)],
+    [q(4, 32)],
+    [q(3)],
+    [q(3, 32)],
+    [q(2, 32)],
+    [sparse(0.1)],
+    [sparse(0.2)],
+    [sparse(0.3)],
+    [sparse(0.4)],
+    [sparse(0.5)],
+    [sparse(0.6)],
+    [drop(1)],
+    [drop(2)],
+    [drop(4)],
+    [drop(6)],
+    [drop(2), q(4)],
+    [sparse(0.3), q(4)],
+    [drop(2), sparse(0.3), q(4)],
+    [drop(4), sparse(0.4), q(3)],
+]
 
 
 def stderr(p: float, n: int) -> float:
@@ -75,8 +98,14 @@ def main() -> None:
     args.out = args.out if args.parts == [1, 2] else args.out.with_name(f"{args.out.stem}-part{args.parts[0]}.json")
     base_settings = EvalSettings(data=str(DATA), limit=args.base_limit)
     session = open_session("smollm2-135m", TextSpec(), 0, base_settings)
-    report: dict = {"date": time.strftime("%Y-%m-%d"), "base_limit": args.base_limit, "limit": args.limit,
-                    "threads": torch.get_num_threads(), "base": {}, "variants": []}
+    report: dict = {
+        "date": time.strftime("%Y-%m-%d"),
+        "base_limit": args.base_limit,
+        "limit": args.limit,
+        "threads": torch.get_num_threads(),
+        "base": {},
+        "variants": [],
+    }
 
     if 1 in args.parts:
         print(f"Part 1: base SmolLM2-135M (dequantised Q4_1), first {args.base_limit} examples per task")
@@ -86,11 +115,20 @@ def main() -> None:
         value = evaluator.evaluate(session.base.model, session.ctx)[evaluator.metrics[0]]
         task = evaluator.task
         published, note = PUBLISHED[task]
-        report["base"][task] = {"metric": evaluator.source.metric, "value": value, "n": args.base_limit,
-                                "stderr": stderr(value, args.base_limit), "published": published, "note": note,
-                                "seconds": time.perf_counter() - start}
-        print(f"{task:16} {evaluator.source.metric:9} {100 * value:6.1f} {100 * stderr(value, args.base_limit):5.1f} "
-              f"{published:>9}  {note}", flush=True)
+        report["base"][task] = {
+            "metric": evaluator.source.metric,
+            "value": value,
+            "n": args.base_limit,
+            "stderr": stderr(value, args.base_limit),
+            "published": published,
+            "note": note,
+            "seconds": time.perf_counter() - start,
+        }
+        print(
+            f"{task:16} {evaluator.source.metric:9} {100 * value:6.1f} {100 * stderr(value, args.base_limit):5.1f} "
+            f"{published:>9}  {note}",
+            flush=True,
+        )
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2))
 
@@ -99,17 +137,21 @@ def main() -> None:
 
     settings = EvalSettings(data=str(DATA), limit=args.limit)
     metrics = [f"lm_eval:{t}" for t in args.tasks]
-    cheap, = evaluators_for(["kl"], settings)
+    (cheap,) = evaluators_for(["kl"], settings)
     costly = evaluators_for(metrics, settings)
     ctx = session.ctx
     base_full = [log_probs(session.base.model, ids) for ids in ctx.batches(ctx.evaluation)]
     cheap.evaluate(session.base.model, ctx)  # stores the base model's top-64 once, as a search does
-    print(f"\nPart 2: {args.variants} variants; KL on {ctx.evaluation.numel()} tokens; "
-          f"{', '.join(args.tasks)} on the first {args.limit} examples")
+    print(
+        f"\nPart 2: {args.variants} variants; KL on {ctx.evaluation.numel()} tokens; "
+        f"{', '.join(args.tasks)} on the first {args.limit} examples"
+    )
     done = {}
     if args.resume and args.out.is_file():
         done = {v["recipe"]: v for v in json.loads(args.out.read_text()).get("variants", [])}
-    header = f"{'recipe':38} {'kl':>7} {'kl_full':>7} " + " ".join(f"{t[:9]:>9}" for t in args.tasks) + "  cheap_s  full_s"
+    header = (
+        f"{'recipe':38} {'kl':>7} {'kl_full':>7} " + " ".join(f"{t[:9]:>9}" for t in args.tasks) + "  cheap_s  full_s"
+    )
     print(header)
     for i, steps in enumerate(VARIANTS[: args.variants]):
         recipe = Recipe.parse_obj({"model": "smollm2-135m", "seed": 0, "steps": steps})
@@ -123,16 +165,31 @@ def main() -> None:
         full_kl = math.nan
         with torch.no_grad():  # the full-vocabulary KL, only to check the stored top-64 approximation
             if i % args.full_kl_every == 0:
-                full_kl = sum(F.kl_div(log_probs(model, ids), b, log_target=True, reduction="sum").item()
-                              for ids, b in zip(ctx.batches(ctx.evaluation), base_full)) / ctx.evaluation.numel()
+                full_kl = (
+                    sum(
+                        F.kl_div(log_probs(model, ids), b, log_target=True, reduction="sum").item()
+                        for ids, b in zip(ctx.batches(ctx.evaluation), base_full)
+                    )
+                    / ctx.evaluation.numel()
+                )
         start = time.perf_counter()
         for evaluator in costly:
             row |= evaluator.evaluate(model, ctx)
         full_s = time.perf_counter() - start
-        entry = {"recipe": recipe.summary(), "kl_full": None if math.isnan(full_kl) else full_kl, "cheap_seconds": cheap_s, "full_seconds": full_s, **row}
+        entry = {
+            "recipe": recipe.summary(),
+            "kl_full": None if math.isnan(full_kl) else full_kl,
+            "cheap_seconds": cheap_s,
+            "full_seconds": full_s,
+            **row,
+        }
         report["variants"].append(entry)
-        print(f"{recipe.summary()[:38]:38} {row['kl']:7.4f} {full_kl:7.4f} "
-              + " ".join(f"{100 * row[m]:9.1f}" for m in metrics) + f"  {cheap_s:7.1f} {full_s:7.1f}", flush=True)
+        print(
+            f"{recipe.summary()[:38]:38} {row['kl']:7.4f} {full_kl:7.4f} "
+            + " ".join(f"{100 * row[m]:9.1f}" for m in metrics)
+            + f"  {cheap_s:7.1f} {full_s:7.1f}",
+            flush=True,
+        )
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2))
 
@@ -143,16 +200,22 @@ def main() -> None:
     report["spearman"]["kl_full"] = spearman([v["kl"] for v in checked], [v["kl_full"] for v in checked])
     rel = [abs(v["kl"] - v["kl_full"]) / v["kl_full"] for v in checked]
     report["topk_kl_relative_error"] = {"mean": sum(rel) / len(rel), "max": max(rel)}
-    report["seconds"] = {"cheap_mean": sum(v["cheap_seconds"] for v in variants) / len(variants),
-                         "full_mean": sum(v["full_seconds"] for v in variants) / len(variants)}
+    report["seconds"] = {
+        "cheap_mean": sum(v["cheap_seconds"] for v in variants) / len(variants),
+        "full_mean": sum(v["full_seconds"] for v in variants) / len(variants),
+    }
     print("\nSpearman rho(KL, accuracy) over the variants (negative = lower KL ranks higher accuracy):")
     for m, rho in report["spearman"].items():
         print(f"  {m:22} {rho:+.3f}")
-    print(f"top-64 KL vs full KL over {len(rel)} variants: mean relative error "
-          f"{report['topk_kl_relative_error']['mean']:.4f}, max {report['topk_kl_relative_error']['max']:.4f}")
+    print(
+        f"top-64 KL vs full KL over {len(rel)} variants: mean relative error "
+        f"{report['topk_kl_relative_error']['mean']:.4f}, max {report['topk_kl_relative_error']['max']:.4f}"
+    )
     s = report["seconds"]
-    print(f"wall time per variant: cheap {s['cheap_mean']:.1f} s, full {s['full_mean']:.1f} s "
-          f"({s['full_mean'] / s['cheap_mean']:.0f}x)")
+    print(
+        f"wall time per variant: cheap {s['cheap_mean']:.1f} s, full {s['full_mean']:.1f} s "
+        f"({s['full_mean'] / s['cheap_mean']:.0f}x)"
+    )
     args.out.write_text(json.dumps(report, indent=2))
 
 

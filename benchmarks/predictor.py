@@ -37,15 +37,22 @@ def main() -> None:
     fit_samples = measure_samples(runtime.cases("calibration"), args.repeats, progress=console.log, timer=runtime.time)
     fitted = fit(initial, fit_samples)
     held_out = measure_samples(runtime.cases("validation"), args.repeats, progress=console.log, timer=runtime.time)
-    results = {name: errors(target, held_out).__dict__ for name, target in
-               (("uncalibrated roofline (micro-benchmark figures)", initial), ("calibrated", fitted))}
+    results = {
+        name: errors(target, held_out).__dict__
+        for name, target in (("uncalibrated roofline (micro-benchmark figures)", initial), ("calibrated", fitted))
+    }
 
     table = Table(title=f"{runtime.target_name} predictor on {len(held_out)} held-out configurations")
     for column in ("predictor", "decode MAPE %", "decode within ±10 %", "prefill MAPE %", "prefill within ±10 %"):
         table.add_column(column, justify="right")
     for name, e in results.items():
-        table.add_row(name, f"{e['decode_mape']:.1f}", f"{e['decode_within_10']:.0f}", f"{e['prefill_mape']:.1f}",
-                      f"{e['prefill_within_10']:.0f}")
+        table.add_row(
+            name,
+            f"{e['decode_mape']:.1f}",
+            f"{e['decode_within_10']:.0f}",
+            f"{e['prefill_mape']:.1f}",
+            f"{e['prefill_within_10']:.0f}",
+        )
     console.print(table)
     rows = Table(title="calibrated prediction vs measurement")
     for column in ("config", "prefill ms", "predicted", "decode ms/token", "predicted"):
@@ -53,17 +60,33 @@ def main() -> None:
     per_config = []
     for s in held_out:
         p = predict_sample(fitted, s)
-        rows.add_row(s.label, f"{s.measured.prefill_ms:.1f}", f"{p.prefill_ms:.1f}",
-                     f"{s.measured.decode_ms_per_token:.2f}", f"{p.decode_ms_per_token:.2f}")
+        rows.add_row(
+            s.label,
+            f"{s.measured.prefill_ms:.1f}",
+            f"{p.prefill_ms:.1f}",
+            f"{s.measured.decode_ms_per_token:.2f}",
+            f"{p.decode_ms_per_token:.2f}",
+        )
         per_config.append({"config": s.label, "measured": s.measured.__dict__, "predicted": p.__dict__})
     console.print(rows)
     suffix = "" if args.runtime == "torch" else f"-{args.runtime}"
     out = Path(__file__).parent / "results" / f"predictor{suffix}.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"date": date.today().isoformat(), "repeats": args.repeats, "runtime": args.runtime,
-                               "initial": initial.model_dump(mode="json"),
-                               "fitted": fitted.model_dump(mode="json"), "errors": results,
-                               "configs": per_config, "seconds": time.time() - start}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "date": date.today().isoformat(),
+                "repeats": args.repeats,
+                "runtime": args.runtime,
+                "initial": initial.model_dump(mode="json"),
+                "fitted": fitted.model_dump(mode="json"),
+                "errors": results,
+                "configs": per_config,
+                "seconds": time.time() - start,
+            },
+            indent=2,
+        )
+    )
     console.print(f"wrote {out} ({time.time() - start:.0f} s)")
 
 

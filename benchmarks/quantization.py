@@ -24,8 +24,13 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "wikitext-2-raw" / "wiki.test.raw"
-METHOD_VARIANTS = {"rtn": dict(method="rtn"), "gptq": dict(method="gptq"), "awq": dict(method="awq"),
-                   "gptq-seq": dict(method="gptq", sequential=True), "awq-seq": dict(method="awq", sequential=True)}
+METHOD_VARIANTS = {
+    "rtn": dict(method="rtn"),
+    "gptq": dict(method="gptq"),
+    "awq": dict(method="awq"),
+    "gptq-seq": dict(method="gptq", sequential=True),
+    "awq-seq": dict(method="awq", sequential=True),
+}
 
 
 def main() -> None:
@@ -36,12 +41,25 @@ def main() -> None:
     ap.add_argument("--skip", nargs="*", default=[], help="sections to skip: methods hqq act cache mixed")
     ap.add_argument("--out", default="quantization.json", help="file name under benchmarks/results/")
     ap.add_argument("--act-only", nargs="*", default=None, help="run only activation/KV rows containing these words")
-    ap.add_argument("--methods", nargs="*", default=list(METHOD_VARIANTS), choices=list(METHOD_VARIANTS),
-                    help="weight-method rows per format (-seq: sequential, each block on the quantized blocks' outputs)")
-    ap.add_argument("--mixed-method", default="rtn", choices=["rtn", "gptq", "awq"],
-                    help="weight method of the mixed-precision rows (each module's 3- and 4-bit results are cached)")
-    ap.add_argument("--formats", nargs="*", default=["4:64", "3:64", "4:32", "3:32"],
-                    help="bits:group pairs for the method table (128 does not divide SmolLM2's width 576)")
+    ap.add_argument(
+        "--methods",
+        nargs="*",
+        default=list(METHOD_VARIANTS),
+        choices=list(METHOD_VARIANTS),
+        help="weight-method rows per format (-seq: sequential, each block on the quantized blocks' outputs)",
+    )
+    ap.add_argument(
+        "--mixed-method",
+        default="rtn",
+        choices=["rtn", "gptq", "awq"],
+        help="weight method of the mixed-precision rows (each module's 3- and 4-bit results are cached)",
+    )
+    ap.add_argument(
+        "--formats",
+        nargs="*",
+        default=["4:64", "3:64", "4:32", "3:32"],
+        help="bits:group pairs for the method table (128 does not divide SmolLM2's width 576)",
+    )
     args = ap.parse_args()
     cache = Path(tempfile.mkdtemp(prefix="ac-quant-bench-"))
     os.environ["AUTOCOMPRESS_CACHE"] = str(cache)  # a cold cache for this run
@@ -58,11 +76,21 @@ def main() -> None:
         return {**NextTokenEvaluator().evaluate(model, session.ctx), "kl_full": full_kl(model)}
 
     def recipe(**params) -> Recipe:
-        return Recipe(model="smollm2-135m", seed=0, calibration=spec, steps=[{"technique": "quantize", "params": params}])
+        return Recipe(
+            model="smollm2-135m", seed=0, calibration=spec, steps=[{"technique": "quantize", "params": params}]
+        )
 
-    results: dict = {"setup": {"model": "smollm2-135m", "data": "wikitext-2-raw test", "calibration_blocks": args.cal,
-                               "eval_blocks": args.eval, "seq_len": args.seq,
-                               "torch_threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d")}}
+    results: dict = {
+        "setup": {
+            "model": "smollm2-135m",
+            "data": "wikitext-2-raw test",
+            "calibration_blocks": args.cal,
+            "eval_blocks": args.eval,
+            "seq_len": args.seq,
+            "torch_threads": torch.get_num_threads(),
+            "date": time.strftime("%Y-%m-%d"),
+        }
+    }
     results["base"] = evaluate(session.base.model)
     print(f"base: perplexity {results['base']['perplexity']:.2f}")
 
@@ -75,35 +103,42 @@ def main() -> None:
         for bits, group in formats:
             for method in args.methods:
                 t0 = time.perf_counter()
-                model = apply_recipe(session, recipe(**METHOD_VARIANTS[method], bits=bits, group_size=group,
-                                                     symmetric=False))
+                model = apply_recipe(
+                    session, recipe(**METHOD_VARIANTS[method], bits=bits, group_size=group, symmetric=False)
+                )
                 seconds = time.perf_counter() - t0
-                rows.append({"method": method, "bits": bits, "group_size": group, "apply_s": seconds,
-                             **evaluate(model)})
+                rows.append(
+                    {"method": method, "bits": bits, "group_size": group, "apply_s": seconds, **evaluate(model)}
+                )
                 print(_row(rows[-1]), flush=True)
                 save()
             if "hqq" not in args.skip:
                 t0 = time.perf_counter()
                 model = _hqq(session.base.model, bits, group)
-                rows.append({"method": "hqq (hqq 0.2.8)", "bits": bits, "group_size": group,
-                             "apply_s": time.perf_counter() - t0, **evaluate(model)})
+                rows.append(
+                    {
+                        "method": "hqq (hqq 0.2.8)",
+                        "bits": bits,
+                        "group_size": group,
+                        "apply_s": time.perf_counter() - t0,
+                        **evaluate(model),
+                    }
+                )
                 print(_row(rows[-1]), flush=True)
                 save()
 
     if "act" not in args.skip:
         rows = results["activations"] = []
-        for label, params in [("W8A8 (rtn w8 per-channel, a8 per-token)",
-                               dict(bits=8, group_size=0, act_bits=8)),
-                              ("W8A8 + SmoothQuant 0.5",
-                               dict(bits=8, group_size=0, act_bits=8, smoothquant_alpha=0.5)),
-                              ("W8A8 + SmoothQuant 0.8",
-                               dict(bits=8, group_size=0, act_bits=8, smoothquant_alpha=0.8)),
-                              ("W8A8 + Hadamard rotation", dict(bits=8, group_size=0, act_bits=8, rotate="hadamard")),
-                              ("W4A8 g64 gptq", dict(method="gptq", bits=4, group_size=64, act_bits=8)),
-                              ("W4A8 g64 gptq + rotation", dict(method="gptq", bits=4, group_size=64, act_bits=8,
-                                                                rotate="hadamard")),
-                              ("fp weights, KV 8-bit", dict(bits=16, kv_bits=8)),
-                              ("fp weights, KV 4-bit", dict(bits=16, kv_bits=4))]:
+        for label, params in [
+            ("W8A8 (rtn w8 per-channel, a8 per-token)", dict(bits=8, group_size=0, act_bits=8)),
+            ("W8A8 + SmoothQuant 0.5", dict(bits=8, group_size=0, act_bits=8, smoothquant_alpha=0.5)),
+            ("W8A8 + SmoothQuant 0.8", dict(bits=8, group_size=0, act_bits=8, smoothquant_alpha=0.8)),
+            ("W8A8 + Hadamard rotation", dict(bits=8, group_size=0, act_bits=8, rotate="hadamard")),
+            ("W4A8 g64 gptq", dict(method="gptq", bits=4, group_size=64, act_bits=8)),
+            ("W4A8 g64 gptq + rotation", dict(method="gptq", bits=4, group_size=64, act_bits=8, rotate="hadamard")),
+            ("fp weights, KV 8-bit", dict(bits=16, kv_bits=8)),
+            ("fp weights, KV 4-bit", dict(bits=16, kv_bits=4)),
+        ]:
             if args.act_only is not None and not any(word in label for word in args.act_only):
                 continue
             rows.append({"config": label, **evaluate(apply_recipe(session, recipe(**params)))})
@@ -135,16 +170,20 @@ def _full_vocabulary_kl(ctx):
     base = [_log_probs(ctx.base_model, ids) for ids in batches]
 
     def kl(model: torch.nn.Module) -> float:
-        total = sum(F.kl_div(_log_probs(model, ids), b, log_target=True, reduction="sum").item()
-                    for ids, b in zip(batches, base))
+        total = sum(
+            F.kl_div(_log_probs(model, ids), b, log_target=True, reduction="sum").item()
+            for ids, b in zip(batches, base)
+        )
         return total / ctx.evaluation.numel()
 
     return kl
 
 
 def _row(r: dict) -> str:
-    return (f"{r['method']:<16} w{r['bits']} g{r['group_size']:<4} KL {r['kl']:.4f} (full {r['kl_full']:.4f})  "
-            f"ppl {r['perplexity']:7.2f}  top1 {r['top1_agreement']:.3f}  apply {r['apply_s']:.1f}s")
+    return (
+        f"{r['method']:<16} w{r['bits']} g{r['group_size']:<4} KL {r['kl']:.4f} (full {r['kl_full']:.4f})  "
+        f"ppl {r['perplexity']:7.2f}  top1 {r['top1_agreement']:.3f}  apply {r['apply_s']:.1f}s"
+    )
 
 
 @torch.no_grad()
@@ -159,8 +198,16 @@ def _hqq(base: torch.nn.Module, bits: int, group: int) -> torch.nn.Module:
     model = copy.deepcopy(base)
     for site in ModelAdapter(model).linear_sites():
         w = site.module.weight
-        wq, meta = Quantizer.quantize(w.float(), nbits=bits, group_size=group, optimize=True, round_zero=False,
-                                      axis=1, compute_dtype=torch.float32, device="cpu")
+        wq, meta = Quantizer.quantize(
+            w.float(),
+            nbits=bits,
+            group_size=group,
+            optimize=True,
+            round_zero=False,
+            axis=1,
+            compute_dtype=torch.float32,
+            device="cpu",
+        )
         w.copy_(Quantizer.dequantize(wq, meta).reshape(w.shape).to(w.dtype))
     return model
 
@@ -172,11 +219,15 @@ def _cache_timing(session, recipe, cache: Path) -> dict:
 
     shutil.rmtree(cache / "quant-weights", ignore_errors=True)
     timings = {}
-    for label, params in [("cold gptq w4g64", dict(method="gptq", bits=4, group_size=64)),
-                          ("warm gptq w4g64", dict(method="gptq", bits=4, group_size=64)),
-                          ("cold awq w3g64", dict(method="awq", bits=3, group_size=64)),
-                          ("mixed: attn gptq w4, mlp awq w3", dict(method="gptq", bits=4, group_size=64, overrides=[
-                              {"match": "mlp.*", "method": "awq", "bits": 3}]))]:
+    for label, params in [
+        ("cold gptq w4g64", dict(method="gptq", bits=4, group_size=64)),
+        ("warm gptq w4g64", dict(method="gptq", bits=4, group_size=64)),
+        ("cold awq w3g64", dict(method="awq", bits=3, group_size=64)),
+        (
+            "mixed: attn gptq w4, mlp awq w3",
+            dict(method="gptq", bits=4, group_size=64, overrides=[{"match": "mlp.*", "method": "awq", "bits": 3}]),
+        ),
+    ]:
         t0 = time.perf_counter()
         apply_recipe(session, recipe(**params))
         timings[label] = time.perf_counter() - t0
@@ -243,8 +294,11 @@ def _mixed(session, recipe, evaluate, method: str) -> dict:
     for proxy in ("gptq", "fisher"):
         allocated(f"sensitivity ({proxy} proxy)", avg_bits=3.5, sensitivity_proxy=proxy)
         # The same decode latency on a Raspberry Pi 5 as the layer-wise split, spent by sensitivity.
-        allocated(f"sensitivity ({proxy} proxy) under the Pi 5 latency of layerwise", sensitivity_proxy=proxy,
-                  latency_budget={"target": "raspberry-pi-5", "decode_ms_per_token": budget_ms})
+        allocated(
+            f"sensitivity ({proxy} proxy) under the Pi 5 latency of layerwise",
+            sensitivity_proxy=proxy,
+            latency_budget={"target": "raspberry-pi-5", "decode_ms_per_token": budget_ms},
+        )
     return out
 
 
@@ -253,8 +307,10 @@ def _print_tables(results: dict) -> None:
         print("\n| method | bits | group | KL (top-64) | KL (full) | perplexity | top-1 agree | apply s |")
         print("|---|---|---|---|---|---|---|---|")
         for r in results["methods"]:
-            print(f"| {r['method']} | {r['bits']} | {r['group_size']} | {r['kl']:.4f} | {r['kl_full']:.4f} | "
-                  f"{r['perplexity']:.2f} | {r['top1_agreement']:.3f} | {r['apply_s']:.1f} |")
+            print(
+                f"| {r['method']} | {r['bits']} | {r['group_size']} | {r['kl']:.4f} | {r['kl_full']:.4f} | "
+                f"{r['perplexity']:.2f} | {r['top1_agreement']:.3f} | {r['apply_s']:.1f} |"
+            )
     if "activations" in results:
         print("\n| activations / KV cache | KL (top-64) | KL (full) | perplexity |")
         print("|---|---|---|---|")

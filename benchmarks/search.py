@@ -122,23 +122,41 @@ class MemoObjective(TrialObjective):
 
 def make_job(args: argparse.Namespace, sampler: str) -> Job:
     t1, t2 = args.targets
-    return Job.from_dict({
-        "name": f"search-bench-{sampler}", "model": args.model, "space": args.space, "targets": [t1, t2],
-        "objectives": [{"metric": "kl"}, {"metric": f"{t1}.decode_ms_per_token"},
-                       {"metric": f"{t2}.decode_ms_per_token"}],
-        "budgets": {"kl": {"max": args.kl_budget}, f"{t1}.peak_memory_mb": {"max": args.memory_budget}},
-        "search": {"sampler": sampler, "trials": args.trials, "seed": 0, "population_size": args.population},
-        "calibration": {"source": args.text, "seq_len": args.seq_len, "calibration_samples": args.calibration_samples,
-                        "eval_samples": args.eval_samples},
-        "workdir": str(args.workdir), "export": False,
-        "tracking": None if args.tracking else "none",
-    })
+    return Job.from_dict(
+        {
+            "name": f"search-bench-{sampler}",
+            "model": args.model,
+            "space": args.space,
+            "targets": [t1, t2],
+            "objectives": [
+                {"metric": "kl"},
+                {"metric": f"{t1}.decode_ms_per_token"},
+                {"metric": f"{t2}.decode_ms_per_token"},
+            ],
+            "budgets": {"kl": {"max": args.kl_budget}, f"{t1}.peak_memory_mb": {"max": args.memory_budget}},
+            "search": {"sampler": sampler, "trials": args.trials, "seed": 0, "population_size": args.population},
+            "calibration": {
+                "source": args.text,
+                "seq_len": args.seq_len,
+                "calibration_samples": args.calibration_samples,
+                "eval_samples": args.eval_samples,
+            },
+            "workdir": str(args.workdir),
+            "export": False,
+            "tracking": None if args.tracking else "none",
+        }
+    )
 
 
 def run_one(job: Job, offset: int, session: Session, memo: Memo, rows_path: Path, console: Console) -> None:
     """One (sampler, seed) run through the runner; one JSON row per finished trial."""
-    runner = JobRunner(job.model_copy(update={"name": f"{job.name}-s{offset}"}), console, progress=False,
-                       sampler_offset=offset, session=session)
+    runner = JobRunner(
+        job.model_copy(update={"name": f"{job.name}-s{offset}"}),
+        console,
+        progress=False,
+        sampler_offset=offset,
+        session=session,
+    )
     runner.open()
     objective = runner.objective
     runner.objective = MemoObjective(runner.job, objective.space, session, objective.targets, runner.tracker, memo=memo)
@@ -155,18 +173,28 @@ def run_one(job: Job, offset: int, session: Session, memo: Memo, rows_path: Path
         wall = time.perf_counter() - start
         replay = runner.objective.replayed
         attrs = frozen.user_attrs
-        row = {**key, "trial": frozen.number, "state": frozen.state.name, "feasible": is_feasible(frozen),
-               "stopped": attrs.get("infeasible_reason") or attrs.get("pruned_reason"),
-               "generation": next((v for k, v in frozen.system_attrs.items() if k.endswith(":generation")), None),
-               "duplicate_of": frozen.user_attrs.get("duplicate_of"), "memo_hit": replay["hit"],
-               "metrics": frozen.user_attrs.get("metrics", {}), "seconds": frozen.user_attrs.get("seconds", {}),
-               "ask_s": sampled - start, "wall_s": wall - replay["actual"] + replay["charged"]}
+        row = {
+            **key,
+            "trial": frozen.number,
+            "state": frozen.state.name,
+            "feasible": is_feasible(frozen),
+            "stopped": attrs.get("infeasible_reason") or attrs.get("pruned_reason"),
+            "generation": next((v for k, v in frozen.system_attrs.items() if k.endswith(":generation")), None),
+            "duplicate_of": frozen.user_attrs.get("duplicate_of"),
+            "memo_hit": replay["hit"],
+            "metrics": frozen.user_attrs.get("metrics", {}),
+            "seconds": frozen.user_attrs.get("seconds", {}),
+            "ask_s": sampled - start,
+            "wall_s": wall - replay["actual"] + replay["charged"],
+        }
         if frozen.number not in done:
             with rows_path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
         state = "over budget" if row["stopped"] else frozen.state.name.lower()
-        console.log(f"{job.search.sampler} seed {offset} trial {frozen.number}: {state} "
-                    f"{row['wall_s']:.1f} s{' (memo)' if replay['hit'] else ''}")
+        console.log(
+            f"{job.search.sampler} seed {offset} trial {frozen.number}: {state} "
+            f"{row['wall_s']:.1f} s{' (memo)' if replay['hit'] else ''}"
+        )
     runner.tracker.finish_job()
 
 
@@ -181,18 +209,26 @@ def complete_runs(rows: list[dict], args: argparse.Namespace) -> list[dict]:
     for r in sorted(rows, key=lambda r: r["trial"]):
         if r["sampler"] in args.samplers:
             runs.setdefault((r["sampler"], r["seed"]), []).append(r)
-    runs = {key: rs[:args.trials] for key, rs in runs.items()}
+    runs = {key: rs[: args.trials] for key, rs in runs.items()}
     seeds = {seed for _, seed in runs if all(len(runs.get((s, seed), [])) == args.trials for s in args.samplers)}
     return [r for (_, seed), rs in runs.items() if seed in seeds for r in rs]
 
 
 # ---- analysis ----------------------------------------------------------------------------------
-def curves(rows: list[dict], objectives: list[Objective],
-           reference: list[float]) -> tuple[list[float], list[float]]:
+def curves(rows: list[dict], objectives: list[Objective], reference: list[float]) -> tuple[list[float], list[float]]:
     """(normalised hypervolume after each trial, cumulative charged wall seconds) of one run."""
-    records = [TrialRecord(number=r["trial"], state=r["state"], metrics=r["metrics"], recipe={}, run_id=None,
-                           feasible=r["feasible"], duplicate_of=r["duplicate_of"])
-               for r in rows]
+    records = [
+        TrialRecord(
+            number=r["trial"],
+            state=r["state"],
+            metrics=r["metrics"],
+            recipe={},
+            run_id=None,
+            feasible=r["feasible"],
+            duplicate_of=r["duplicate_of"],
+        )
+        for r in rows
+    ]
     box = math.prod(reference)
     hv = [v / box for v in running_hypervolume(records, objectives, reference)]
     wall, total = [], 0.0
@@ -213,10 +249,13 @@ def time_split(rows: list[dict]) -> dict[str, float]:
     scoring = sum(stages.get(s, 0.0) for s in EVALUATION_STAGES)
     evaluate = stages.get("evaluate", 0.0)
     top = {k: v for k, v in stages.items() if "." not in k}  # apply.<technique> is part of apply
-    return {**{f"{k}_s": v for k, v in sorted(top.items())}, "wall_s": wall,
-            "other_s": wall - sum(top.values()),
-            "overhead_vs_apply_evaluate": (wall - scoring) / scoring if scoring else math.nan,
-            "overhead_vs_evaluate": (wall - evaluate) / evaluate if evaluate else math.nan}
+    return {
+        **{f"{k}_s": v for k, v in sorted(top.items())},
+        "wall_s": wall,
+        "other_s": wall - sum(top.values()),
+        "overhead_vs_apply_evaluate": (wall - scoring) / scoring if scoring else math.nan,
+        "overhead_vs_evaluate": (wall - evaluate) / evaluate if evaluate else math.nan,
+    }
 
 
 def infeasible_savings(rows: list[dict]) -> dict[str, float]:
@@ -225,16 +264,29 @@ def infeasible_savings(rows: list[dict]) -> dict[str, float]:
     measured = [r for r in rows if r["duplicate_of"] is None]
     stopped = [r for r in measured if r.get("stopped") or r["state"] == "PRUNED"]
     evaluated = [r["seconds"] for r in measured if "evaluate" in r["seconds"]]
-    mean = {stage: statistics.mean(s[stage] for s in evaluated) if evaluated else math.nan
-            for stage in ("apply", "evaluate")}
-    mean_ms = lambda stages: 1000 * statistics.mean(  # noqa: E731
-        sum(r["seconds"].get(k, 0) for k in stages) for r in stopped) if stopped else math.nan
-    return {"trials": len(rows), "stopped": len(stopped), "share": len(stopped) / len(rows) if rows else math.nan,
-            "from_recipe": sum("apply" not in r["seconds"] for r in stopped),
-            "stopped_mean_ms": 1000 * statistics.mean(r["wall_s"] for r in stopped) if stopped else math.nan,
-            "stopped_mean_apply_predict_ms": mean_ms(("apply", "predict", "predict_recipe")),
-            "evaluate_mean_s": mean["evaluate"], "apply_mean_s": mean["apply"],
-            "saved_s": sum(mean[k] for r in stopped for k in ("apply", "evaluate") if k not in r["seconds"])}
+    mean = {
+        stage: statistics.mean(s[stage] for s in evaluated) if evaluated else math.nan
+        for stage in ("apply", "evaluate")
+    }
+    mean_ms = lambda stages: (
+        1000
+        * statistics.mean(  # noqa: E731
+            sum(r["seconds"].get(k, 0) for k in stages) for r in stopped
+        )
+        if stopped
+        else math.nan
+    )
+    return {
+        "trials": len(rows),
+        "stopped": len(stopped),
+        "share": len(stopped) / len(rows) if rows else math.nan,
+        "from_recipe": sum("apply" not in r["seconds"] for r in stopped),
+        "stopped_mean_ms": 1000 * statistics.mean(r["wall_s"] for r in stopped) if stopped else math.nan,
+        "stopped_mean_apply_predict_ms": mean_ms(("apply", "predict", "predict_recipe")),
+        "evaluate_mean_s": mean["evaluate"],
+        "apply_mean_s": mean["apply"],
+        "saved_s": sum(mean[k] for r in stopped for k in ("apply", "evaluate") if k not in r["seconds"]),
+    }
 
 
 def first_generation_end(rows: list[dict]) -> int | None:
@@ -242,8 +294,7 @@ def first_generation_end(rows: list[dict]) -> int | None:
     return min((r["trial"] for r in rows if (r.get("generation") or 0) > 0), default=None)
 
 
-def analyse(rows: list[dict], args: argparse.Namespace,
-            references: dict[str, list[float]]) -> dict[str, Any]:
+def analyse(rows: list[dict], args: argparse.Namespace, references: dict[str, list[float]]) -> dict[str, Any]:
     runs: dict[tuple[str, int], list[dict]] = {}
     for r in rows:
         runs.setdefault((r["sampler"], r["seed"]), []).append(r)
@@ -259,23 +310,34 @@ def analyse(rows: list[dict], args: argparse.Namespace,
             seconds = [per_run[k][1][n - 1] if n else None for k, n in zip(keys, reach)]
             summary[sampler] = {
                 "final_hv_mean": statistics.mean(per_run[k][0][-1] for k in keys),
-                "trials_to_95": reach, "seconds_to_95": seconds,
+                "trials_to_95": reach,
+                "seconds_to_95": seconds,
                 "trials_to_95_mean": censored_mean(reach, args.trials),
-                "hv_by_trial_mean": [statistics.mean(per_run[k][0][i] for k in keys)
-                                     for i in range(min(len(per_run[k][0]) for k in keys))],
-                "runs": {str(k[1]): {"hv": per_run[k][0], "wall_s": per_run[k][1]} for k in keys}}
+                "hv_by_trial_mean": [
+                    statistics.mean(per_run[k][0][i] for k in keys)
+                    for i in range(min(len(per_run[k][0]) for k in keys))
+                ],
+                "runs": {str(k[1]): {"hv": per_run[k][0], "wall_s": per_run[k][1]} for k in keys},
+            }
         out["targets"][target] = {"reference": references[target], "best_final_hv": best, "samplers": summary}
         default, random = summary.get(DEFAULT_SAMPLER), summary.get("random")
         if default and random:
             out["targets"][target]["default_over_random_trials"] = (
-                default["trials_to_95_mean"]["value"] / random["trials_to_95_mean"]["value"])
+                default["trials_to_95_mean"]["value"] / random["trials_to_95_mean"]["value"]
+            )
     out["time"] = {s: time_split([r for r in rows if r["sampler"] == s]) for s in args.samplers}
     out["infeasible"] = {s: infeasible_savings([r for r in rows if r["sampler"] == s]) for s in args.samplers}
     out["infeasible"]["all"] = infeasible_savings(rows)
-    out["first_child"] = {f"{s} seed {seed}": first_generation_end(rs) for (s, seed), rs in sorted(runs.items())
-                          if any(r.get("generation") is not None for r in rs)}
-    out["memo"] = {"trials": len(rows), "replayed": sum(r["memo_hit"] for r in rows),
-                   "repeats_within_a_run": sum(r["duplicate_of"] is not None for r in rows)}
+    out["first_child"] = {
+        f"{s} seed {seed}": first_generation_end(rs)
+        for (s, seed), rs in sorted(runs.items())
+        if any(r.get("generation") is not None for r in rs)
+    }
+    out["memo"] = {
+        "trials": len(rows),
+        "replayed": sum(r["memo_hit"] for r in rows),
+        "repeats_within_a_run": sum(r["duplicate_of"] is not None for r in rows),
+    }
     return out
 
 
@@ -288,15 +350,21 @@ def censored_mean(reach: list[int | None], trials: int) -> dict[str, Any]:
 # ---- output ------------------------------------------------------------------------------------
 def print_tables(result: dict[str, Any], args: argparse.Namespace, console: Console) -> None:
     for target, t in result["targets"].items():
-        table = Table(title=f"{target}: hypervolume of (KL, decode ms/token), normalised to the reference box; "
-                            f"95% of best = {0.95 * t['best_final_hv']:.4f}")
+        table = Table(
+            title=f"{target}: hypervolume of (KL, decode ms/token), normalised to the reference box; "
+            f"95% of best = {0.95 * t['best_final_hv']:.4f}"
+        )
         for column in ("sampler", "final HV (mean)", "trials to 95% per seed", "mean", "seconds to 95% per seed"):
             table.add_column(column, justify="right")
         for sampler, s in t["samplers"].items():
             mean = s["trials_to_95_mean"]
-            table.add_row(sampler, f"{s['final_hv_mean']:.4f}", " ".join(str(n or f">{args.trials}") for n in s["trials_to_95"]),
-                          f"{'≥' if mean['lower_bound'] else ''}{mean['value']:.1f}",
-                          " ".join(f"{x:.0f}" if x else "-" for x in s["seconds_to_95"]))
+            table.add_row(
+                sampler,
+                f"{s['final_hv_mean']:.4f}",
+                " ".join(str(n or f">{args.trials}") for n in s["trials_to_95"]),
+                f"{'≥' if mean['lower_bound'] else ''}{mean['value']:.1f}",
+                " ".join(f"{x:.0f}" if x else "-" for x in s["seconds_to_95"]),
+            )
         console.print(table)
         if "default_over_random_trials" in t:
             console.print(f"{DEFAULT_SAMPLER} / random trials to 95%: {t['default_over_random_trials']:.2f}")
@@ -305,20 +373,42 @@ def print_tables(result: dict[str, Any], args: argparse.Namespace, console: Cons
     for column in ("sampler", *stages, "overhead / (apply+evaluate)", "overhead / evaluate"):
         table.add_column(column, justify="right")
     for sampler, s in result["time"].items():
-        table.add_row(sampler, *(f"{s.get(k, 0):.1f}" for k in stages), f"{100 * s['overhead_vs_apply_evaluate']:.1f}%",
-                      f"{100 * s['overhead_vs_evaluate']:.0f}%")
+        table.add_row(
+            sampler,
+            *(f"{s.get(k, 0):.1f}" for k in stages),
+            f"{100 * s['overhead_vs_apply_evaluate']:.1f}%",
+            f"{100 * s['overhead_vs_evaluate']:.0f}%",
+        )
     console.print(table)
     table = Table(title="trials stopped by a cost budget before evaluation")
-    for column in ("sampler", "trials", "stopped", "share", "known from the recipe", "mean ms taken",
-                   "of which apply+predict ms", "apply+evaluation s saved"):
+    for column in (
+        "sampler",
+        "trials",
+        "stopped",
+        "share",
+        "known from the recipe",
+        "mean ms taken",
+        "of which apply+predict ms",
+        "apply+evaluation s saved",
+    ):
         table.add_column(column, justify="right")
     for sampler, s in result["infeasible"].items():
-        table.add_row(sampler, str(s["trials"]), str(s["stopped"]), f"{100 * s['share']:.0f}%", str(s["from_recipe"]),
-                      f"{s['stopped_mean_ms']:.0f}", f"{s['stopped_mean_apply_predict_ms']:.0f}", f"{s['saved_s']:.0f}")
+        table.add_row(
+            sampler,
+            str(s["trials"]),
+            str(s["stopped"]),
+            f"{100 * s['share']:.0f}%",
+            str(s["from_recipe"]),
+            f"{s['stopped_mean_ms']:.0f}",
+            f"{s['stopped_mean_apply_predict_ms']:.0f}",
+            f"{s['saved_s']:.0f}",
+        )
     console.print(table)
     if result.get("first_child"):
-        console.print("first trial bred by a genetic sampler (the random first generation ends before it): "
-                      + ", ".join(f"{k}: {v if v is not None else '-'}" for k, v in result["first_child"].items()))
+        console.print(
+            "first trial bred by a genetic sampler (the random first generation ends before it): "
+            + ", ".join(f"{k}: {v if v is not None else '-'}" for k, v in result["first_child"].items())
+        )
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
@@ -330,8 +420,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
     for row, target in zip(axes, targets):
         t = result["targets"][target]
         for sampler, s in t["samplers"].items():
-            line = row[0].plot(range(1, len(s["hv_by_trial_mean"]) + 1), s["hv_by_trial_mean"], drawstyle="steps-post",
-                               label=sampler)[0]
+            line = row[0].plot(
+                range(1, len(s["hv_by_trial_mean"]) + 1), s["hv_by_trial_mean"], drawstyle="steps-post", label=sampler
+            )[0]
             for run in s["runs"].values():
                 row[1].plot(run["wall_s"], run["hv"], drawstyle="steps-post", color=line.get_color(), alpha=0.6)
         for ax in row:
@@ -350,8 +441,12 @@ def main() -> None:
     parser.add_argument("--samplers", nargs="+", default=["nsga2", "tpe", "gp", "random"])
     parser.add_argument("--seeds", type=int, default=3, help="sampler seeds per sampler")
     parser.add_argument("--trials", type=int, default=50)
-    parser.add_argument("--population", type=int, default=SearchSettings().population_size,
-                        help="NSGA-II population; GP's random start-up")
+    parser.add_argument(
+        "--population",
+        type=int,
+        default=SearchSettings().population_size,
+        help="NSGA-II population; GP's random start-up",
+    )
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--space", default="edge-llm")
     parser.add_argument("--targets", nargs=2, default=["raspberry-pi-5", "jetson-orin-nano"])
@@ -365,12 +460,21 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("runs/search-bench"))
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "search.json")
     parser.add_argument("--plot", type=Path, default=None, help="PNG of hypervolume vs trials and wall time")
-    parser.add_argument("--only-seed", type=int, default=None, help="run this sampler seed only (e.g. in a second "
-                                                                     "process on the same --workdir)")
+    parser.add_argument(
+        "--only-seed",
+        type=int,
+        default=None,
+        help="run this sampler seed only (e.g. in a second process on the same --workdir)",
+    )
     parser.add_argument("--analyse-only", action="store_true", help="tables from the finished runs in --workdir")
-    parser.add_argument("--replay", type=Path, nargs="*", default=[],
-                        help="memo files of earlier runs (e.g. benchmarks/results/search-memo.jsonl): their recipes "
-                             "are replayed, charged what they cost then, instead of measured again")
+    parser.add_argument(
+        "--replay",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="memo files of earlier runs (e.g. benchmarks/results/search-memo.jsonl): their recipes "
+        "are replayed, charged what they cost then, instead of measured again",
+    )
     args = parser.parse_args()
     args.workdir = args.workdir.resolve()
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -383,11 +487,12 @@ def main() -> None:
     job = next(iter(jobs.values()))
     session = open_session(job.model, job.calibration, job.search.seed, job.evaluation)
     # The reference point: KL at its budget, latency of the uncompressed model on each target.
-    base_cost = predict_cost(session.base.model, [load_target(t) for t in args.targets],
-                             Workload(**job.workload.model_dump()))
+    base_cost = predict_cost(
+        session.base.model, [load_target(t) for t in args.targets], Workload(**job.workload.model_dump())
+    )
     references = {t: [args.kl_budget, base_cost[f"{t}.decode_ms_per_token"]] for t in args.targets}
     if not args.analyse_only:
-        for seed in ([args.only_seed] if args.only_seed is not None else range(args.seeds)):
+        for seed in [args.only_seed] if args.only_seed is not None else range(args.seeds):
             for sampler in args.samplers:
                 run_one(jobs[sampler], seed, session, memo, rows_path, console)
     rows = complete_runs(read_rows(rows_path), args)
@@ -395,9 +500,19 @@ def main() -> None:
     print_tables(result, args, console)
     args.out.parent.mkdir(exist_ok=True)
     settings = json.loads(json.dumps(vars(args), default=str))  # paths (also in --replay's list) as text
-    args.out.write_text(json.dumps({"date": datetime.now(timezone.utc).isoformat(timespec="minutes"),
-                                    "settings": settings, "default_sampler": DEFAULT_SAMPLER, **result,
-                                    "seconds": time.time() - start}, indent=1, default=float))
+    args.out.write_text(
+        json.dumps(
+            {
+                "date": datetime.now(timezone.utc).isoformat(timespec="minutes"),
+                "settings": settings,
+                "default_sampler": DEFAULT_SAMPLER,
+                **result,
+                "seconds": time.time() - start,
+            },
+            indent=1,
+            default=float,
+        )
+    )
     if args.plot:
         plot(result, args.plot)
     console.print(f"wrote {args.out} ({time.time() - start:.0f} s)")

@@ -50,12 +50,18 @@ def run_scenario(database: str, workdir: Path, model: Path, trials: int, workers
     import optuna
 
     workdir.mkdir(parents=True)
-    spec = {"name": "bench", "model": str(model), "space": str(ROOT / "tests" / "data" / "tiny-space.yaml"),
-            "targets": ["raspberry-pi-5"],
-            "objectives": [{"metric": "kl"}, {"metric": "raspberry-pi-5.decode_ms_per_token"}],
-            "calibration": {"seq_len": 32, "calibration_samples": 4, "eval_samples": 4},
-            "search": {"trials": trials, "sampler": "random", "seed": 0, "heartbeat_seconds": 1},
-            "workers": workers, "tracking": "none", "export": False}
+    spec = {
+        "name": "bench",
+        "model": str(model),
+        "space": str(ROOT / "tests" / "data" / "tiny-space.yaml"),
+        "targets": ["raspberry-pi-5"],
+        "objectives": [{"metric": "kl"}, {"metric": "raspberry-pi-5.decode_ms_per_token"}],
+        "calibration": {"seq_len": 32, "calibration_samples": 4, "eval_samples": 4},
+        "search": {"trials": trials, "sampler": "random", "seed": 0, "heartbeat_seconds": 1},
+        "workers": workers,
+        "tracking": "none",
+        "export": False,
+    }
     settings = ServerSettings(workdir=workdir, database=database)
     queue = JobQueue(database, claim_timeout=3)
     job = prepare_job(spec, settings)
@@ -64,9 +70,27 @@ def run_scenario(database: str, workdir: Path, model: Path, trials: int, workers
     procs = []
     for i in range(workers):
         log = open(workdir / f"worker-{i}.log", "w")
-        procs.append(subprocess.Popen([sys.executable, "-m", "autocompress", "worker", "--database", database,
-                                       "--workdir", str(workdir), "--heartbeat", "1", "--poll", "0.5"],
-                                      stdout=subprocess.DEVNULL, stderr=log, start_new_session=True))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "autocompress",
+                    "worker",
+                    "--database",
+                    database,
+                    "--workdir",
+                    str(workdir),
+                    "--heartbeat",
+                    "1",
+                    "--poll",
+                    "0.5",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                start_new_session=True,
+            )
+        )
     try:
         while queue.get(row["id"])["state"] not in ("succeeded", "failed") and time.monotonic() - start < 900:
             time.sleep(0.5)
@@ -77,15 +101,23 @@ def run_scenario(database: str, workdir: Path, model: Path, trials: int, workers
             proc.wait()
     logs = "".join((workdir / f"worker-{i}.log").read_text(errors="replace") for i in range(workers))
     found = optuna.load_study(study_name="bench", storage=job.storage_url).get_trials()
-    measured = [t.user_attrs.get("recipe_digest") for t in found
-                if t.state.name == "COMPLETE" and "duplicate_of" not in t.user_attrs]
-    return {"state": queue.get(row["id"])["state"], "workers": workers, "trials_requested": trials,
-            "trials_finished": sum(counts_as_finished(t) for t in found), "trials_total": len(found),
-            "duplicate_numbers": len(found) - len({t.number for t in found}),
-            "recipes_measured_twice": len(measured) - len(set(measured)),
-            "workers_that_ran_trials": len({t.user_attrs.get("worker") for t in found}),
-            "lock_errors": sum("lock" in line.lower() and "error" in line.lower() for line in logs.splitlines()),
-            "wall_s": round(wall, 1)}
+    measured = [
+        t.user_attrs.get("recipe_digest")
+        for t in found
+        if t.state.name == "COMPLETE" and "duplicate_of" not in t.user_attrs
+    ]
+    return {
+        "state": queue.get(row["id"])["state"],
+        "workers": workers,
+        "trials_requested": trials,
+        "trials_finished": sum(counts_as_finished(t) for t in found),
+        "trials_total": len(found),
+        "duplicate_numbers": len(found) - len({t.number for t in found}),
+        "recipes_measured_twice": len(measured) - len(set(measured)),
+        "workers_that_ran_trials": len({t.user_attrs.get("worker") for t in found}),
+        "lock_errors": sum("lock" in line.lower() and "error" in line.lower() for line in logs.splitlines()),
+        "wall_s": round(wall, 1),
+    }
 
 
 def main() -> None:
@@ -108,21 +140,43 @@ def main() -> None:
             else:
                 database = f"sqlite:///{workdir / 'queue.db'}"
             try:
-                rows.append({"scenario": name, "database": backend, **run_scenario(database, workdir, model,
-                                                                                   args.trials, workers)})
+                rows.append(
+                    {
+                        "scenario": name,
+                        "database": backend,
+                        **run_scenario(database, workdir, model, args.trials, workers),
+                    }
+                )
             finally:
                 if backend == "postgresql":
                     drop_postgres(args.postgres, database)
             print(json.dumps(rows[-1]), flush=True)
-    columns = ["scenario", "state", "trials_requested", "trials_finished", "duplicate_numbers",
-               "recipes_measured_twice", "workers_that_ran_trials", "lock_errors", "wall_s"]
+    columns = [
+        "scenario",
+        "state",
+        "trials_requested",
+        "trials_finished",
+        "duplicate_numbers",
+        "recipes_measured_twice",
+        "workers_that_ran_trials",
+        "lock_errors",
+        "wall_s",
+    ]
     print("\n| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
     for row in rows:
         print("| " + " | ".join(str(row[c]) for c in columns) + " |")
     out = ROOT / "benchmarks" / "results" / "service.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "command": "python benchmarks/service.py "
-                               + " ".join(sys.argv[1:]), "rows": rows}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "date": time.strftime("%Y-%m-%d"),
+                "command": "python benchmarks/service.py " + " ".join(sys.argv[1:]),
+                "rows": rows,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {out}")
 
 

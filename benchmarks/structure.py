@@ -41,8 +41,12 @@ def width_rows() -> list[tuple[str, list[dict]]]:
     for ratio in (0.25, 0.5):
         rows.append((f"ffn {ratio:.0%}", [{"technique": "prune_width", "params": {"ffn_ratio": ratio}}]))
         rows.append((f"heads {ratio:.0%}", [{"technique": "prune_width", "params": {"heads_ratio": ratio}}]))
-        rows.append((f"ffn+heads {ratio:.0%}",
-                     [{"technique": "prune_width", "params": {"ffn_ratio": ratio, "heads_ratio": ratio}}]))
+        rows.append(
+            (
+                f"ffn+heads {ratio:.0%}",
+                [{"technique": "prune_width", "params": {"ffn_ratio": ratio, "heads_ratio": ratio}}],
+            )
+        )
     return rows
 
 
@@ -54,8 +58,9 @@ SECTIONS = {"sparsity": sparsity_rows, "width": width_rows, "depth": depth_rows}
 
 
 def exit_rows() -> list[tuple[str, list[dict]]]:
-    return [("no exit", [])] + [(f"exit > {t}", [{"technique": "early_exit", "params": {"threshold": t}}])
-                                for t in (0.9, 0.7, 0.5)]
+    return [("no exit", [])] + [
+        (f"exit > {t}", [{"technique": "early_exit", "params": {"threshold": t}}]) for t in (0.9, 0.7, 0.5)
+    ]
 
 
 SECTIONS["exit"] = exit_rows
@@ -68,8 +73,7 @@ def tokens_per_s(model, prompt: torch.Tensor, new_tokens: int = 48, repeats: int
     rates = []
     for _ in range(repeats):
         start = time.perf_counter()
-        model.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                       pad_token_id=0)
+        model.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
         rates.append(new_tokens / (time.perf_counter() - start))
     return sorted(rates)[len(rates) // 2]
 
@@ -81,18 +85,28 @@ def measure(session, name: str, steps: list[dict], workload: Workload, targets, 
     seconds = time.perf_counter() - start
     metrics = measure_accuracy(model, session, ["kl"]) | predict_cost(model, targets, workload)
     cfg = model.config
-    row = {"name": name, "recipe": recipe.summary(), "compress_s": round(seconds, 1),
-           "params_M": profile_model(model).num_parameters / 1e6, "layers": cfg.num_hidden_layers,
-           "heads": cfg.num_attention_heads, "kv_heads": cfg.num_key_value_heads, "ffn": cfg.intermediate_size,
-           **metrics}
+    row = {
+        "name": name,
+        "recipe": recipe.summary(),
+        "compress_s": round(seconds, 1),
+        "params_M": profile_model(model).num_parameters / 1e6,
+        "layers": cfg.num_hidden_layers,
+        "heads": cfg.num_attention_heads,
+        "kv_heads": cfg.num_key_value_heads,
+        "ffn": cfg.intermediate_size,
+        **metrics,
+    }
     if timed:
         row["host_tokens_per_s"] = tokens_per_s(model, session.ctx.evaluation[:1, :64])
-    print(f"{name:<18} kl {row['kl']:.4f}  ppl {row['perplexity']:8.2f}  params {row['params_M']:6.1f}M  "
-          f"L{row['layers']} H{row['heads']}/{row['kv_heads']} ffn {row['ffn']}  "
-          + "  ".join(f"{t} {row[f'{t}.decode_ms_per_token']:.2f} ms" for t in TARGETS)
-          + (f"  exit {row['avg_exit_layer']:.2f}" if "avg_exit_layer" in row else "")
-          + (f"  host {row['host_tokens_per_s']:.1f} tok/s" if timed else "")
-          + f"  ({seconds:.0f} s)", flush=True)
+    print(
+        f"{name:<18} kl {row['kl']:.4f}  ppl {row['perplexity']:8.2f}  params {row['params_M']:6.1f}M  "
+        f"L{row['layers']} H{row['heads']}/{row['kv_heads']} ffn {row['ffn']}  "
+        + "  ".join(f"{t} {row[f'{t}.decode_ms_per_token']:.2f} ms" for t in TARGETS)
+        + (f"  exit {row['avg_exit_layer']:.2f}" if "avg_exit_layer" in row else "")
+        + (f"  host {row['host_tokens_per_s']:.1f} tok/s" if timed else "")
+        + f"  ({seconds:.0f} s)",
+        flush=True,
+    )
     return row
 
 
@@ -104,20 +118,32 @@ def main() -> None:
     parser.add_argument("--eval-samples", type=int, default=16)
     args = parser.parse_args()
     torch.manual_seed(0)
-    spec = TextSpec(source=str(WIKITEXT), seq_len=args.seq_len, calibration_samples=args.calibration_samples,
-                    eval_samples=args.eval_samples)
+    spec = TextSpec(
+        source=str(WIKITEXT),
+        seq_len=args.seq_len,
+        calibration_samples=args.calibration_samples,
+        eval_samples=args.eval_samples,
+    )
     session = open_session(MODEL, spec, seed=0)
     targets = [load_target(t) for t in TARGETS]
     workload = Workload()
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     for section in args.section:
-        print(f"\n== {section} (seq_len {args.seq_len}, {args.calibration_samples} calibration / "
-              f"{args.eval_samples} eval blocks)")
-        rows = [measure(session, name, steps, workload, targets, timed=section == "exit")
-                for name, steps in SECTIONS[section]()]
-        results[section] = {"date": time.strftime("%Y-%m-%d"), "seq_len": args.seq_len,
-                            "calibration_samples": args.calibration_samples, "eval_samples": args.eval_samples,
-                            "rows": rows}
+        print(
+            f"\n== {section} (seq_len {args.seq_len}, {args.calibration_samples} calibration / "
+            f"{args.eval_samples} eval blocks)"
+        )
+        rows = [
+            measure(session, name, steps, workload, targets, timed=section == "exit")
+            for name, steps in SECTIONS[section]()
+        ]
+        results[section] = {
+            "date": time.strftime("%Y-%m-%d"),
+            "seq_len": args.seq_len,
+            "calibration_samples": args.calibration_samples,
+            "eval_samples": args.eval_samples,
+            "rows": rows,
+        }
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(results, indent=2))
 

@@ -30,9 +30,20 @@ def main() -> None:
     args = parser.parse_args()
     uri = f"sqlite:///{Path(args.workdir).resolve() / 'mlflow.db'}"
     experiment = MlflowClient(uri).get_experiment_by_name(args.job).experiment_id
-    server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri", uri,
-                               "--host", "127.0.0.1", "--port", str(PORT)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "ui",
+            "--backend-store-uri",
+            uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(PORT),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         for _ in range(60):
             try:
@@ -43,8 +54,10 @@ def main() -> None:
         query = urllib.parse.quote('tags.`autocompress.role` = "trial"')
         url = f"http://127.0.0.1:{PORT}/#/experiments/{experiment}/runs?searchFilter={query}"
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium",
-                                        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            browser = p.chromium.launch(
+                executable_path="/usr/bin/chromium",
+                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+            )
             page = browser.new_page(viewport={"width": 1600, "height": 900})
             page.goto(url)
             page.wait_for_timeout(6000)

@@ -7,17 +7,27 @@ from pathlib import Path
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import (LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM)
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True)
+TINY = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=256,
+    tie_word_embeddings=True,
+)
 ARCHITECTURES = {
     "llama": lambda vocab: LlamaForCausalLM(LlamaConfig(vocab_size=vocab, **TINY)),
     "qwen2": lambda vocab: Qwen2ForCausalLM(Qwen2Config(vocab_size=vocab, **TINY)),
 }
-CORPUS = ("the quick brown fox jumps over the lazy dog. " * 20 + "compression of language models for edge devices. "
-          * 20 + "0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ .,;:!?'\"()[]{}<>/\\-_=+*&^%$#@~`|\n")
+CORPUS = (
+    "the quick brown fox jumps over the lazy dog. " * 20
+    + "compression of language models for edge devices. " * 20
+    + "0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ .,;:!?'\"()[]{}<>/\\-_=+*&^%$#@~`|\n"
+)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -34,8 +44,9 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<eos>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=320, special_tokens=["<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tok.train_from_iterator([CORPUS], trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<eos>")
 
@@ -82,5 +93,11 @@ def make_context(model: torch.nn.Module, tokenizer, n_cal: int = 4, n_eval: int 
 
     gen = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, model.config.vocab_size, (n_cal + n_eval, seq_len), generator=gen)
-    return CompressionContext(tokenizer=tokenizer, calibration=tokens[:n_cal], evaluation=tokens[n_cal:],
-                              base_model=model, cache_dir=Path("."), seed=0)
+    return CompressionContext(
+        tokenizer=tokenizer,
+        calibration=tokens[:n_cal],
+        evaluation=tokens[n_cal:],
+        base_model=model,
+        cache_dir=Path("."),
+        seed=0,
+    )

@@ -13,6 +13,7 @@ class WaitParams(BaseModel):
 
 
 if "wait" not in TECHNIQUES._entries:
+
     @register_technique
     class Wait(Technique):
         name = "wait"

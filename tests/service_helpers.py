@@ -15,12 +15,16 @@ TESTS = Path(__file__).parent
 
 
 def tiny_spec(model: Path, name: str = "svc", trials: int = 4, **overrides: Any) -> dict[str, Any]:
-    spec = {"name": name, "model": str(model), "space": str(TESTS / "data" / "tiny-space.yaml"),
-            "targets": ["raspberry-pi-5"],
-            "objectives": [{"metric": "kl"}, {"metric": "raspberry-pi-5.decode_ms_per_token"}],
-            "calibration": {"seq_len": 32, "calibration_samples": 4, "eval_samples": 4},
-            "search": {"trials": trials, "sampler": "random", "seed": 0, "heartbeat_seconds": 1},
-            "export": False}
+    spec = {
+        "name": name,
+        "model": str(model),
+        "space": str(TESTS / "data" / "tiny-space.yaml"),
+        "targets": ["raspberry-pi-5"],
+        "objectives": [{"metric": "kl"}, {"metric": "raspberry-pi-5.decode_ms_per_token"}],
+        "calibration": {"seq_len": 32, "calibration_samples": 4, "eval_samples": 4},
+        "search": {"trials": trials, "sampler": "random", "seed": 0, "heartbeat_seconds": 1},
+        "export": False,
+    }
     spec.update(overrides)
     return spec
 
@@ -31,16 +35,22 @@ def launch(args: list[str], log: Path, plugins: bool = False) -> subprocess.Pope
     if plugins:
         env["AUTOCOMPRESS_PLUGINS"] = "plugins_slow"
     with open(log, "w") as handle:
-        proc = subprocess.Popen([sys.executable, "-m", "autocompress", *args], env=env, stdout=subprocess.DEVNULL,
-                                stderr=handle, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "autocompress", *args],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=handle,
+            start_new_session=True,
+        )
     proc.log = log  # type: ignore[attr-defined]
     return proc
 
 
 def start_worker(database: str, workdir: Path, plugins: bool = False) -> subprocess.Popen:
     log = workdir.parent / f"worker-{time.monotonic_ns()}.log"
-    return launch(["worker", "--database", database, "--workdir", str(workdir), "--heartbeat", "1", "--poll", "0.5"],
-                  log, plugins)
+    return launch(
+        ["worker", "--database", database, "--workdir", str(workdir), "--heartbeat", "1", "--poll", "0.5"], log, plugins
+    )
 
 
 def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL, timeout: float = 30) -> None:

@@ -31,8 +31,13 @@ RAY = str(Path(sys.executable).parent / "ray")
 
 def _start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
     with open(log, "w") as handle:
-        return subprocess.Popen([RAY, "start", *args, "--node-ip-address=127.0.0.1", "--num-cpus=1", "--block"],
-                                env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            [RAY, "start", *args, "--node-ip-address=127.0.0.1", "--num-cpus=1", "--block"],
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def _kill(node: subprocess.Popen) -> None:
@@ -47,17 +52,25 @@ def cluster():
     tmp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
     port = free_port()
     token = secrets.token_hex(32)
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "PYTHONPATH": str(TESTS),
-           "AUTOCOMPRESS_PLUGINS": "plugins_slow"}
-    head = _start(["--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={tmp}"], env,
-                  tmp / "head.log")
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": token,
+        "PYTHONPATH": str(TESTS),
+        "AUTOCOMPRESS_PLUGINS": "plugins_slow",
+    }
+    head = _start(["--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={tmp}"], env, tmp / "head.log")
     node = None
     try:
-        wait_for(lambda: "Ray runtime started" in (tmp / "head.log").read_text() or head.poll() is not None, 120,
-                 "the head")
+        wait_for(
+            lambda: "Ray runtime started" in (tmp / "head.log").read_text() or head.poll() is not None, 120, "the head"
+        )
         node = _start([f"--address=127.0.0.1:{port}"], env, tmp / "node.log")
-        wait_for(lambda: "Ray runtime started" in (tmp / "node.log").read_text() or node.poll() is not None, 120,
-                 "the second node")
+        wait_for(
+            lambda: "Ray runtime started" in (tmp / "node.log").read_text() or node.poll() is not None,
+            120,
+            "the second node",
+        )
         assert head.poll() is None and node.poll() is None, (tmp / "node.log").read_text()[-2000:]
         yield f"127.0.0.1:{port}", env
     finally:
@@ -74,17 +87,33 @@ def test_two_node_cluster_runs_two_trials_at_once_and_finds_the_local_front(clus
     space["steps"].insert(0, {"technique": "wait", "params": {"seconds": 1.0}})
     (tmp_path / "slow.yaml").write_text(yaml.safe_dump(space))
     address, env = cluster
-    specs = {backend: tiny_spec(tiny_checkpoints["llama"], name=f"on-{backend}", trials=6,
-                                space=str(tmp_path / "slow.yaml"), backend=backend,
-                                ray={"address": address, "concurrency": 2}, tracking="none",
-                                workdir=str(tmp_path / backend)) for backend in ("local", "ray")}
+    specs = {
+        backend: tiny_spec(
+            tiny_checkpoints["llama"],
+            name=f"on-{backend}",
+            trials=6,
+            space=str(tmp_path / "slow.yaml"),
+            backend=backend,
+            ray={"address": address, "concurrency": 2},
+            tracking="none",
+            workdir=str(tmp_path / backend),
+        )
+        for backend in ("local", "ray")
+    }
     (tmp_path / "ray-job.yaml").write_text(yaml.safe_dump(specs["ray"]))
     # The driver runs in its own process: Ray reads its auth settings once, at import.
-    proc = subprocess.run([sys.executable, "-m", "autocompress", "search", str(tmp_path / "ray-job.yaml"), "--quiet"],
-                          env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "autocompress", "search", str(tmp_path / "ray-job.yaml"), "--quiet"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = {"local": run_job(Job.from_dict(specs["local"]), progress=False),
-               "ray": load_result(Job.from_dict(specs["ray"]))}
+    results = {
+        "local": run_job(Job.from_dict(specs["local"]), progress=False),
+        "ray": load_result(Job.from_dict(specs["ray"])),
+    }
     local, remote = results["local"], results["ray"]
     assert [r.state for r in remote.records] == ["COMPLETE"] * 6
     assert [(r.recipe, r.pareto) for r in remote.records] == [(r.recipe, r.pareto) for r in local.records]
@@ -100,12 +129,26 @@ def test_two_node_cluster_runs_two_trials_at_once_and_finds_the_local_front(clus
 
 
 def test_a_local_ray_runs_the_job_through_tune_with_the_local_front(tmp_path, tiny_checkpoints):
-    specs = {backend: tiny_spec(tiny_checkpoints["qwen2"], name=f"tune-{backend}", trials=4, backend=backend,
-                                ray={"concurrency": 2}, tracking="none", workdir=str(tmp_path / backend))
-             for backend in ("local", "ray")}
+    specs = {
+        backend: tiny_spec(
+            tiny_checkpoints["qwen2"],
+            name=f"tune-{backend}",
+            trials=4,
+            backend=backend,
+            ray={"concurrency": 2},
+            tracking="none",
+            workdir=str(tmp_path / backend),
+        )
+        for backend in ("local", "ray")
+    }
     (tmp_path / "ray-job.yaml").write_text(yaml.safe_dump(specs["ray"]))
-    proc = subprocess.run([sys.executable, "-m", "autocompress", "search", str(tmp_path / "ray-job.yaml"), "--quiet"],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "autocompress", "search", str(tmp_path / "ray-job.yaml"), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     local = run_job(Job.from_dict(specs["local"]), progress=False)
     remote = load_result(Job.from_dict(specs["ray"]))

@@ -61,8 +61,9 @@ def test_files_used_recently_are_never_evicted(tmp_path):
 
 
 @pytest.mark.parametrize("value", ["abc", "0", "-3"])
-def test_a_bad_cache_cap_is_refused_by_name_before_a_job_writes_anything(value, monkeypatch, tmp_path,
-                                                                          tiny_checkpoints):
+def test_a_bad_cache_cap_is_refused_by_name_before_a_job_writes_anything(
+    value, monkeypatch, tmp_path, tiny_checkpoints
+):
     from test_search import make_job
 
     from autocompress.backends import run_job

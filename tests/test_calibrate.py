@@ -16,10 +16,19 @@ from autocompress.hardware.target import HardwareTarget, load_target
 from autocompress.models.adapter import ModelAdapter
 from conftest import build_model
 
-HOST = dict(name="host", description="test host", runtime="torch eager", memory_bandwidth_gbps=10.0,
-            sustained_bandwidth_fraction=1.0,
-            peak_gflops={"fp32": 50.0, "fp16": 50.0, "int8": 50.0, "int4": 50.0}, compute_efficiency=1.0,
-            memory_capacity_gb=16, per_op_overhead_us=1.0, power_w=15, runtime_bits=32)
+HOST = dict(
+    name="host",
+    description="test host",
+    runtime="torch eager",
+    memory_bandwidth_gbps=10.0,
+    sustained_bandwidth_fraction=1.0,
+    peak_gflops={"fp32": 50.0, "fp16": 50.0, "int8": 50.0, "int4": 50.0},
+    compute_efficiency=1.0,
+    memory_capacity_gb=16,
+    per_op_overhead_us=1.0,
+    power_w=15,
+    runtime_bits=32,
+)
 
 
 def _profiles():
@@ -34,8 +43,9 @@ def _profiles():
 
 
 def test_fit_recovers_known_efficiency_factors():
-    truth = HardwareTarget(**{**HOST, "sustained_bandwidth_fraction": 0.35, "compute_efficiency": 0.6,
-                              "per_op_overhead_us": 12.0})
+    truth = HardwareTarget(
+        **{**HOST, "sustained_bandwidth_fraction": 0.35, "compute_efficiency": 0.6, "per_op_overhead_us": 12.0}
+    )
     samples = []
     for label, profile, workload in _profiles():
         p = RooflineModel(truth).predict(profile, workload)
@@ -64,8 +74,9 @@ def test_a_fixed_width_runtime_gets_nothing_from_quantization():
 
 
 def test_written_yaml_is_a_valid_target_that_cites_its_numbers(tmp_path):
-    target = HardwareTarget(**{**HOST, "sustained_bandwidth_fraction": 0.4321,
-                               "description": "this machine: x86_64, 2 CPUs"})  # a colon, as platform gives
+    target = HardwareTarget(
+        **{**HOST, "sustained_bandwidth_fraction": 0.4321, "description": "this machine: x86_64, 2 CPUs"}
+    )  # a colon, as platform gives
     samples = [Sample("x", p, w, ModelTiming(10.0, 1.0)) for _, p, w in _profiles()[:2]]
     path = tmp_path / "host.yaml"
     path.write_text(target_yaml(target, len(samples), errors(target, samples)))
@@ -108,13 +119,21 @@ def test_upper_bound_budgets_are_stricter(tmp_path, tiny_checkpoints):
     from autocompress.backends import run_job
 
     def job(bound: str) -> Job:
-        return Job.from_dict({"name": f"b-{bound}", "model": str(tiny_checkpoints["llama"]),
-                              "space": str(Path(__file__).parent / "data" / "tiny-space.yaml"),
-                              "targets": ["raspberry-pi-5"], "objectives": [{"metric": "kl"}],
-                              "budgets": {"raspberry-pi-5.decode_ms_per_token": {"max": 0.33}},
-                              "calibration": {"seq_len": 32, "calibration_samples": 4, "eval_samples": 4},
-                              "search": {"trials": 6, "sampler": "random", "seed": 4, "cost_bound": bound},
-                              "tracking": "none", "export": False, "workdir": str(tmp_path)})
+        return Job.from_dict(
+            {
+                "name": f"b-{bound}",
+                "model": str(tiny_checkpoints["llama"]),
+                "space": str(Path(__file__).parent / "data" / "tiny-space.yaml"),
+                "targets": ["raspberry-pi-5"],
+                "objectives": [{"metric": "kl"}],
+                "budgets": {"raspberry-pi-5.decode_ms_per_token": {"max": 0.33}},
+                "calibration": {"seq_len": 32, "calibration_samples": 4, "eval_samples": 4},
+                "search": {"trials": 6, "sampler": "random", "seed": 4, "cost_bound": bound},
+                "tracking": "none",
+                "export": False,
+                "workdir": str(tmp_path),
+            }
+        )
 
     expected = run_job(job("expected"), progress=False).records
     upper = run_job(job("upper"), progress=False).records

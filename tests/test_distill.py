@@ -18,7 +18,6 @@ from autocompress.threads import one_thread
 from conftest import build_model, make_context
 
 
-
 @pytest.fixture(autouse=True)
 def _one_thread():
     """Tiny models: waking a thread pool per op costs far more than the op on a busy CPU."""
@@ -155,10 +154,15 @@ def test_activation_quantization_passes_gradients_straight_through(tokenizer):
     assert model.distill_report["last_loss"] < model.distill_report["first_loss"]
 
 
-@pytest.mark.parametrize("params, field", [({"steps": -1}, "steps[1].params.steps"),
-                                           ({"temperature": 0}, "steps[1].params.temperature"),
-                                           ({"lr": -1e-3}, "steps[1].params.lr"),
-                                           ({"train": "everything"}, "steps[1].params.train")])
+@pytest.mark.parametrize(
+    "params, field",
+    [
+        ({"steps": -1}, "steps[1].params.steps"),
+        ({"temperature": 0}, "steps[1].params.temperature"),
+        ({"lr": -1e-3}, "steps[1].params.lr"),
+        ({"train": "everything"}, "steps[1].params.train"),
+    ],
+)
 def test_invalid_params_are_one_line_errors_naming_the_field(params, field):
     with pytest.raises(ConfigError) as exc:
         steps = [{"technique": "quantize"}, {"technique": "distill", "params": params}]
@@ -187,8 +191,15 @@ def test_the_shipped_space_searches_distill_steps_and_zero_skips_the_step():
 
     space = SearchSpace.load("distill")
     assert space.distributions()["distill.steps"].choice == [0, 50, 200]
-    trial = optuna.trial.FixedTrial({"prune_width.ffn_ratio": 0.25, "quantize.method": "rtn", "quantize.bits": 4,
-                                     "distill.steps": 0, "distill.train": "lora"})
+    trial = optuna.trial.FixedTrial(
+        {
+            "prune_width.ffn_ratio": 0.25,
+            "quantize.method": "rtn",
+            "quantize.bits": 4,
+            "distill.steps": 0,
+            "distill.train": "lora",
+        }
+    )
     recipe = space.sample(trial, "m", 0, TextSpec())
     assert [s.technique for s in recipe.steps] == ["prune_width", "quantize", "distill"]
     assert "no distill" in recipe.summary()
@@ -201,9 +212,14 @@ def test_apply_recipe_times_each_step_as_its_own_stage(tiny_checkpoints):
 
     spec = TextSpec(seq_len=32, calibration_samples=4, eval_samples=2)
     session = open_session(str(tiny_checkpoints["llama"]), spec, seed=0)
-    recipe = Recipe(model=str(tiny_checkpoints["llama"]), calibration=spec,
-                    steps=[{"technique": "sparsify", "params": {"sparsity": 0.5}},
-                           {"technique": "distill", "params": FAST | {"steps": 2}}])
+    recipe = Recipe(
+        model=str(tiny_checkpoints["llama"]),
+        calibration=spec,
+        steps=[
+            {"technique": "sparsify", "params": {"sparsity": 0.5}},
+            {"technique": "distill", "params": FAST | {"steps": 2}},
+        ],
+    )
     clock = StageClock()
     model = apply_recipe(session, recipe, clock)
     seconds = clock.take()

@@ -70,8 +70,15 @@ def test_generation_with_exits_matches_a_reference_loop(tiny_model, tokenizer, m
     fills = []
     fill = policy.adapter.fill_kv_cache
     monkeypatch.setattr(policy.adapter, "fill_kv_cache", lambda *a: fills.append(1) or fill(*a))
-    out = tiny_model.generate(prompt, max_new_tokens=16, do_sample=False, use_cache=True, pad_token_id=0,
-                              return_dict_in_generate=True, output_logits=True)
+    out = tiny_model.generate(
+        prompt,
+        max_new_tokens=16,
+        do_sample=False,
+        use_cache=True,
+        pad_token_id=0,
+        return_dict_in_generate=True,
+        output_logits=True,
+    )
     ids, logits = prompt, []
     for _ in range(16):
         logits.append(tiny_model(ids, use_cache=False).logits[:, -1])
@@ -116,14 +123,16 @@ def test_expected_exit_depth_reaches_the_cost_model_and_metrics_json(tiny_model,
     assert metrics["avg_exit_layer"] == exit_policy(tiny_model).expected_depth == 1.0
     assert metrics["raspberry-pi-5.decode_ms_per_token"] < full["raspberry-pi-5.decode_ms_per_token"]
     assert metrics["raspberry-pi-5.prefill_ms"] == full["raspberry-pi-5.prefill_ms"]
-    recipe = Recipe(model="m", steps=[{"technique": "early_exit", "params": {"threshold": threshold,
-                                                                            "exit_layers": [1]}}])
+    recipe = Recipe(
+        model="m", steps=[{"technique": "early_exit", "params": {"threshold": threshold, "exit_layers": [1]}}]
+    )
     record = write_artifact(tiny_model, tokenizer, recipe, metrics, tmp_path / "out")
     assert record["avg_exit_layer"] == 1.0
 
 
-@pytest.mark.parametrize("first_exit,every,depth,expected", [(0.5, 4, 30, [15, 19, 23, 27]),
-                                                             (0.25, 1, 4, [1, 2, 3]), (0.9, 2, 4, [])])
+@pytest.mark.parametrize(
+    "first_exit,every,depth,expected", [(0.5, 4, 30, [15, 19, 23, 27]), (0.25, 1, 4, [1, 2, 3]), (0.9, 2, 4, [])]
+)
 def test_first_exit_and_spacing_place_the_exits_for_any_depth(first_exit, every, depth, expected):
     params = TECHNIQUES["early_exit"].parse_params({"first_exit": first_exit, "exit_every": every}, "params")
     assert params.layers(depth) == expected

@@ -35,9 +35,14 @@ TINY_TEXT = {"seq_len": 16, "calibration_samples": 1, "eval_samples": 1}
 
 # ---- helpers -------------------------------------------------------------------------------
 def job_dict(workdir: Path, model: str = "smollm2-135m", **changes: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {"name": JOB_NAME, "model": model, "space": "demo", "targets": [TARGET],
-                            "objectives": [{"metric": "kl"}, {"metric": f"{TARGET}.decode_ms_per_token"}],
-                            "workdir": str(workdir)}
+    data: dict[str, Any] = {
+        "name": JOB_NAME,
+        "model": model,
+        "space": "demo",
+        "targets": [TARGET],
+        "objectives": [{"metric": "kl"}, {"metric": f"{TARGET}.decode_ms_per_token"}],
+        "workdir": str(workdir),
+    }
     data.update(changes)
     return data
 
@@ -94,6 +99,7 @@ def cli_error(proc: subprocess.CompletedProcess, field: str, *fragments: str) ->
 @pytest.fixture
 def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     """Any attempt to open a network connection fails the test."""
+
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("network access attempted")
 
@@ -272,8 +278,9 @@ def test_search_space_with_unknown_technique(tmp_path: Path) -> None:
 
 def test_search_space_offering_a_bad_value(tmp_path: Path) -> None:
     path = tmp_path / "bad-bits.yaml"
-    path.write_text(yaml.safe_dump({"name": "bad", "steps": [
-        {"technique": "quantize", "params": {"bits": {"choice": [4, 5]}}}]}))
+    path.write_text(
+        yaml.safe_dump({"name": "bad", "steps": [{"technique": "quantize", "params": {"bits": {"choice": [4, 5]}}}]})
+    )
     with pytest.raises(ConfigError) as exc:
         SearchSpace.load(str(path))
     raised(exc, "space (bad-bits.yaml): steps[0].params.bits", "2, 3, 4, 8 or 16")
@@ -301,14 +308,22 @@ def test_sqlite_storage_in_missing_folder(tmp_path: Path) -> None:
 
 
 # ---- the runner: validates model, space and targets before creating anything ------------
-@pytest.mark.parametrize("changes, field, fragments", [
-    ({"space": "nonexistent-space"}, "space", ("allowed:", "demo")),
-    ({"targets": ["toaster"], "objectives": [{"metric": "kl"}]}, "targets[0]",
-     ("'toaster'", "allowed:", "raspberry-pi-5", "apple-m2")),
-    ({"model": "MISSING"}, "model", ("not a known alias", "smollm2-135m", "local checkpoint folder")),
-], ids=["space", "target", "missing-model-path"])
-def test_runner_rejects_before_creating_anything(tmp_path: Path, tiny_checkpoints: dict[str, Path],
-                                                 changes: dict, field: str, fragments: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(
+    "changes, field, fragments",
+    [
+        ({"space": "nonexistent-space"}, "space", ("allowed:", "demo")),
+        (
+            {"targets": ["toaster"], "objectives": [{"metric": "kl"}]},
+            "targets[0]",
+            ("'toaster'", "allowed:", "raspberry-pi-5", "apple-m2"),
+        ),
+        ({"model": "MISSING"}, "model", ("not a known alias", "smollm2-135m", "local checkpoint folder")),
+    ],
+    ids=["space", "target", "missing-model-path"],
+)
+def test_runner_rejects_before_creating_anything(
+    tmp_path: Path, tiny_checkpoints: dict[str, Path], changes: dict, field: str, fragments: tuple[str, ...]
+) -> None:
     workdir = tmp_path / "runs"
     data = job_dict(workdir, model=str(tiny_checkpoints["llama"]))
     data.update(changes)
@@ -331,8 +346,9 @@ def test_model_folder_without_weights(tmp_path: Path, tiny_checkpoints: dict[str
     assert not (tmp_path / "runs").exists()
 
 
-def test_hub_id_offline_is_a_clear_error_without_network(tmp_path: Path, no_network: None,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hub_id_offline_is_a_clear_error_without_network(
+    tmp_path: Path, no_network: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))  # an empty hub cache
     workdir = tmp_path / "runs"
@@ -343,12 +359,17 @@ def test_hub_id_offline_is_a_clear_error_without_network(tmp_path: Path, no_netw
     assert not workdir.exists()
 
 
-@pytest.mark.parametrize("storage, fragments", [
-    ("notaurl", ("not a SQLAlchemy URL",)),
-    ("postgresql://nobody@127.0.0.1:1/x", ("cannot open",)),
-], ids=["notaurl", "unreachable"])
-def test_runner_with_bad_storage_leaves_nothing(tmp_path: Path, tiny_checkpoints: dict[str, Path],
-                                                storage: str, fragments: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(
+    "storage, fragments",
+    [
+        ("notaurl", ("not a SQLAlchemy URL",)),
+        ("postgresql://nobody@127.0.0.1:1/x", ("cannot open",)),
+    ],
+    ids=["notaurl", "unreachable"],
+)
+def test_runner_with_bad_storage_leaves_nothing(
+    tmp_path: Path, tiny_checkpoints: dict[str, Path], storage: str, fragments: tuple[str, ...]
+) -> None:
     workdir = tmp_path / "runs"
     with pytest.raises(ConfigError) as exc:  # a malformed URL fails validation, an unreachable one on connect
         JobRunner(Job.from_dict(job_dict(workdir, model=str(tiny_checkpoints["llama"]), storage=storage))).run()
@@ -358,8 +379,9 @@ def test_runner_with_bad_storage_leaves_nothing(tmp_path: Path, tiny_checkpoints
 
 def test_runner_with_bad_tracking_uri_leaves_no_study(tmp_path: Path, tiny_checkpoints: dict[str, Path]) -> None:
     workdir = tmp_path / "runs"
-    job = Job.from_dict(job_dict(workdir, model=str(tiny_checkpoints["llama"]),
-                                 tracking="nosuchscheme://tracking/server"))
+    job = Job.from_dict(
+        job_dict(workdir, model=str(tiny_checkpoints["llama"]), tracking="nosuchscheme://tracking/server")
+    )
     with pytest.raises(ConfigError) as exc:
         JobRunner(job).run()
     raised(exc, "tracking", "nosuchscheme://tracking/server")
@@ -383,16 +405,40 @@ def test_cli_malformed_yaml_job_file(tmp_path: Path) -> None:
 
 
 def test_cli_bad_storage_url(tmp_path: Path, tiny_checkpoints: dict[str, Path]) -> None:
-    proc = run_cli(["search", "--name", JOB_NAME, "--model", str(tiny_checkpoints["llama"]), "--target", TARGET,
-                    "--objective", "kl", "--storage", "notaurl", "--workdir", "runs", "--quiet"], tmp_path)
+    proc = run_cli(
+        [
+            "search",
+            "--name",
+            JOB_NAME,
+            "--model",
+            str(tiny_checkpoints["llama"]),
+            "--target",
+            TARGET,
+            "--objective",
+            "kl",
+            "--storage",
+            "notaurl",
+            "--workdir",
+            "runs",
+            "--quiet",
+        ],
+        tmp_path,
+    )
     cli_error(proc, "storage", "'notaurl'", "sqlite:///")
     assert_nothing_created(tmp_path / "runs")
 
 
 def test_cli_pipeline_run_drops_every_layer(tmp_path: Path, tiny_checkpoints: dict[str, Path]) -> None:
     recipe_file = tmp_path / "drop-all.yaml"
-    recipe_file.write_text(yaml.safe_dump({"model": str(tiny_checkpoints["llama"]), "calibration": TINY_TEXT,
-                                           "steps": [{"technique": "prune_depth", "params": {"drop_layers": 4}}]}))
+    recipe_file.write_text(
+        yaml.safe_dump(
+            {
+                "model": str(tiny_checkpoints["llama"]),
+                "calibration": TINY_TEXT,
+                "steps": [{"technique": "prune_depth", "params": {"drop_layers": 4}}],
+            }
+        )
+    )
     out_dir = tmp_path / "out"
     proc = run_cli(["pipeline", "run", str(recipe_file), "--out", str(out_dir), "--target", TARGET], tmp_path)
     cli_error(proc, "prune_depth.drop_layers", "4", "less than", "4 layers")
@@ -403,9 +449,15 @@ def test_cli_pipeline_run_drops_every_layer(tmp_path: Path, tiny_checkpoints: di
 def test_cli_reproduce_check_without_record(tmp_path: Path, tiny_checkpoints: dict[str, Path]) -> None:
     folder = tmp_path / "artifact"
     folder.mkdir()
-    (folder / "recipe.yaml").write_text(Recipe.parse_obj({
-        "model": str(tiny_checkpoints["llama"]), "calibration": TINY_TEXT,
-        "steps": [{"technique": "quantize", "params": {"bits": 8}}]}).to_yaml())
+    (folder / "recipe.yaml").write_text(
+        Recipe.parse_obj(
+            {
+                "model": str(tiny_checkpoints["llama"]),
+                "calibration": TINY_TEXT,
+                "steps": [{"technique": "quantize", "params": {"bits": 8}}],
+            }
+        ).to_yaml()
+    )
     out_dir = tmp_path / "again"
     proc = run_cli(["reproduce", str(folder / "recipe.yaml"), "--out", str(out_dir), "--check"], tmp_path)
     cli_error(proc, "--check", "nothing recorded", "metrics.json")
@@ -430,8 +482,12 @@ def test_same_name_with_a_different_job_is_refused_before_anything_is_written(tm
 def test_steps_out_of_the_canonical_order_are_refused() -> None:
     with pytest.raises(ConfigError) as exc:
         recipe({"technique": "quantize"}, {"technique": "sparsify"})
-    raised(exc, "steps[1].technique", "'sparsify' must come before 'quantize'",
-           "prune_depth -> prune_width -> sparsify -> quantize -> distill -> early_exit")
+    raised(
+        exc,
+        "steps[1].technique",
+        "'sparsify' must come before 'quantize'",
+        "prune_depth -> prune_width -> sparsify -> quantize -> distill -> early_exit",
+    )
 
 
 def test_impossible_structure_requests_are_clear_errors() -> None:

@@ -21,18 +21,21 @@ from autocompress.pipeline import measure_accuracy, open_session
 from autocompress.recipe import TextSpec
 from autocompress.search.job import Job
 
-PIQA = [("Make the dog happy", "give the dog a bone.", "give the dog a rock.", 0),
-        ("Open a jar", "twist the lid to the left.", "paint the lid blue.", 0),
-        ("Dry wet shoes", "put them in the oven at 500 degrees.", "stuff them with newspaper.", 1),
-        ("Cut a cake", "use a knife.", "use a spoon and a fork together.", 0),
-        ("Cool soup quickly", "stir it in a bowl of ice.", "put it on the stove.", 0),
-        ("Light a room", "open the curtains.", "close the doors and windows.", 0)]
+PIQA = [
+    ("Make the dog happy", "give the dog a bone.", "give the dog a rock.", 0),
+    ("Open a jar", "twist the lid to the left.", "paint the lid blue.", 0),
+    ("Dry wet shoes", "put them in the oven at 500 degrees.", "stuff them with newspaper.", 1),
+    ("Cut a cake", "use a knife.", "use a spoon and a fork together.", 0),
+    ("Cool soup quickly", "stir it in a bowl of ice.", "put it on the stove.", 0),
+    ("Light a room", "open the curtains.", "close the doors and windows.", 0),
+]
 
 
 def write_piqa(folder: Path, rows=PIQA) -> Path:
     (folder / "piqa").mkdir(parents=True, exist_ok=True)
     (folder / "piqa" / "valid.jsonl").write_text(
-        "".join(json.dumps({"goal": g, "sol1": a, "sol2": b}) + "\n" for g, a, b, _ in rows))
+        "".join(json.dumps({"goal": g, "sol1": a, "sol2": b}) + "\n" for g, a, b, _ in rows)
+    )
     (folder / "piqa" / "valid-labels.lst").write_text("".join(f"{label}\n" for *_, label in rows))
     return folder
 
@@ -46,8 +49,10 @@ def tiny_data(tmp_path: Path) -> Path:
 # (task, what lm-eval's own prompt makes of the first local example, its gold answer)
 FIRST_EXAMPLES = {
     "piqa": ("Question: How do I ready a guinea pig cage for it's new occupants?\nAnswer:", 0),
-    "arc_easy": ("Question: Which statement best explains why photosynthesis is the foundation of most food webs?"
-                 "\nAnswer:", 0),
+    "arc_easy": (
+        "Question: Which statement best explains why photosynthesis is the foundation of most food webs?\nAnswer:",
+        0,
+    ),
     "hellaswag": ("Roof shingle removal: A man is sitting on a roof. he", 3),
     "boolq": (None, 0),  # "false" -> index 0 ("no")
     "winogrande": (1, "always got the easier cases."),  # lm-eval's winogrande puts the gold index in the text
@@ -114,7 +119,7 @@ def _acc_norm_by_hand(model: torch.nn.Module, tokenizer, rows) -> float:
             ids = torch.tensor([whole])
             with torch.no_grad():
                 logp = F.log_softmax(model(input_ids=ids).logits[0].float(), -1)
-            cont = whole[len(ctx_ids):]
+            cont = whole[len(ctx_ids) :]
             ll = sum(logp[len(ctx_ids) - 1 + i, t].item() for i, t in enumerate(cont))
             scores.append(ll / len(choice))
         hits += int(max(range(2), key=scores.__getitem__) == label)
@@ -174,8 +179,14 @@ def test_topk_kl_approximates_full_kl(noise: float) -> None:
 def test_evaluator_kl_equals_full_kl_when_k_covers_the_vocabulary(tiny_model, tokenizer) -> None:
     ctx = make_context(tiny_model, tokenizer)
     other = _perturbed(tiny_model, 1.0)
-    full = F.kl_div(log_probs(other, ctx.evaluation), log_probs(tiny_model, ctx.evaluation), log_target=True,
-                    reduction="none").sum(-1).mean().item()
+    full = (
+        F.kl_div(
+            log_probs(other, ctx.evaluation), log_probs(tiny_model, ctx.evaluation), log_target=True, reduction="none"
+        )
+        .sum(-1)
+        .mean()
+        .item()
+    )
     assert full > 1e-4
     assert NextTokenEvaluator(top_k=320).evaluate(other, ctx)["kl"] == pytest.approx(full, rel=1e-4)
     assert NextTokenEvaluator(top_k=16).evaluate(other, ctx)["kl"] <= full * (1 + 1e-4)
@@ -223,8 +234,9 @@ def test_cache_hits_and_invalidates(tiny_checkpoints, tiny_data: Path, counted: 
 
 # ---- jobs and the command line -----------------------------------------------------------------
 def _job(**evaluation) -> Job:
-    return Job.from_dict({"name": "j", "targets": ["raspberry-pi-5"], "objectives": [{"metric": "kl"}],
-                          "evaluation": evaluation})
+    return Job.from_dict(
+        {"name": "j", "targets": ["raspberry-pi-5"], "objectives": [{"metric": "kl"}], "evaluation": evaluation}
+    )
 
 
 def test_job_accepts_lm_eval_metrics_and_rejects_unknown_costly_ones() -> None:
@@ -242,8 +254,22 @@ def test_cli_evaluate_prints_json_keyed_by_metric(tiny_checkpoints, tiny_data: P
 
     from autocompress.cli import app
 
-    result = CliRunner().invoke(app, ["evaluate", str(tiny_checkpoints["llama"]), "--metric", "kl", "--metric",
-                                      "lm_eval:piqa", "--limit", "3", "--data", str(tiny_data), "--json"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            str(tiny_checkpoints["llama"]),
+            "--metric",
+            "kl",
+            "--metric",
+            "lm_eval:piqa",
+            "--limit",
+            "3",
+            "--data",
+            str(tiny_data),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     values = json.loads(result.stdout.strip().splitlines()[-1])
     assert list(values) == ["kl", "lm_eval:piqa"]
@@ -252,8 +278,19 @@ def test_cli_evaluate_prints_json_keyed_by_metric(tiny_checkpoints, tiny_data: P
 
 
 def test_cli_evaluate_missing_data_exits_2_naming_task_and_path(tmp_path: Path, tiny_checkpoints) -> None:
-    proc = subprocess.run([str(Path(sys.executable).parent / "autocompress"), "evaluate", str(tiny_checkpoints["llama"]),
-                           "--metric", "lm_eval:winogrande", "--data", str(tmp_path)], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "autocompress"),
+            "evaluate",
+            str(tiny_checkpoints["llama"]),
+            "--metric",
+            "lm_eval:winogrande",
+            "--data",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2
     assert "lm_eval:winogrande" in proc.stderr and str(tmp_path / "winogrande") in proc.stderr

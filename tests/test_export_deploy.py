@@ -32,8 +32,18 @@ def make_artifact(checkpoint, tmp_path, steps, name="art"):
     return model, tmp_path / name
 
 
-GGUF_Q4 = [{"technique": "quantize", "params": {"method": "gptq", "bits": 4, "group_size": 32, "grid": "gguf",
-                                                "overrides": [{"match": "mlp.down", "bits": 8}]}}]
+GGUF_Q4 = [
+    {
+        "technique": "quantize",
+        "params": {
+            "method": "gptq",
+            "bits": 4,
+            "group_size": 32,
+            "grid": "gguf",
+            "overrides": [{"match": "mlp.down", "bits": 8}],
+        },
+    }
+]
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
@@ -57,10 +67,15 @@ def test_export_cli_writes_a_lossless_gguf_and_deploy_json(tiny_checkpoints, tmp
 
 
 def test_deploy_json_says_what_llama_cpp_does_not_accelerate(tiny_checkpoints, tmp_path):
-    _, artifact = make_artifact(tiny_checkpoints["llama"], tmp_path, [
-        {"technique": "sparsify", "params": {"method": "magnitude", "pattern": "2:4"}},
-        {"technique": "quantize", "params": {"bits": 8, "group_size": 32, "grid": "gguf"}},
-        {"technique": "early_exit", "params": {"threshold": 0.2, "exit_layers": [1, 2]}}])
+    _, artifact = make_artifact(
+        tiny_checkpoints["llama"],
+        tmp_path,
+        [
+            {"technique": "sparsify", "params": {"method": "magnitude", "pattern": "2:4"}},
+            {"technique": "quantize", "params": {"bits": 8, "group_size": 32, "grid": "gguf"}},
+            {"technique": "early_exit", "params": {"threshold": 0.2, "exit_layers": [1, 2]}},
+        ],
+    )
     export_gguf(artifact)
     lacks = " ".join(json.loads((artifact / "deploy.json").read_text())["gguf"]["runtime_does_not_get"])
     assert "2:4 sparsity" in lacks and "early exit" in lacks
@@ -81,8 +96,11 @@ def test_packed_artifact_restores_the_model_and_is_near_the_predicted_size(tiny_
 
 
 def test_packed_sparse_weights_store_a_mask_and_the_non_zeros(tiny_checkpoints, tmp_path):
-    model, artifact = make_artifact(tiny_checkpoints["llama"], tmp_path, [
-        {"technique": "sparsify", "params": {"method": "magnitude", "pattern": "2:4"}}])
+    model, artifact = make_artifact(
+        tiny_checkpoints["llama"],
+        tmp_path,
+        [{"technique": "sparsify", "params": {"method": "magnitude", "pattern": "2:4"}}],
+    )
     result = export_packed(artifact)
     restored = load_packed(artifact / "packed")
     for site, twin in zip(ModelAdapter(model).linear_sites(), ModelAdapter(restored).linear_sites()):
@@ -110,9 +128,27 @@ def test_llama_cpp_loads_the_export_and_agrees_with_torch(tiny_checkpoints, tmp_
 @needs_llama
 def test_deploy_measure_records_host_figures(tiny_checkpoints, tmp_path):
     _, artifact = make_artifact(tiny_checkpoints["llama"], tmp_path, GGUF_Q4)
-    result = CliRunner().invoke(app, ["deploy", "measure", str(artifact), "--text", str(tmp_path / "text.txt"),
-                                      "--samples", "2", "--seq-len", "32", "--prompt-tokens", "16",
-                                      "--decode-tokens", "4", "--repeats", "2", "--json"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "deploy",
+            "measure",
+            str(artifact),
+            "--text",
+            str(tmp_path / "text.txt"),
+            "--samples",
+            "2",
+            "--seq-len",
+            "32",
+            "--prompt-tokens",
+            "16",
+            "--decode-tokens",
+            "4",
+            "--repeats",
+            "2",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.output.strip().splitlines()[-1])
     assert metrics["host.llamacpp.decode_tokens_per_s"] > 0 and metrics["host.llamacpp.prefill_tokens_per_s"] > 0
@@ -138,8 +174,12 @@ def test_a_job_exports_and_measures_its_pareto_trials_into_their_runs(tmp_path, 
     from autocompress.backends import run_job
     from test_search import make_job, trial_runs
 
-    job = make_job(tmp_path, tiny_checkpoints["llama"], search={"trials": 3, "sampler": "random", "seed": 1},
-                   export={"formats": ["gguf", "packed"], "measure": True})
+    job = make_job(
+        tmp_path,
+        tiny_checkpoints["llama"],
+        search={"trials": 3, "sampler": "random", "seed": 1},
+        export={"formats": ["gguf", "packed"], "measure": True},
+    )
     result = run_job(job, progress=False)
     runs = trial_runs(job)
     pareto = [r for r in result.records if r.pareto]

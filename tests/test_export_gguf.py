@@ -62,8 +62,14 @@ def _gguf_weights(path):
 
 @pytest.mark.parametrize("method", ["rtn", "gptq", "awq"])
 def test_gguf_grid_export_is_lossless(tiny_model, tokenizer, tmp_path, method, arch):
-    params = dict(method=method, bits=4, group_size=32, grid="gguf", embeddings=True,
-                  overrides=[{"match": "mlp.down", "bits": 8}, {"match": "attn.o", "symmetric": False}])
+    params = dict(
+        method=method,
+        bits=4,
+        group_size=32,
+        grid="gguf",
+        embeddings=True,
+        overrides=[{"match": "mlp.down", "bits": 8}, {"match": "attn.o", "symmetric": False}],
+    )
     quantize(tiny_model, make_context(tiny_model, tokenizer), **params)
     report = write_gguf(tiny_model, tokenizer, tmp_path / "m.gguf")
     assert report.lossless, report.summary()
@@ -72,9 +78,19 @@ def test_gguf_grid_export_is_lossless(tiny_model, tokenizer, tmp_path, method, a
     types = {t.name: t.type for t in report.tensors}
     heads = {"attn.q": adapter.num_heads, "attn.k": adapter.num_kv_heads}
     for site in adapter.linear_sites():
-        name = f"blk.{site.layer}." + {"attn.q": "attn_q", "attn.k": "attn_k", "attn.v": "attn_v",
-                                       "attn.o": "attn_output", "mlp.gate": "ffn_gate", "mlp.up": "ffn_up",
-                                       "mlp.down": "ffn_down"}[site.role] + ".weight"
+        name = (
+            f"blk.{site.layer}."
+            + {
+                "attn.q": "attn_q",
+                "attn.k": "attn_k",
+                "attn.v": "attn_v",
+                "attn.o": "attn_output",
+                "mlp.gate": "ffn_gate",
+                "mlp.up": "ffn_up",
+                "mlp.down": "ffn_down",
+            }[site.role]
+            + ".weight"
+        )
         assert types[name] == {"mlp.down": "Q8_0", "attn.o": "Q4_1"}.get(site.role, "Q4_0")
         expected = site.module.weight.detach()
         grid = site.module._autocompress_weight_grid
@@ -98,8 +114,10 @@ def test_awq_on_the_gguf_grid_folds_its_scale_into_the_norms(tokenizer, tmp_path
     adapter = ModelAdapter(tiny_model)
     folded = 0
     for i, block in enumerate(adapter.layers):
-        for group, norm, gguf_norm in (("attn.in", block.input_layernorm, "attn_norm"),
-                                       ("mlp.in", block.post_attention_layernorm, "ffn_norm")):
+        for group, norm, gguf_norm in (
+            ("attn.in", block.input_layernorm, "attn_norm"),
+            ("mlp.in", block.post_attention_layernorm, "ffn_norm"),
+        ):
             site = next(s for g, sites in adapter.input_groups() if g == group for s in sites if s.layer == i)
             s = site.module._autocompress_weight_grid.input_scale
             expected = norm.weight.detach() / s if s is not None else norm.weight.detach()
@@ -155,11 +173,12 @@ def test_unsupported_models_and_options_fail_with_one_line(tiny_model, tokenizer
         write_gguf(other, tokenizer, tmp_path / "m.gguf")
     assert not (tmp_path / "m.gguf").exists() and not list(tmp_path.iterdir())
     ctx = make_context(tiny_model, tokenizer)
-    for params, match in ((dict(grid="gguf", group_size=64), "group_size 32"),
-                          (dict(grid="gguf", bits=3, group_size=32), "4-bit"),
-                          (dict(grid="gguf", bits=8, group_size=32, symmetric=False), "symmetric 8-bit"),
-                          (dict(grid="gguf", group_size=32, overrides=[{"match": "mlp.down", "bits": 2}]),
-                           r"overrides\[0\]")):
+    for params, match in (
+        (dict(grid="gguf", group_size=64), "group_size 32"),
+        (dict(grid="gguf", bits=3, group_size=32), "4-bit"),
+        (dict(grid="gguf", bits=8, group_size=32, symmetric=False), "symmetric 8-bit"),
+        (dict(grid="gguf", group_size=32, overrides=[{"match": "mlp.down", "bits": 2}]), r"overrides\[0\]"),
+    ):
         with pytest.raises(ConfigError, match=match):
             quantize(copy.deepcopy(tiny_model), ctx, **params)
 

@@ -39,8 +39,9 @@ def test_costly_metrics_run_near_the_front_and_for_the_final_front(tmp_path: Pat
     data = write_piqa(tmp_path / "data")
     settings = {"data": str(data), "limit": 6, "costly": ["lm_eval:piqa"], "margin": 0.0}
     search = {"sampler": "random", "seed": 3, "heartbeat_seconds": 1}
-    first = make_job(tmp_path, tiny_checkpoints["llama"], name="fidelity", search=search | {"trials": 1},
-                     evaluation=settings)
+    first = make_job(
+        tmp_path, tiny_checkpoints["llama"], name="fidelity", search=search | {"trials": 1}, evaluation=settings
+    )
     run_job(first, progress=False)
     # Then a dense 16-bit model and the same model made 50 % sparse: the Pi has no sparse kernel, so the
     # sparse one is as slow with a higher KL: dominated when it arrives, it gets no costly evaluation.
@@ -70,8 +71,9 @@ def test_costly_metrics_run_near_the_front_and_for_the_final_front(tmp_path: Pat
 
 
 def test_missing_task_data_fails_before_anything_is_created(tmp_path: Path, tiny_checkpoints) -> None:
-    job = make_job(tmp_path, tiny_checkpoints["llama"],
-                   evaluation={"data": str(tmp_path / "no-data"), "costly": ["lm_eval:piqa"]})
+    job = make_job(
+        tmp_path, tiny_checkpoints["llama"], evaluation={"data": str(tmp_path / "no-data"), "costly": ["lm_eval:piqa"]}
+    )
     with pytest.raises(ConfigError, match=r"^lm_eval:piqa: data file .*no-data/piqa/valid.jsonl is missing"):
         JobRunner(job)
     assert not (tmp_path / "runs").exists()

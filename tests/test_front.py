@@ -1,7 +1,14 @@
 import pytest
 
-from autocompress.search.front import (TrialRecord, hypervolume, hypervolume_history, pareto_numbers, per_target_fronts,
-                                       running_hypervolume, trials_to_reach)
+from autocompress.search.front import (
+    TrialRecord,
+    hypervolume,
+    hypervolume_history,
+    pareto_numbers,
+    per_target_fronts,
+    running_hypervolume,
+    trials_to_reach,
+)
 from autocompress.search.job import Objective
 
 
@@ -18,8 +25,14 @@ def test_hypervolume_3d_of_two_boxes():
 
 
 def record(n, kl, rpi, m2, feasible=True):
-    return TrialRecord(number=n, state="COMPLETE", feasible=feasible, recipe={}, run_id=None,
-                       metrics={"kl": kl, "rpi.decode_ms_per_token": rpi, "m2.decode_ms_per_token": m2})
+    return TrialRecord(
+        number=n,
+        state="COMPLETE",
+        feasible=feasible,
+        recipe={},
+        run_id=None,
+        metrics={"kl": kl, "rpi.decode_ms_per_token": rpi, "m2.decode_ms_per_token": m2},
+    )
 
 
 def test_fronts_per_target_from_one_set_of_trials():
@@ -42,8 +55,12 @@ def test_hypervolume_history_never_decreases():
 
 def test_running_hypervolume_uses_the_fixed_reference_and_skips_infeasible_trials():
     objectives = [Objective(metric="kl"), Objective(metric="rpi.decode_ms_per_token")]
-    records = [record(0, 0.5, 30, 0), record(1, 0.1, 10, 0, feasible=False), record(2, 0.2, 20, 0),
-               record(3, 2.0, 5, 0)]  # trial 3 lies beyond the reference's KL
+    records = [
+        record(0, 0.5, 30, 0),
+        record(1, 0.1, 10, 0, feasible=False),
+        record(2, 0.2, 20, 0),
+        record(3, 2.0, 5, 0),
+    ]  # trial 3 lies beyond the reference's KL
     history = running_hypervolume(records, objectives, [1.0, 40.0])
     # (1-0.5)*(40-30) = 5; adding (0.2, 20): 0.8*20 = 16 covers it -> 16; trial 3 adds nothing.
     assert history == pytest.approx([5.0, 5.0, 16.0, 16.0])

@@ -12,17 +12,40 @@ from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCau
 
 from autocompress import catalog
 from autocompress.errors import ConfigError
-from autocompress.hardware import (HARDWARE_MODELS, HardwareTarget, LinearProfile, ModelProfile,
-                                   RooflineModel, Workload, cost_metrics, list_targets, load_target,
-                                   profile_model)
+from autocompress.hardware import (
+    HARDWARE_MODELS,
+    HardwareTarget,
+    LinearProfile,
+    ModelProfile,
+    RooflineModel,
+    Workload,
+    cost_metrics,
+    list_targets,
+    load_target,
+    profile_model,
+)
 from autocompress.metrics import COST_METRICS, metric_name
 from autocompress.models.adapter import ModelAdapter
 from autocompress.models.annotations import WeightFormat, set_weight_format
 
-SHIPPED = ("apple-m2-cpu", "apple-m2-gpu", "intel-core-ultra-cpu", "jetson-orin-nano", "raspberry-pi-5",
-           "snapdragon-8-gen3-cpu", "snapdragon-8-gen3-gpu", "snapdragon-8-gen3-npu")
-GEOMETRY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
-                num_key_value_heads=2, vocab_size=256)
+SHIPPED = (
+    "apple-m2-cpu",
+    "apple-m2-gpu",
+    "intel-core-ultra-cpu",
+    "jetson-orin-nano",
+    "raspberry-pi-5",
+    "snapdragon-8-gen3-cpu",
+    "snapdragon-8-gen3-gpu",
+    "snapdragon-8-gen3-npu",
+)
+GEOMETRY = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=256,
+)
 
 
 def tiny(arch: str, tied: bool = True) -> nn.Module:
@@ -44,13 +67,34 @@ def quantize_formats(model: nn.Module, bits: int, group_size: int | None = 32, s
 def smollm_like(bits: int = 16, group_size: int | None = None) -> ModelProfile:
     """A SmolLM2-135M-shaped profile, written by hand (no model needed)."""
     layers, h, inter, heads, kv, d, vocab = 30, 576, 1536, 9, 3, 64, 49152
-    shapes = [("attn.q", h, heads * d), ("attn.k", h, kv * d), ("attn.v", h, kv * d), ("attn.o", heads * d, h),
-              ("mlp.gate", h, inter), ("mlp.up", h, inter), ("mlp.down", inter, h)]
-    linears = [LinearProfile(f"layers.{i}.{role}", role, i, n_in, n_out, bits, group_size)
-               for i in range(layers) for role, n_in, n_out in shapes]
+    shapes = [
+        ("attn.q", h, heads * d),
+        ("attn.k", h, kv * d),
+        ("attn.v", h, kv * d),
+        ("attn.o", heads * d, h),
+        ("mlp.gate", h, inter),
+        ("mlp.up", h, inter),
+        ("mlp.down", inter, h),
+    ]
+    linears = [
+        LinearProfile(f"layers.{i}.{role}", role, i, n_in, n_out, bits, group_size)
+        for i in range(layers)
+        for role, n_in, n_out in shapes
+    ]
     linears.append(LinearProfile("lm_head", "lm_head", None, h, vocab, bits, group_size))
-    return ModelProfile(layers, h, heads, kv, d, inter, vocab, tuple(linears), embedding_bits=bits,
-                        tied_embeddings=True, embedding_group_size=group_size)
+    return ModelProfile(
+        layers,
+        h,
+        heads,
+        kv,
+        d,
+        inter,
+        vocab,
+        tuple(linears),
+        embedding_bits=bits,
+        tied_embeddings=True,
+        embedding_group_size=group_size,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +120,15 @@ def test_profile_matches_model(arch: str, tied: bool) -> None:
         weight = by_name[lin.name].weight
         assert (lin.out_features, lin.in_features) == tuple(weight.shape)
         assert lin.bits == 16 and lin.sparsity == 0.0
-    assert [lin.role for lin in prof.linears[:7]] == ["attn.q", "attn.k", "attn.v", "attn.o",
-                                                      "mlp.gate", "mlp.up", "mlp.down"]
+    assert [lin.role for lin in prof.linears[:7]] == [
+        "attn.q",
+        "attn.k",
+        "attn.v",
+        "attn.o",
+        "mlp.gate",
+        "mlp.up",
+        "mlp.down",
+    ]
     head = prof.lm_head
     assert head is not None and (head.in_features, head.out_features) == (64, 256)
     # parameter count = every linear and embedding weight, a tied one once (norms/biases excluded)
@@ -109,8 +160,10 @@ def test_profile_reads_formats_sparsity_and_removed_layers() -> None:
 # ---- roofline invariants --------------------------------------------------------------------
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
 def test_fewer_bits_is_not_slower_and_uses_less_memory(arch: str, targets: dict[str, HardwareTarget]) -> None:
-    costs = {bits: profile_model(quantize_formats(tiny(arch), bits)) if bits < 16 else profile_model(tiny(arch))
-             for bits in (16, 8, 4)}
+    costs = {
+        bits: profile_model(quantize_formats(tiny(arch), bits)) if bits < 16 else profile_model(tiny(arch))
+        for bits in (16, 8, 4)
+    }
     for target in targets.values():
         pred = {bits: RooflineModel(target).predict(p, Workload()) for bits, p in costs.items()}
         for hi, lo in ((16, 8), (8, 4)):
@@ -129,7 +182,10 @@ def test_int4_without_kernel_saves_traffic_but_computes_at_fp16(targets: dict[st
     # same bytes either way; without the kernel the prefill math runs at the (slower) fp16 rate
     assert without.phase_cost(prof4, wl, "decode").bytes == with_kernel.phase_cost(prof4, wl, "decode").bytes
     assert without.predict(prof4)["prefill_ms"] > 1.5 * with_kernel.predict(prof4)["prefill_ms"]
-    assert without.predict(prof4)["decode_ms_per_token"] < RooflineModel(no_int4).predict(smollm_like())["decode_ms_per_token"]
+    assert (
+        without.predict(prof4)["decode_ms_per_token"]
+        < RooflineModel(no_int4).predict(smollm_like())["decode_ms_per_token"]
+    )
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])

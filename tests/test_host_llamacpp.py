@@ -34,8 +34,11 @@ def test_runtimes_are_registered_with_their_targets():
     assert runtime_for_target(load_target("host")) is HOST_RUNTIMES["torch"]
     with pytest.raises(ConfigError, match=r"^--runtime: unknown host runtime 'onnx'; allowed: llamacpp, torch$"):
         host_runtime("onnx")
-    with pytest.raises(ConfigError, match=r"^--target: 'raspberry-pi-5' is not a host target; allowed: host, "
-                                          r"host-llamacpp"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^--target: 'raspberry-pi-5' is not a host target; allowed: host, "
+        r"host-llamacpp",
+    ):
         runtime_for_target(load_target("raspberry-pi-5"))
 
 
@@ -56,9 +59,15 @@ def test_llamacpp_suites_are_disjoint_and_large_enough():
     assert {(f.bits, f.group_size) for f in suites.GGUF_FORMATS.values()} == {(16, None), (8, 32), (4, 32)}
 
 
-@pytest.mark.parametrize("fmt, gguf_type, bits_per_weight", [
-    (WeightFormat(16), "F16", 16.0), (WeightFormat(8, 32), "Q8_0", 8.5), (WeightFormat(4, 32), "Q4_0", 4.5),
-    (WeightFormat(4, 32, symmetric=False), "Q4_1", 5.0)])
+@pytest.mark.parametrize(
+    "fmt, gguf_type, bits_per_weight",
+    [
+        (WeightFormat(16), "F16", 16.0),
+        (WeightFormat(8, 32), "Q8_0", 8.5),
+        (WeightFormat(4, 32), "Q4_0", 4.5),
+        (WeightFormat(4, 32, symmetric=False), "Q4_1", 5.0),
+    ],
+)
 def test_profile_prices_exactly_what_the_gguf_file_holds(tmp_path, tokenizer, fmt, gguf_type, bits_per_weight):
     model = suites.with_block_format(build_model("llama"), fmt)
     write_gguf(model, tokenizer, tmp_path / "m.gguf", float_type="F16")
@@ -74,12 +83,15 @@ def test_profile_prices_exactly_what_the_gguf_file_holds(tmp_path, tokenizer, fm
 def test_a_llamacpp_target_streams_each_weight_at_its_gguf_width():
     from autocompress.hosts.llamacpp import FEATURES
 
-    target = load_target("host").model_copy(update={"name": "host-llamacpp", "runtime_bits": None,
-                                                     "features": FEATURES})
+    target = load_target("host").model_copy(
+        update={"name": "host-llamacpp", "runtime_bits": None, "features": FEATURES}
+    )
     roofline, model = RooflineModel(target), build_model("llama")
     block_params = sum(s.module.weight.numel() for s in ModelAdapter(model).linear_sites())
-    decode = {name: roofline.phase_cost(profile_model(suites.with_block_format(model, fmt)), Workload(), "decode")
-              for name, fmt in suites.GGUF_FORMATS.items()}
+    decode = {
+        name: roofline.phase_cost(profile_model(suites.with_block_format(model, fmt)), Workload(), "decode")
+        for name, fmt in suites.GGUF_FORMATS.items()
+    }
     for name, bits in (("Q8_0", 8.5), ("Q4_0", 4.5)):  # only the block linears change; the F16 head stays
         assert decode["F16"].bytes - decode[name].bytes == pytest.approx(block_params * (16 - bits) / 8)
     assert decode["Q4_0"].time_s < decode["Q8_0"].time_s < decode["F16"].time_s
@@ -95,14 +107,23 @@ def tiny_suites(monkeypatch):
     monkeypatch.setattr(LlamaCpp, "threads", 1)
     monkeypatch.setattr(LlamaCpp, "decode_tokens", 4)
     monkeypatch.setattr(suites, "LLAMACPP_PROBE", Shape("probe", 2, prompt_tokens=64, context_tokens=16))
-    monkeypatch.setattr(suites, "LLAMACPP_CALIBRATION_SHAPES", (
-        Shape("4 layers", 4, prompt_tokens=32, context_tokens=64), Shape("1 layer", 1, prompt_tokens=16,
-                                                                         context_tokens=16),
-        Shape("3 layers, ffn 256", 3, 256, prompt_tokens=48, context_tokens=96)))
-    monkeypatch.setattr(suites, "LLAMACPP_VALIDATION_SHAPES", (Shape("2 layers", 2, prompt_tokens=24,
-                                                                     context_tokens=48),))
-    monkeypatch.setattr(suites, "LLAMACPP_VALIDATION_RECIPES", {
-        "int4 g32": [{"technique": "quantize", "params": {"bits": 4, "group_size": 32}}]})
+    monkeypatch.setattr(
+        suites,
+        "LLAMACPP_CALIBRATION_SHAPES",
+        (
+            Shape("4 layers", 4, prompt_tokens=32, context_tokens=64),
+            Shape("1 layer", 1, prompt_tokens=16, context_tokens=16),
+            Shape("3 layers, ffn 256", 3, 256, prompt_tokens=48, context_tokens=96),
+        ),
+    )
+    monkeypatch.setattr(
+        suites, "LLAMACPP_VALIDATION_SHAPES", (Shape("2 layers", 2, prompt_tokens=24, context_tokens=48),)
+    )
+    monkeypatch.setattr(
+        suites,
+        "LLAMACPP_VALIDATION_RECIPES",
+        {"int4 g32": [{"technique": "quantize", "params": {"bits": 4, "group_size": 32}}]},
+    )
 
 
 @needs_llama
@@ -117,8 +138,9 @@ def test_a_gguf_sample_is_timed_at_its_prompt_and_context(tiny_checkpoints):
 @needs_llama
 def test_calibrate_and_validate_llamacpp_write_and_check_a_valid_target(tiny_checkpoints, tiny_suites, tmp_path):
     ckpt, path = str(tiny_checkpoints["llama"]), tmp_path / "host-llamacpp.yaml"
-    result = CliRunner().invoke(app, ["hardware", "calibrate", "--runtime", "llamacpp", "--model", ckpt,
-                                      "--out", str(path), "--repeats", "3"])
+    result = CliRunner().invoke(
+        app, ["hardware", "calibrate", "--runtime", "llamacpp", "--model", ckpt, "--out", str(path), "--repeats", "3"]
+    )
     assert result.exit_code == 0, result.output
     assert "fit on 9 models" in result.output  # 3 shapes x F16, Q8_0, Q4_0
     target = load_target(str(path))
@@ -126,16 +148,22 @@ def test_calibrate_and_validate_llamacpp_write_and_check_a_valid_target(tiny_che
     assert set(target.features) == {"int8_weights", "int4_weights", "int8_activations"}
     assert 0 < target.sustained_bandwidth_fraction <= 1 and 0 < target.compute_efficiency <= 1
     lines = path.read_text().splitlines()
-    for key in ("memory_bandwidth_gbps", "sustained_bandwidth_fraction", "compute_efficiency", "per_op_overhead_us",
-                "features", "uncertainty"):
+    for key in (
+        "memory_bandwidth_gbps",
+        "sustained_bandwidth_fraction",
+        "compute_efficiency",
+        "per_op_overhead_us",
+        "features",
+        "uncertainty",
+    ):
         assert lines[next(i for i, line in enumerate(lines) if line.startswith(key)) - 1].startswith("#"), key
     assert "runtime_bits" not in yaml.safe_load(path.read_text())
 
-
-    checked = CliRunner().invoke(app, ["hardware", "validate", "--target", str(path), "--model", ckpt,
-                                       "--repeats", "3", "--json"])
+    checked = CliRunner().invoke(
+        app, ["hardware", "validate", "--target", str(path), "--model", ckpt, "--repeats", "3", "--json"]
+    )
     assert checked.exit_code == 0, checked.output
-    report = json.loads(checked.stdout[checked.stdout.index("{"):])
+    report = json.loads(checked.stdout[checked.stdout.index("{") :])
     assert report["summary"]["configurations"] == 4  # 1 shape x 3 formats + 1 recipe
     assert [r["config"] for r in report["rows"]] == ["2 layers F16", "2 layers Q8_0", "2 layers Q4_0", "int4 g32"]
     assert all(r["decode_ms_per_token"]["measured"] > 0 and r["prefill_ms"]["predicted"] > 0 for r in report["rows"])

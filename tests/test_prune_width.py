@@ -78,11 +78,14 @@ def test_zero_ratios_change_nothing(tiny_model, tokenizer):
     assert torch.equal(tiny_model(ids).logits, reference(ids).logits)
 
 
-@pytest.mark.parametrize("params, message", [
-    ({"heads_ratio": 0.75}, "prune_width.heads_ratio: 0.75 would remove all 2 query heads of a KV group"),
-    ({"kv_groups_ratio": 0.8}, "prune_width.kv_groups_ratio: 0.8 would remove all 2 KV groups"),
-    ({"ffn_ratio": 0.999}, "prune_width.ffn_ratio: 0.999 would remove all 128 MLP channels"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"heads_ratio": 0.75}, "prune_width.heads_ratio: 0.75 would remove all 2 query heads of a KV group"),
+        ({"kv_groups_ratio": 0.8}, "prune_width.kv_groups_ratio: 0.8 would remove all 2 KV groups"),
+        ({"ffn_ratio": 0.999}, "prune_width.ffn_ratio: 0.999 would remove all 128 MLP channels"),
+    ],
+)
 def test_impossible_ratios_are_clear_errors(tiny_model, tokenizer, params, message):
     with pytest.raises(ConfigError, match=message):
         apply(tiny_model, tokenizer, **params)

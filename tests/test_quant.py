@@ -135,8 +135,11 @@ def test_weight_cache_hits_give_identical_weights_and_skip_statistics(tiny_model
     from autocompress.techniques.quantize import linears as qmod
 
     base = copy.deepcopy(tiny_model)
-    cold = qmod.quantize_linears(tiny_model, qmod.plan(ModelAdapter(tiny_model), qmod.QuantizeParams(
-        method="gptq", bits=4, group_size=32)), cached_context(base, tokenizer, tmp_path))
+    cold = qmod.quantize_linears(
+        tiny_model,
+        qmod.plan(ModelAdapter(tiny_model), qmod.QuantizeParams(method="gptq", bits=4, group_size=32)),
+        cached_context(base, tokenizer, tmp_path),
+    )
     n = len(ModelAdapter(tiny_model).linear_sites())
     assert (cold.hits, cold.misses) == (0, n)
     assert len(list((tmp_path / "quant-weights").rglob("*.safetensors"))) == n
@@ -146,8 +149,11 @@ def test_weight_cache_hits_give_identical_weights_and_skip_statistics(tiny_model
 
     monkeypatch.setattr(qmod, "input_stats", no_stats)
     warm_model = copy.deepcopy(base)
-    warm = qmod.quantize_linears(warm_model, qmod.plan(ModelAdapter(warm_model), qmod.QuantizeParams(
-        method="gptq", bits=4, group_size=32)), cached_context(base, tokenizer, tmp_path))
+    warm = qmod.quantize_linears(
+        warm_model,
+        qmod.plan(ModelAdapter(warm_model), qmod.QuantizeParams(method="gptq", bits=4, group_size=32)),
+        cached_context(base, tokenizer, tmp_path),
+    )
     assert (warm.hits, warm.misses) == (n, 0)
     for a, b in zip(tiny_model.parameters(), warm_model.parameters()):
         assert torch.equal(a, b)
@@ -226,8 +232,16 @@ def test_sensitivity_allocation_meets_the_average_and_is_cached(tiny_model, toke
     from autocompress.techniques.quantize import sensitivity
 
     base = copy.deepcopy(tiny_model)
-    quantize(tiny_model, cached_context(base, tokenizer, tmp_path), method="gptq", group_size=32,
-             allocation="sensitivity", avg_bits=3.5, bit_choices=[3, 4], sensitivity_proxy=proxy)
+    quantize(
+        tiny_model,
+        cached_context(base, tokenizer, tmp_path),
+        method="gptq",
+        group_size=32,
+        allocation="sensitivity",
+        avg_bits=3.5,
+        bit_choices=[3, 4],
+        sensitivity_proxy=proxy,
+    )
     sites = ModelAdapter(tiny_model).linear_sites()
     bits = [weight_format(s.module).bits for s in sites]
     sizes = [s.module.weight.numel() for s in sites]
@@ -238,8 +252,16 @@ def test_sensitivity_allocation_meets_the_average_and_is_cached(tiny_model, toke
     monkeypatch.setattr(sensitivity, "fisher_diagonal", lambda *a: (_ for _ in ()).throw(AssertionError("recomputed")))
     monkeypatch.setattr(qmod, "input_stats", lambda *a: (_ for _ in ()).throw(AssertionError("recomputed")))
     again = copy.deepcopy(base)
-    quantize(again, cached_context(base, tokenizer, tmp_path), method="gptq", group_size=32,
-             allocation="sensitivity", avg_bits=3.5, bit_choices=[3, 4], sensitivity_proxy=proxy)
+    quantize(
+        again,
+        cached_context(base, tokenizer, tmp_path),
+        method="gptq",
+        group_size=32,
+        allocation="sensitivity",
+        avg_bits=3.5,
+        bit_choices=[3, 4],
+        sensitivity_proxy=proxy,
+    )
     assert [weight_format(s.module).bits for s in ModelAdapter(again).linear_sites()] == bits
 
 
@@ -263,15 +285,20 @@ def test_fisher_proxy_sees_what_the_loss_sees(tiny_model, tokenizer):
     assert [p.requires_grad for p in tiny_model.parameters()] == flags  # restored, weights untouched
     assert all(torch.equal(a, b) for a, b in zip(before, tiny_model.parameters()))
     diag = fisher_diagonal(tiny_model, ctx.batches(ctx.calibration))
-    assert all(diag[s.name].shape == s.module.weight.shape and (diag[s.name] >= 0).all() for s in adapter.linear_sites())
-    with pytest.raises(ConfigError, match=r"sensitivity_proxy: .*unknown sensitivity proxy 'hutch'; allowed: fisher, gptq"):
+    assert all(
+        diag[s.name].shape == s.module.weight.shape and (diag[s.name] >= 0).all() for s in adapter.linear_sites()
+    )
+    with pytest.raises(
+        ConfigError, match=r"sensitivity_proxy: .*unknown sensitivity proxy 'hutch'; allowed: fisher, gptq"
+    ):
         TECHNIQUES["quantize"].parse_params({"allocation": "sensitivity", "sensitivity_proxy": "hutch"}, "params")
 
 
 def test_sensitivity_allocation_needs_a_reachable_budget():
     with pytest.raises(ConfigError, match=r"^params\.avg_bits: 5 cannot be met .*allowed: 3 to 4$"):
-        TECHNIQUES["quantize"].parse_params({"allocation": "sensitivity", "avg_bits": 5, "bit_choices": [3, 4]},
-                                            "params")
+        TECHNIQUES["quantize"].parse_params(
+            {"allocation": "sensitivity", "avg_bits": 5, "bit_choices": [3, 4]}, "params"
+        )
     with pytest.raises(ConfigError, match=r"^params\.avg_bits: 8 cannot be met"):  # the default budget is bits
         TECHNIQUES["quantize"].parse_params({"allocation": "sensitivity", "bits": 8, "bit_choices": [3, 4]}, "params")
 
@@ -279,8 +306,11 @@ def test_sensitivity_allocation_needs_a_reachable_budget():
 def attention_outputs(model, ids):
     """The input of every o_proj: the attention heads' output before the projection."""
     outs = []
-    hooks = [s.module.register_forward_hook(lambda m, a, o: outs.append(a[0].detach()))
-             for s in ModelAdapter(model).linear_sites() if s.role == "attn.o"]
+    hooks = [
+        s.module.register_forward_hook(lambda m, a, o: outs.append(a[0].detach()))
+        for s in ModelAdapter(model).linear_sites()
+        if s.role == "attn.o"
+    ]
     with torch.no_grad():
         model(input_ids=ids)
     for h in hooks:
@@ -328,11 +358,18 @@ def test_activation_quant_and_smoothing(tiny_model, tokenizer):
 def test_smoothquant_weights_are_cached_apart_from_unsmoothed_ones(tiny_model, tokenizer, tmp_path):
     from autocompress.techniques.quantize import linears as qmod
 
-    quantize(copy.deepcopy(tiny_model), cached_context(tiny_model, tokenizer, tmp_path), method="gptq", bits=8,
-             group_size=32, act_bits=8)
+    quantize(
+        copy.deepcopy(tiny_model),
+        cached_context(tiny_model, tokenizer, tmp_path),
+        method="gptq",
+        bits=8,
+        group_size=32,
+        act_bits=8,
+    )
     model = copy.deepcopy(tiny_model)
     params = qmod.QuantizeParams(method="gptq", bits=8, group_size=32, act_bits=8, smoothquant_alpha=0.5)
     from autocompress.techniques.quantize.activations import smooth
+
     ctx = cached_context(tiny_model, tokenizer, tmp_path)
     scales = smooth(model, qmod.input_stats(model, ctx), 0.5)
     cache = qmod.quantize_linears(model, qmod.plan(ModelAdapter(model), params), ctx, prescale=scales, tag="sq0.5")
@@ -378,22 +415,39 @@ def test_latency_budget_allocation_keeps_the_predicted_decode_within_budget(tiny
     for fraction in (0.0, 0.5, 1.0):
         budget = decode_ms(uniform[3]) + fraction * (decode_ms(uniform[8]) - decode_ms(uniform[3]))
         model = copy.deepcopy(tiny_model)
-        quantize(model, cached_context(tiny_model, tokenizer, tmp_path), group_size=32, allocation="sensitivity",
-                 symmetric=symmetric, bit_choices=[3, 8], latency_budget={"target": "raspberry-pi-5", "decode_ms_per_token": budget})
+        quantize(
+            model,
+            cached_context(tiny_model, tokenizer, tmp_path),
+            group_size=32,
+            allocation="sensitivity",
+            symmetric=symmetric,
+            bit_choices=[3, 8],
+            latency_budget={"target": "raspberry-pi-5", "decode_ms_per_token": budget},
+        )
         assert decode_ms(model) <= budget * (1 + 1e-9)
         chosen.append(sum(weight_format(s.module).bits == 8 for s in ModelAdapter(model).linear_sites()))
     assert chosen[0] == 0 and chosen[0] < chosen[1] < chosen[2] == len(ModelAdapter(tiny_model).linear_sites())
-    with pytest.raises(ConfigError, match=r"quantize.latency_budget.decode_ms_per_token: .* cannot be met on "
-                                          r"raspberry-pi-5: every linear at 3 bits"):
-        quantize(copy.deepcopy(tiny_model), make_context(tiny_model, tokenizer), group_size=32,
-                 allocation="sensitivity", bit_choices=[3, 8],
-                 latency_budget={"target": "raspberry-pi-5", "decode_ms_per_token": decode_ms(uniform[3]) * 0.99})
+    with pytest.raises(
+        ConfigError,
+        match=r"quantize.latency_budget.decode_ms_per_token: .* cannot be met on "
+        r"raspberry-pi-5: every linear at 3 bits",
+    ):
+        quantize(
+            copy.deepcopy(tiny_model),
+            make_context(tiny_model, tokenizer),
+            group_size=32,
+            allocation="sensitivity",
+            bit_choices=[3, 8],
+            latency_budget={"target": "raspberry-pi-5", "decode_ms_per_token": decode_ms(uniform[3]) * 0.99},
+        )
     with pytest.raises(ConfigError, match="latency_budget: allocating bits under a latency budget needs allocation"):
-        TECHNIQUES["quantize"].parse_params({"latency_budget": {"target": "raspberry-pi-5",
-                                                                "decode_ms_per_token": 5}}, "params")
+        TECHNIQUES["quantize"].parse_params(
+            {"latency_budget": {"target": "raspberry-pi-5", "decode_ms_per_token": 5}}, "params"
+        )
 
 
 # ---- sequential quantization ---------------------------------------------------------------------
+
 
 def assert_same_stats(a, b):
     assert a.keys() == b.keys()
@@ -418,8 +472,9 @@ def test_layer_inputs_give_each_blocks_statistics_of_the_model_as_it_is(tiny_mod
                     if site.layer == layer - 1:
                         site.module.weight.copy_(rtn(site.module.weight, QuantFormat(2, 32, False)))
             whole = collect_input_stats(tiny_model, batches)
-            assert_same_stats(inputs.stats(layer), {s.name: whole[s.name] for s in adapter.linear_sites()
-                                                    if s.layer == layer})
+            assert_same_stats(
+                inputs.stats(layer), {s.name: whole[s.name] for s in adapter.linear_sites() if s.layer == layer}
+            )
     with pytest.raises(ValueError, match="walk blocks in order"):
         inputs.stats(0)
 
@@ -454,8 +509,12 @@ def test_sequential_cache_keys_follow_the_blocks_before(tiny_model, tokenizer, t
     def run(**overrides):
         model = copy.deepcopy(tiny_model)
         params = qmod.QuantizeParams(method="gptq", bits=4, group_size=32, sequential=True, **overrides)
-        return qmod.quantize_linears(model, qmod.plan(ModelAdapter(model), params),
-                                     cached_context(tiny_model, tokenizer, tmp_path), sequential=True)
+        return qmod.quantize_linears(
+            model,
+            qmod.plan(ModelAdapter(model), params),
+            cached_context(tiny_model, tokenizer, tmp_path),
+            sequential=True,
+        )
 
     assert run().misses == layers * per_layer
     last = run(overrides=[{"match": "*", "layers": f"{layers - 1}-", "bits": 8}])

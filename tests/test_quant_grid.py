@@ -42,10 +42,8 @@ def test_sixteen_bits_records_no_grid():
 
 
 @pytest.mark.parametrize("method", ["rtn", "gptq", "awq"])
-def test_quantized_models_record_grids_that_survive_the_cache_and_the_artifact(tiny_model, tokenizer, tmp_path,
-                                                                             method):
-    params = dict(method=method, bits=4, group_size=32, overrides=[{"match": "mlp.down", "bits": 8}],
-                  embeddings=True)
+def test_quantized_models_record_grids_that_survive_the_cache_and_the_artifact(tiny_model, tokenizer, tmp_path, method):
+    params = dict(method=method, bits=4, group_size=32, overrides=[{"match": "mlp.down", "bits": 8}], embeddings=True)
     cold, warm = copy.deepcopy(tiny_model), copy.deepcopy(tiny_model)
     quantize(cold, cached_context(cold, tokenizer, tmp_path / "cache"), **params)
     quantize(warm, cached_context(warm, tokenizer, tmp_path / "cache"), **params)  # every linear from the cache

@@ -14,14 +14,19 @@ pytestmark = pytest.mark.slow
 
 
 def test_short_search_on_smollm2_end_to_end(tmp_path):
-    job = Job.from_dict({
-        "name": "smollm2-slow", "model": "smollm2-135m", "space": "demo",
-        "targets": ["raspberry-pi-5", "apple-m2-cpu"],
-        "objectives": [{"metric": "kl"}, {"metric": "raspberry-pi-5.decode_ms_per_token"}],
-        "budgets": {"kl": {"max": 2.0}},
-        "search": {"trials": 4, "sampler": "random", "seed": 0},
-        "calibration": {"seq_len": 64, "calibration_samples": 8, "eval_samples": 4},
-        "workdir": str(tmp_path / "runs")})
+    job = Job.from_dict(
+        {
+            "name": "smollm2-slow",
+            "model": "smollm2-135m",
+            "space": "demo",
+            "targets": ["raspberry-pi-5", "apple-m2-cpu"],
+            "objectives": [{"metric": "kl"}, {"metric": "raspberry-pi-5.decode_ms_per_token"}],
+            "budgets": {"kl": {"max": 2.0}},
+            "search": {"trials": 4, "sampler": "random", "seed": 0},
+            "calibration": {"seq_len": 64, "calibration_samples": 8, "eval_samples": 4},
+            "workdir": str(tmp_path / "runs"),
+        }
+    )
     result = run_job(job, progress=False)
     assert len(result.records) == 4 and result.front
     complete = [r for r in result.records if r.state == "COMPLETE"]
@@ -38,5 +43,6 @@ def test_short_search_on_smollm2_end_to_end(tmp_path):
     assert model.config.num_hidden_layers == expected_layers
     runs = MlflowClient(job.tracking_uri).search_runs(
         [MlflowClient(job.tracking_uri).get_experiment_by_name(job.name).experiment_id],
-        "tags.`autocompress.pareto` = 'true'")
+        "tags.`autocompress.pareto` = 'true'",
+    )
     assert {int(r.data.tags["autocompress.trial"]) for r in runs} == {r.number for r in result.front}

@@ -27,15 +27,37 @@ def test_yaml_round_trip_keeps_everything_and_the_digest():
 
 def test_defaults_are_filled_so_equal_recipes_hash_equal():
     short = Recipe.parse_obj({"model": "m", "steps": [{"technique": "quantize", "params": {"bits": 4}}]})
-    full = Recipe.parse_obj({"model": "m", "steps": [{"technique": "quantize", "params": {
-        "method": "rtn", "bits": 4, "group_size": 128, "symmetric": True, "embeddings": False, "overrides": []}}]})
+    full = Recipe.parse_obj(
+        {
+            "model": "m",
+            "steps": [
+                {
+                    "technique": "quantize",
+                    "params": {
+                        "method": "rtn",
+                        "bits": 4,
+                        "group_size": 128,
+                        "symmetric": True,
+                        "embeddings": False,
+                        "overrides": [],
+                    },
+                }
+            ],
+        }
+    )
     assert short.digest() == full.digest()
     assert short.steps[0].params["group_size"] == 128
 
 
-@pytest.mark.parametrize("change", [{"seed": 1}, {"model": "other"},
-                                    {"steps": [{"technique": "quantize", "params": {"bits": 8}}]},
-                                    {"calibration": {"seq_len": 64}}])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"seed": 1},
+        {"model": "other"},
+        {"steps": [{"technique": "quantize", "params": {"bits": 8}}]},
+        {"calibration": {"seq_len": 64}},
+    ],
+)
 def test_any_change_changes_the_digest(change):
     base = {"model": "m", "steps": [{"technique": "quantize", "params": {"bits": 4}}]}
     assert Recipe.parse_obj(base).digest() != Recipe.parse_obj({**base, **change}).digest()

@@ -95,7 +95,7 @@ def test_model_samplers_steer_away_from_what_the_predictor_stops(name):
 
     trials = 20 if name == "gp" else 40  # GP learns faster and samples slower
     study.optimize(objective, n_trials=trials)
-    later = study.trials[trials // 2:]
+    later = study.trials[trials // 2 :]
     infeasible = sum(t.params["x"] >= 4 for t in later) / len(later)
     assert infeasible < 0.35  # seeds 0-2: GP 0.0, TPE 0.3-0.35; random 0.55-0.7, NSGA-II 0.4-0.45 (mutation 1/2 here)
 
@@ -116,8 +116,15 @@ print(json.dumps([t.params for t in study.trials]))
 @pytest.mark.parametrize("name", ["nsga2", "nsga3"])
 def test_genetic_samplers_propose_the_same_trials_whatever_the_process_hash_seed(name):
     """A job's seed alone decides its recipes: a rerun in another process must replay them."""
-    runs = [subprocess.run([sys.executable, "-c", SAME_JOB_IN_A_NEW_PROCESS.format(name=name)], check=True,
-                           capture_output=True, text=True, env=os.environ | {"PYTHONHASHSEED": str(hash_seed)}).stdout
-            for hash_seed in (1, 2, 3)]
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", SAME_JOB_IN_A_NEW_PROCESS.format(name=name)],
+            check=True,
+            capture_output=True,
+            text=True,
+            env=os.environ | {"PYTHONHASHSEED": str(hash_seed)},
+        ).stdout
+        for hash_seed in (1, 2, 3)
+    ]
     assert len(json.loads(runs[0])) == 30
     assert runs[1] == runs[0] and runs[2] == runs[0]

@@ -34,10 +34,16 @@ OBJECTIVES = [{"metric": "kl"}, {"metric": "raspberry-pi-5.decode_ms_per_token"}
 
 
 def make_job(tmp_path: Path, model: Path, **overrides) -> Job:
-    data = {"name": "tiny", "model": str(model), "space": str(TESTS / "data" / "tiny-space.yaml"),
-            "targets": ["raspberry-pi-5"], "objectives": OBJECTIVES, "calibration": CALIBRATION,
-            "search": {"trials": 6, "sampler": "random", "seed": 1, "heartbeat_seconds": 1},
-            "workdir": str(tmp_path / "runs")}
+    data = {
+        "name": "tiny",
+        "model": str(model),
+        "space": str(TESTS / "data" / "tiny-space.yaml"),
+        "targets": ["raspberry-pi-5"],
+        "objectives": OBJECTIVES,
+        "calibration": CALIBRATION,
+        "search": {"trials": 6, "sampler": "random", "seed": 1, "heartbeat_seconds": 1},
+        "workdir": str(tmp_path / "runs"),
+    }
     data.update(overrides)
     return Job.from_dict(data)
 
@@ -73,8 +79,11 @@ def test_every_trial_is_an_mlflow_run_with_recipe_params_and_metrics(searched):
 
 def test_exactly_the_pareto_trials_are_tagged(searched):
     job, result = searched
-    feasible = {r.number: [r.metrics["kl"], r.metrics["raspberry-pi-5.decode_ms_per_token"]]
-                for r in result.records if r.feasible and r.duplicate_of is None}
+    feasible = {
+        r.number: [r.metrics["kl"], r.metrics["raspberry-pi-5.decode_ms_per_token"]]
+        for r in result.records
+        if r.feasible and r.duplicate_of is None
+    }
     expected = {n for n, p in feasible.items() if not any(dominates(q, p) for q in feasible.values())}
     assert expected and {r.number for r in result.front} == expected
     tags = {n: run.data.tags["autocompress.pareto"] for n, run in trial_runs(job).items()}
@@ -129,10 +138,14 @@ def test_reproduce_from_an_mlflow_run_id(searched, tmp_path):
 
 
 def test_resume_continues_without_repeating_finished_trials(tmp_path, tiny_checkpoints):
-    first = run_job(make_job(tmp_path, tiny_checkpoints["qwen2"], search={"trials": 3, "sampler": "nsga2",
-                                                                          "population_size": 2}), progress=False)
-    again = run_job(make_job(tmp_path, tiny_checkpoints["qwen2"], search={"trials": 5, "sampler": "nsga2",
-                                                                          "population_size": 2}), progress=False)
+    first = run_job(
+        make_job(tmp_path, tiny_checkpoints["qwen2"], search={"trials": 3, "sampler": "nsga2", "population_size": 2}),
+        progress=False,
+    )
+    again = run_job(
+        make_job(tmp_path, tiny_checkpoints["qwen2"], search={"trials": 5, "sampler": "nsga2", "population_size": 2}),
+        progress=False,
+    )
     assert [r.number for r in again.records] == list(range(5))
     for before, after in zip(first.records, again.records[:3]):
         assert (before.recipe, before.metrics) == (after.recipe, after.metrics)
@@ -143,12 +156,14 @@ def test_a_job_with_other_evaluation_data_under_the_same_name_is_refused(tmp_pat
     from autocompress.errors import ConfigError
 
     run_job(make_job(tmp_path, tiny_checkpoints["qwen2"], search={"trials": 1, "sampler": "random"}), progress=False)
-    changed = make_job(tmp_path, tiny_checkpoints["qwen2"], search={"trials": 2, "sampler": "random"},
-                       evaluation={"top_k": 8})  # KL values would not be comparable with the stored trials
+    changed = make_job(
+        tmp_path, tiny_checkpoints["qwen2"], search={"trials": 2, "sampler": "random"}, evaluation={"top_k": 8}
+    )  # KL values would not be comparable with the stored trials
     with pytest.raises(ConfigError, match="^name: a job named 'tiny' with a different .*evaluation data"):
         run_job(changed, progress=False)
-    batch = make_job(tmp_path, tiny_checkpoints["qwen2"], search={"trials": 2, "sampler": "random"},
-                     evaluation={"batch_size": 2})  # does not change any metric: resumes
+    batch = make_job(
+        tmp_path, tiny_checkpoints["qwen2"], search={"trials": 2, "sampler": "random"}, evaluation={"batch_size": 2}
+    )  # does not change any metric: resumes
     assert len(run_job(batch, progress=False).records) == 2
 
 
@@ -157,8 +172,9 @@ def test_failing_trials_are_recorded_and_the_search_goes_on(tmp_path, tiny_check
     space["steps"][2]["params"]["group_size"] = {"choice": [32, 48]}  # 48 does not divide 64: fails
     path = tmp_path / "failing.yaml"
     path.write_text(yaml.safe_dump(space))
-    job = make_job(tmp_path, tiny_checkpoints["llama"], space=str(path), search={"trials": 8, "sampler": "random",
-                                                                                  "seed": 3})
+    job = make_job(
+        tmp_path, tiny_checkpoints["llama"], space=str(path), search={"trials": 8, "sampler": "random", "seed": 3}
+    )
     result = run_job(job, progress=False)
     failed = [r for r in result.records if r.state == "FAIL"]
     assert failed and len(result.records) == 8
@@ -177,10 +193,17 @@ def test_cost_budgets_skip_accuracy_evaluation(tmp_path, tiny_checkpoints, monke
 
     applied = []
     real_apply = runner.apply_recipe
-    monkeypatch.setattr(runner, "apply_recipe", lambda session, recipe, clock=None: (
-        applied.append(recipe.digest()), real_apply(session, recipe, clock))[1])
-    job = make_job(tmp_path, tiny_checkpoints["llama"],
-                   budgets={"raspberry-pi-5.decode_ms_per_token": {"max": 0.3}}, search={"trials": 6, "seed": 5})
+    monkeypatch.setattr(
+        runner,
+        "apply_recipe",
+        lambda session, recipe, clock=None: (applied.append(recipe.digest()), real_apply(session, recipe, clock))[1],
+    )
+    job = make_job(
+        tmp_path,
+        tiny_checkpoints["llama"],
+        budgets={"raspberry-pi-5.decode_ms_per_token": {"max": 0.3}},
+        search={"trials": 6, "seed": 5},
+    )
     result = run_job(job, progress=False)
     trials = {t.number: t for t in _study_trials(job)}
     stopped = [r for r in result.records if "infeasible_reason" in trials[r.number].user_attrs]
@@ -214,8 +237,12 @@ def test_a_feasible_trial_keeps_the_cost_predicted_from_its_recipe(tmp_path, tin
     profiled = []
     real_predict = runner.predict_cost
     monkeypatch.setattr(runner, "predict_cost", lambda model, *a: profiled.append(1) or real_predict(model, *a))
-    job = make_job(tmp_path, tiny_checkpoints["llama"],
-                   budgets={"raspberry-pi-5.decode_ms_per_token": {"max": 1e6}}, search={"trials": 3, "seed": 5})
+    job = make_job(
+        tmp_path,
+        tiny_checkpoints["llama"],
+        budgets={"raspberry-pi-5.decode_ms_per_token": {"max": 1e6}},
+        search={"trials": 3, "seed": 5},
+    )
     run_job(job, progress=False)
     measured = [t for t in _study_trials(job) if "duplicate_of" not in t.user_attrs]
     assert measured and not profiled
@@ -230,17 +257,28 @@ def test_a_feasible_trial_keeps_the_cost_predicted_from_its_recipe(tmp_path, tin
 
 def test_a_job_without_cost_budgets_does_not_predict_first(searched):
     job, result = searched  # budgets: kl only
-    assert all("predict_recipe" not in t.user_attrs["seconds"] and "apply" in t.user_attrs["seconds"]
-               for t in _study_trials(job) if "duplicate_of" not in t.user_attrs)
+    assert all(
+        "predict_recipe" not in t.user_attrs["seconds"] and "apply" in t.user_attrs["seconds"]
+        for t in _study_trials(job)
+        if "duplicate_of" not in t.user_attrs
+    )
 
 
 def test_predicting_first_can_be_turned_off(tmp_path, tiny_checkpoints):
-    job = make_job(tmp_path, tiny_checkpoints["llama"], budgets={"raspberry-pi-5.decode_ms_per_token": {"max": 0.3}},
-                   search={"trials": 3, "seed": 5, "predict_first": False})
+    job = make_job(
+        tmp_path,
+        tiny_checkpoints["llama"],
+        budgets={"raspberry-pi-5.decode_ms_per_token": {"max": 0.3}},
+        search={"trials": 3, "seed": 5, "predict_first": False},
+    )
     run_job(job, progress=False)
     stopped = [t for t in _study_trials(job) if "infeasible_reason" in t.user_attrs]
-    assert stopped and all("compressed model" in t.user_attrs["infeasible_reason"] and "apply" in t.user_attrs["seconds"]
-                           and "kl" not in t.user_attrs["metrics"] for t in stopped)
+    assert stopped and all(
+        "compressed model" in t.user_attrs["infeasible_reason"]
+        and "apply" in t.user_attrs["seconds"]
+        and "kl" not in t.user_attrs["metrics"]
+        for t in stopped
+    )
 
 
 def test_empty_recipe_is_the_base_model(tiny_checkpoints, tmp_path):
@@ -266,13 +304,22 @@ def test_resume_after_killing_the_search_mid_trial(tmp_path, tiny_checkpoints):
     space = yaml.safe_load((TESTS / "data" / "tiny-space.yaml").read_text())
     space["steps"].insert(0, {"technique": "wait", "params": {"seconds": 1.5}})
     (tmp_path / "slow.yaml").write_text(yaml.safe_dump(space))
-    job = make_job(tmp_path, tiny_checkpoints["llama"], space=str(tmp_path / "slow.yaml"),
-                   search={"trials": 5, "sampler": "random", "seed": 2, "heartbeat_seconds": 1})
+    job = make_job(
+        tmp_path,
+        tiny_checkpoints["llama"],
+        space=str(tmp_path / "slow.yaml"),
+        search={"trials": 5, "sampler": "random", "seed": 2, "heartbeat_seconds": 1},
+    )
     job_file = tmp_path / "job.yaml"
     job_file.write_text(yaml.safe_dump(job.model_dump(mode="json")))
     env = {**os.environ, "AUTOCOMPRESS_PLUGINS": "plugins_slow", "PYTHONPATH": str(TESTS)}
-    proc = subprocess.Popen([sys.executable, "-m", "autocompress", "search", str(job_file), "--quiet", "--no-export"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "autocompress", "search", str(job_file), "--quiet", "--no-export"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline:  # wait until 2 trials are done and the 3rd is running
@@ -316,8 +363,15 @@ def test_resume_after_killing_the_search_mid_trial(tmp_path, tiny_checkpoints):
 def test_repeated_recipes_reuse_metrics_and_count_once_on_the_front(tmp_path, tiny_checkpoints):
     space = {"name": "one-point", "steps": [{"technique": "quantize", "params": {"bits": 4, "group_size": 32}}]}
     (tmp_path / "one.yaml").write_text(yaml.safe_dump(space))
-    result = run_job(make_job(tmp_path, tiny_checkpoints["llama"], space=str(tmp_path / "one.yaml"),
-                              search={"trials": 3, "sampler": "random"}), progress=False)
+    result = run_job(
+        make_job(
+            tmp_path,
+            tiny_checkpoints["llama"],
+            space=str(tmp_path / "one.yaml"),
+            search={"trials": 3, "sampler": "random"},
+        ),
+        progress=False,
+    )
     assert [r.duplicate_of for r in result.records] == [None, 0, 0]
     assert all(r.metrics == result.records[0].metrics for r in result.records)
     assert [r.number for r in result.front] == [0]
@@ -326,24 +380,44 @@ def test_repeated_recipes_reuse_metrics_and_count_once_on_the_front(tmp_path, ti
 def test_a_repeated_over_budget_recipe_reuses_the_first_verdict(tmp_path, tiny_checkpoints):
     space = {"name": "one-point", "steps": [{"technique": "quantize", "params": {"bits": 8, "group_size": 32}}]}
     (tmp_path / "one.yaml").write_text(yaml.safe_dump(space))
-    job = make_job(tmp_path, tiny_checkpoints["llama"], space=str(tmp_path / "one.yaml"),
-                   budgets={"raspberry-pi-5.peak_memory_mb": {"max": 0.01}}, search={"trials": 3, "sampler": "nsga2"})
+    job = make_job(
+        tmp_path,
+        tiny_checkpoints["llama"],
+        space=str(tmp_path / "one.yaml"),
+        budgets={"raspberry-pi-5.peak_memory_mb": {"max": 0.01}},
+        search={"trials": 3, "sampler": "nsga2"},
+    )
     result = run_job(job, progress=False)
     assert [r.duplicate_of for r in result.records] == [None, 0, 0]
     trials = _study_trials(job)
-    assert all(t.state == TrialState.COMPLETE and t.values == trials[0].values and t.values[0] == math.inf
-               and t.constraints == trials[0].constraints and "infeasible_reason" in t.user_attrs for t in trials)
+    assert all(
+        t.state == TrialState.COMPLETE
+        and t.values == trials[0].values
+        and t.values[0] == math.inf
+        and t.constraints == trials[0].constraints
+        and "infeasible_reason" in t.user_attrs
+        for t in trials
+    )
     assert not result.front and not any(r.feasible for r in result.records)
     assert "predict_recipe" not in trials[1].user_attrs["seconds"]  # reused, not predicted again
 
 
 def test_early_exit_recipes_are_stopped_on_their_predicted_memory(tmp_path, tiny_checkpoints):
-    space = {"name": "exits", "steps": [{"technique": "quantize", "params": {"bits": {"choice": [4, 8]},
-                                                                            "group_size": 32}},
-                                        {"technique": "early_exit", "params": {"threshold": 0.5}}]}
+    space = {
+        "name": "exits",
+        "steps": [
+            {"technique": "quantize", "params": {"bits": {"choice": [4, 8]}, "group_size": 32}},
+            {"technique": "early_exit", "params": {"threshold": 0.5}},
+        ],
+    }
     (tmp_path / "exits.yaml").write_text(yaml.safe_dump(space))
-    job = make_job(tmp_path, tiny_checkpoints["qwen2"], space=str(tmp_path / "exits.yaml"),
-                   budgets={"raspberry-pi-5.peak_memory_mb": {"max": 0.01}}, search={"trials": 2, "sampler": "random"})
+    job = make_job(
+        tmp_path,
+        tiny_checkpoints["qwen2"],
+        space=str(tmp_path / "exits.yaml"),
+        budgets={"raspberry-pi-5.peak_memory_mb": {"max": 0.01}},
+        search={"trials": 2, "sampler": "random"},
+    )
     run_job(job, progress=False)
     for t in _study_trials(job):
         assert "predicted from the recipe" in t.user_attrs["infeasible_reason"]
@@ -353,18 +427,31 @@ def test_early_exit_recipes_are_stopped_on_their_predicted_memory(tmp_path, tiny
 
 
 def test_recipe_summary_names_each_step():
-    recipe = Recipe.parse_obj({"model": "m", "steps": [
-        {"technique": "prune_depth", "params": {"drop_layers": 2}},
-        {"technique": "sparsify", "params": {"sparsity": 0.25}},
-        {"technique": "quantize", "params": {"bits": 4, "group_size": 64,
-                                             "overrides": [{"match": "mlp.*", "layers": "late", "bits": 8}]}}]})
+    recipe = Recipe.parse_obj(
+        {
+            "model": "m",
+            "steps": [
+                {"technique": "prune_depth", "params": {"drop_layers": 2}},
+                {"technique": "sparsify", "params": {"sparsity": 0.25}},
+                {
+                    "technique": "quantize",
+                    "params": {
+                        "bits": 4,
+                        "group_size": 64,
+                        "overrides": [{"match": "mlp.*", "layers": "late", "bits": 8}],
+                    },
+                },
+            ],
+        }
+    )
     assert recipe.summary() == "drop 2 layers | magnitude 25% | rtn w4g64 mlp.*@late:w8"
     assert Recipe.parse_obj({"model": "m"}).summary() == "base model"
 
 
 def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "autocompress", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "autocompress", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_cli_pareto_json_and_reproduce_check_exit_codes(searched, tmp_path):
@@ -380,8 +467,12 @@ def test_cli_pareto_json_and_reproduce_check_exit_codes(searched, tmp_path):
     import shutil
 
     shutil.copytree(job.job_dir / "pareto" / f"trial-{result.front[0].number}", folder)
-    assert run_cli(["reproduce", str(folder / "recipe.yaml"), "--out", str(tmp_path / "ok"), "--check"],
-                   tmp_path).returncode == 0
+    assert (
+        run_cli(
+            ["reproduce", str(folder / "recipe.yaml"), "--out", str(tmp_path / "ok"), "--check"], tmp_path
+        ).returncode
+        == 0
+    )
     record = json.loads((folder / "metrics.json").read_text())
     record["metrics"]["perplexity"] *= 1.01
     (folder / "metrics.json").write_text(json.dumps(record))
@@ -392,18 +483,26 @@ def test_cli_pareto_json_and_reproduce_check_exit_codes(searched, tmp_path):
 
 def test_space_seeds_run_first_and_reports_are_written(tmp_path, tiny_checkpoints):
     space = yaml.safe_load((TESTS / "data" / "tiny-space.yaml").read_text())
-    space["seeds"] = [{"quantize.bits": 8, "quantize.mlp.bits": 4, "prune_depth.drop_layers": 0,
-                       "sparsify.sparsity": 0.0}, {"quantize.bits": 16}]
+    space["seeds"] = [
+        {"quantize.bits": 8, "quantize.mlp.bits": 4, "prune_depth.drop_layers": 0, "sparsify.sparsity": 0.0},
+        {"quantize.bits": 16},
+    ]
     (tmp_path / "seeded.yaml").write_text(yaml.safe_dump(space))
-    job = make_job(tmp_path, tiny_checkpoints["llama"], space=str(tmp_path / "seeded.yaml"),
-                   targets=["raspberry-pi-5", "apple-m2-cpu"], search={"trials": 5, "sampler": "random"})
+    job = make_job(
+        tmp_path,
+        tiny_checkpoints["llama"],
+        space=str(tmp_path / "seeded.yaml"),
+        targets=["raspberry-pi-5", "apple-m2-cpu"],
+        search={"trials": 5, "sampler": "random"},
+    )
     result = run_job(job, progress=False)
     steps = [r.recipe["steps"] for r in result.records]
     assert steps[0][2]["params"]["bits"] == 8 and steps[0][2]["params"]["overrides"][0]["bits"] == 4
     assert steps[1][2]["params"]["bits"] == 16
     report = job.job_dir / "report"
-    assert {"pareto-raspberry-pi-5.png", "pareto-apple-m2-cpu.html", "hypervolume.png", "summary.json"} <= \
-        {p.name for p in report.iterdir()}
+    assert {"pareto-raspberry-pi-5.png", "pareto-apple-m2-cpu.html", "hypervolume.png", "summary.json"} <= {
+        p.name for p in report.iterdir()
+    }
     summary = json.loads((report / "summary.json").read_text())
     assert set(summary["fronts"]) == {"raspberry-pi-5", "apple-m2-cpu"}
     assert summary["fronts"]["raspberry-pi-5"] == sorted(r.number for r in result.front)
@@ -412,8 +511,11 @@ def test_space_seeds_run_first_and_reports_are_written(tmp_path, tiny_checkpoint
     for target, front in summary["fronts"].items():
         tagged = {n for n, run in runs.items() if run.data.tags.get(f"autocompress.pareto.{target}") == "true"}
         assert tagged == set(front)
-    assert all("seconds.apply" in run.data.metrics for n, run in runs.items()
-               if result.records[n].state == "COMPLETE" and result.records[n].duplicate_of is None)
+    assert all(
+        "seconds.apply" in run.data.metrics
+        for n, run in runs.items()
+        if result.records[n].state == "COMPLETE" and result.records[n].duplicate_of is None
+    )
 
 
 def test_seeds_outside_the_space_are_rejected(tmp_path):
@@ -430,29 +532,40 @@ def test_seeds_outside_the_space_are_rejected(tmp_path):
 def test_a_runner_reuses_a_loaded_session_and_refuses_one_for_other_text(tmp_path, tiny_checkpoints):
     from autocompress.search.runner import JobRunner
 
-    job = make_job(tmp_path, tiny_checkpoints["llama"], tracking="none", export=False,
-                   search={"trials": 2, "sampler": "random", "seed": 1})
+    job = make_job(
+        tmp_path,
+        tiny_checkpoints["llama"],
+        tracking="none",
+        export=False,
+        search={"trials": 2, "sampler": "random", "seed": 1},
+    )
     session = open_session(job.model, job.calibration, job.search.seed, job.evaluation)
     runner = JobRunner(job, progress=False, session=session)
     runner.open()
     assert runner.session is session and runner.objective.session is session
     assert runner.search() and runner.finished() == 2
-    other = job.model_copy(update={"name": "other", "calibration": job.calibration.model_copy(update={"eval_samples": 2})})
+    other = job.model_copy(
+        update={"name": "other", "calibration": job.calibration.model_copy(update={"eval_samples": 2})}
+    )
     with pytest.raises(ValueError, match="differ"):
         JobRunner(other, progress=False, session=session)
 
 
 def test_a_resumed_search_does_not_replay_its_first_random_draws(tmp_path, tiny_checkpoints):
     job = dict(tracking="none", export=False)
-    first = run_job(make_job(tmp_path, tiny_checkpoints["llama"], search={"trials": 3, "sampler": "random"}, **job),
-                    progress=False)
-    again = run_job(make_job(tmp_path, tiny_checkpoints["llama"], search={"trials": 6, "sampler": "random"}, **job),
-                    progress=False)
+    first = run_job(
+        make_job(tmp_path, tiny_checkpoints["llama"], search={"trials": 3, "sampler": "random"}, **job), progress=False
+    )
+    again = run_job(
+        make_job(tmp_path, tiny_checkpoints["llama"], search={"trials": 6, "sampler": "random"}, **job), progress=False
+    )
     recipes = [r.recipe for r in again.records]
     assert recipes[:3] == [r.recipe for r in first.records]  # finished trials kept
     assert recipes[3:] != recipes[:3]  # before: the re-created sampler drew trials 0-2 again
-    fresh = run_job(make_job(tmp_path / "b", tiny_checkpoints["llama"], search={"trials": 3, "sampler": "random"},
-                             **job), progress=False)
+    fresh = run_job(
+        make_job(tmp_path / "b", tiny_checkpoints["llama"], search={"trials": 3, "sampler": "random"}, **job),
+        progress=False,
+    )
     assert [r.recipe for r in fresh.records] == recipes[:3]  # a fresh job with the same seed is reproducible
 
 

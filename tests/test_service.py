@@ -124,16 +124,25 @@ MALFORMED = [
 
 
 @pytest.mark.parametrize("what,body,field", MALFORMED, ids=[m[0] for m in MALFORMED])
-def test_malformed_specs_get_a_4xx_naming_the_field_and_create_nothing(client, spec, queue, settings, tmp_path,
-                                                                       tiny_checkpoints, what, body, field):
+def test_malformed_specs_get_a_4xx_naming_the_field_and_create_nothing(
+    client, spec, queue, settings, tmp_path, tiny_checkpoints, what, body, field
+):
     if body == "remote-code":
         body = {"model": _remote_code_model(tmp_path, tiny_checkpoints)}
     if isinstance(body, bytes):
-        response = client.post("/jobs", content=body,
-                               headers={"content-type": "application/json" if body.startswith(b"{") else "text/yaml"})
+        response = client.post(
+            "/jobs",
+            content=body,
+            headers={"content-type": "application/json" if body.startswith(b"{") else "text/yaml"},
+        )
     elif isinstance(body, dict):
-        merged = {**spec, **{k: ({**spec[k], **v} if isinstance(v, dict) and isinstance(spec.get(k), dict) else v)
-                             for k, v in body.items()}}
+        merged = {
+            **spec,
+            **{
+                k: ({**spec[k], **v} if isinstance(v, dict) and isinstance(spec.get(k), dict) else v)
+                for k, v in body.items()
+            },
+        }
         response = client.post("/jobs", json={k: v for k, v in merged.items() if v is not None})
     else:
         response = client.post("/jobs", json=body)
@@ -220,10 +229,10 @@ def test_cancelling_a_running_job_stops_its_worker(client, spec, queue, settings
     space = yaml.safe_load(open(spec["space"]).read())
     space["steps"].insert(0, {"technique": "wait", "params": {"seconds": 1.0}})
     (settings.workdir / "slow.yaml").write_text(yaml.safe_dump(space))
-    job_id = client.post("/jobs", json={**spec, "space": str(settings.workdir / "slow.yaml"),
-                                        "search": {**spec["search"], "trials": 50}}).json()["id"]
-    worker = threading.Thread(target=Worker(queue, settings, heartbeat=0.3, poll=0.1).run,
-                              args=(threading.Event(), 1))
+    job_id = client.post(
+        "/jobs", json={**spec, "space": str(settings.workdir / "slow.yaml"), "search": {**spec["search"], "trials": 50}}
+    ).json()["id"]
+    worker = threading.Thread(target=Worker(queue, settings, heartbeat=0.3, poll=0.1).run, args=(threading.Event(), 1))
     worker.start()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -252,9 +261,13 @@ def test_token_guards_every_route_but_health(queue, settings, spec):
 
 
 def test_serve_refuses_a_public_address_without_a_token(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "autocompress", "serve", "--host", "0.0.0.0", "--port", "1",
-                           "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=120,
-                          env={k: v for k, v in __import__("os").environ.items() if k != "AUTOCOMPRESS_TOKEN"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "autocompress", "serve", "--host", "0.0.0.0", "--port", "1", "--workdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in __import__("os").environ.items() if k != "AUTOCOMPRESS_TOKEN"},
+    )
     assert proc.returncode == 2
     assert "--host" in proc.stderr and "AUTOCOMPRESS_TOKEN" in proc.stderr
 
@@ -267,8 +280,15 @@ def test_server_allowing_remote_code_accepts_the_flag(queue, settings, spec):
 
 def test_openapi_spec_lists_the_routes_and_the_job_schema(client):
     spec = client.get("/openapi.json").json()
-    assert {"/jobs", "/jobs/{job_id}", "/jobs/{job_id}/pareto", "/jobs/{job_id}/trials",
-            "/jobs/{job_id}/cancel", "/health"} <= set(spec["paths"])
+    assert {
+        "/jobs",
+        "/jobs/{job_id}",
+        "/jobs/{job_id}/pareto",
+        "/jobs/{job_id}/trials",
+        "/jobs/{job_id}/cancel",
+        "/health",
+    } <= set(spec["paths"])
     assert "targets" in spec["components"]["schemas"]["Job"]["properties"]
     assert spec["paths"]["/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/Job"}
+        "$ref": "#/components/schemas/Job"
+    }

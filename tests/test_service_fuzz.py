@@ -22,16 +22,48 @@ from autocompress.service.policy import ServerSettings
 from autocompress.service.queue import JobQueue
 
 FUZZ = settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
-JSON = st.recursive(st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=False,
-                    allow_infinity=False) | st.text(max_size=12),
-                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-                    max_leaves=12)
-FIELDS = ["name", "model", "space", "targets", "objectives", "budgets", "search", "calibration", "workload",
-          "storage", "tracking", "workdir", "export", "backend", "workers", "trust_remote_code",
-          "search.trials", "search.sampler", "search.seed", "search.timeout", "search.population_size",
-          "search.heartbeat_seconds", "objectives.0", "objectives.0.metric", "objectives.0.direction",
-          "budgets.kl", "budgets.kl.max", "calibration.seq_len", "calibration.source", "workload.prompt_tokens",
-          "targets.0"]
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**12), 10**12)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+FIELDS = [
+    "name",
+    "model",
+    "space",
+    "targets",
+    "objectives",
+    "budgets",
+    "search",
+    "calibration",
+    "workload",
+    "storage",
+    "tracking",
+    "workdir",
+    "export",
+    "backend",
+    "workers",
+    "trust_remote_code",
+    "search.trials",
+    "search.sampler",
+    "search.seed",
+    "search.timeout",
+    "search.population_size",
+    "search.heartbeat_seconds",
+    "objectives.0",
+    "objectives.0.metric",
+    "objectives.0.direction",
+    "budgets.kl",
+    "budgets.kl.max",
+    "calibration.seq_len",
+    "calibration.source",
+    "workload.prompt_tokens",
+    "targets.0",
+]
 
 
 class Counter:
@@ -50,8 +82,9 @@ class Counter:
 def api(tmp_path_factory, tiny_checkpoints):
     workdir = tmp_path_factory.mktemp("fuzz")
     settings_ = ServerSettings(workdir=workdir, database=f"sqlite:///{workdir / 'queue.db'}")
-    with TestClient(create_app(JobQueue(settings_.database), settings_, embedded_worker=False),
-                    raise_server_exceptions=False) as client:
+    with TestClient(
+        create_app(JobQueue(settings_.database), settings_, embedded_worker=False), raise_server_exceptions=False
+    ) as client:
         counter = Counter(client)
         counter.spec = tiny_spec(tiny_checkpoints["llama"], name="fuzz-base")
         assert counter.request("POST", "/jobs", json=counter.spec) == 201
@@ -83,16 +116,20 @@ def test_random_bodies(api, body, yaml):
     import json
 
     if isinstance(body, bytes):
-        status = api.request("POST", "/jobs", content=body,
-                             headers={"content-type": "application/yaml" if yaml else "application/json"})
+        status = api.request(
+            "POST", "/jobs", content=body, headers={"content-type": "application/yaml" if yaml else "application/json"}
+        )
     else:
         status = api.request("POST", "/jobs", content=json.dumps(body), headers={"content-type": "application/json"})
     assert status in (201, 200, 409, 413, 422)
 
 
 @FUZZ
-@given(field=st.sampled_from(FIELDS), value=JSON, name=st.text(string.ascii_letters + string.digits, min_size=1,
-                                                                   max_size=8))
+@given(
+    field=st.sampled_from(FIELDS),
+    value=JSON,
+    name=st.text(string.ascii_letters + string.digits, min_size=1, max_size=8),
+)
 def test_specs_with_one_random_field(api, field, value, name):
     spec = _set({**api.spec, "name": f"f-{name}"}, field, value)
     status = api.request("POST", "/jobs", json=spec)
@@ -108,7 +145,10 @@ def test_every_documented_operation(api, data):
     known = [j["id"] for j in api.client.get("/jobs").json()]
     job_id = data.draw(st.sampled_from(known) | st.text(string.printable, min_size=1, max_size=40))
     url = path.replace("{job_id}", quote(job_id, safe=""))
-    params = {p["name"]: data.draw(JSON.filter(lambda v: not isinstance(v, (dict, list))) | st.text(max_size=10))
-              for p in paths[path][method].get("parameters", []) if p["in"] == "query"}
+    params = {
+        p["name"]: data.draw(JSON.filter(lambda v: not isinstance(v, (dict, list))) | st.text(max_size=10))
+        for p in paths[path][method].get("parameters", [])
+        if p["in"] == "query"
+    }
     params = {k: v for k, v in params.items() if v is not None}
     api.request(method.upper(), url, params=params, json=data.draw(JSON) if method == "post" else None)

@@ -77,8 +77,11 @@ def assert_exact_job(trials: list[optuna.trial.FrozenTrial], wanted: int) -> Non
     assert sum(counts_as_finished(t) for t in trials) == wanted
     assert len({t.number for t in trials}) == len(trials)
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
-    measured = [t.user_attrs["recipe_digest"] for t in trials
-                if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs]
+    measured = [
+        t.user_attrs["recipe_digest"]
+        for t in trials
+        if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs
+    ]
     assert len(measured) == len(set(measured))
 
 
@@ -107,8 +110,9 @@ def test_two_workers_share_a_postgres_job_of_20_trials(pg_url, tmp_path, tiny_ch
 
 def test_two_workers_share_a_sqlite_job(tmp_path, tiny_checkpoints):
     """SQLite: the same guarantee for workers on one machine (the lock is a file lock)."""
-    two_workers_finish_one_job(f"sqlite:///{tmp_path / 'wd' / 'queue.db'}", tmp_path, 10,
-                               model=str(tiny_checkpoints["qwen2"]), tracking="none")
+    two_workers_finish_one_job(
+        f"sqlite:///{tmp_path / 'wd' / 'queue.db'}", tmp_path, 10, model=str(tiny_checkpoints["qwen2"]), tracking="none"
+    )
 
 
 def _mlflow_agrees_with_optuna(tracking_uri: str, name: str, trials: list[optuna.trial.FrozenTrial]) -> None:
@@ -144,8 +148,9 @@ def test_sigkilled_workers_five_times_the_job_still_completes_exactly(pg_url, tm
             trials = optuna.load_study(study_name="killed", storage=storage).get_trials()
         except KeyError:
             return None
-        live = [t for t in trials if t.state == TrialState.RUNNING and "run_id" in t.user_attrs
-                and t.number not in killed]
+        live = [
+            t for t in trials if t.state == TrialState.RUNNING and "run_id" in t.user_attrs and t.number not in killed
+        ]
         return live[-1].number if live else None
 
     procs = []
@@ -174,8 +179,11 @@ def test_sigkilled_workers_five_times_the_job_still_completes_exactly(pg_url, tm
 
 
 def _serve(workdir: Path, port: int) -> subprocess.Popen:
-    return launch(["serve", "--host", "127.0.0.1", "--port", str(port), "--workdir", str(workdir), "--heartbeat", "1"],
-                  workdir.parent / f"serve-{uuid.uuid4().hex[:6]}.log", plugins=True)
+    return launch(
+        ["serve", "--host", "127.0.0.1", "--port", str(port), "--workdir", str(workdir), "--heartbeat", "1"],
+        workdir.parent / f"serve-{uuid.uuid4().hex[:6]}.log",
+        plugins=True,
+    )
 
 
 def test_a_killed_server_resumes_its_running_job_after_restart(tmp_path, tiny_checkpoints):
@@ -195,12 +203,17 @@ def test_a_killed_server_resumes_its_running_job_after_restart(tmp_path, tiny_ch
     try:
         wait_for(lambda: get("/health"), 120, "the server")
         job_id = httpx.post(base + "/jobs", json=spec, timeout=60).json()["id"]
-        wait_for(lambda: (get(f"/jobs/{job_id}") or {}).get("progress", {}).get("trials_running"), 180,
-                 "a running trial")
+        wait_for(
+            lambda: (get(f"/jobs/{job_id}") or {}).get("progress", {}).get("trials_running"), 180, "a running trial"
+        )
         stop(server)
         server = _serve(workdir, port)
-        wait_for(lambda: (get(f"/jobs/{job_id}") or {}).get("state") in ("succeeded", "failed"), 300,
-                 "the job to end", interval=1)
+        wait_for(
+            lambda: (get(f"/jobs/{job_id}") or {}).get("state") in ("succeeded", "failed"),
+            300,
+            "the job to end",
+            interval=1,
+        )
         job = get(f"/jobs/{job_id}")
         assert job["state"] == "succeeded", job.get("error")
         assert job["progress"]["trials_done"] == 4 and job["progress"]["trials_failed"] == 1

@@ -48,8 +48,13 @@ def test_n_m_pattern_holds_in_every_group(tiny_model, tokenizer, method, pattern
 
 
 def test_per_group_overrides_mix_patterns_and_fractions(tiny_model, tokenizer):
-    apply(tiny_model, tokenizer, method="wanda", sparsity=0.25,
-          overrides=[{"match": "mlp.*", "pattern": "2:4"}, {"match": "attn.*", "layers": "late", "sparsity": 0.75}])
+    apply(
+        tiny_model,
+        tokenizer,
+        method="wanda",
+        sparsity=0.25,
+        overrides=[{"match": "mlp.*", "pattern": "2:4"}, {"match": "attn.*", "layers": "late", "sparsity": 0.75}],
+    )
     adapter = ModelAdapter(tiny_model)
     for site in adapter.linear_sites():
         w = site.module.weight
@@ -74,8 +79,11 @@ def test_calibrated_methods_beat_magnitude_on_outlier_inputs(target):
     w = torch.randn(32, 64, generator=gen)
     stats = InputStats(x.T @ x / len(x), x.pow(2).sum(0), x.abs().amax(0), x.abs().mean(0), len(x))
     from autocompress.techniques.sparsify.methods import magnitude_prune
-    errors = {name: _layer_error(fn(w, stats, target), w, stats.hessian)
-              for name, fn in [("magnitude", magnitude_prune), ("wanda", wanda_prune), ("sparsegpt", sparsegpt_prune)]}
+
+    errors = {
+        name: _layer_error(fn(w, stats, target), w, stats.hessian)
+        for name, fn in [("magnitude", magnitude_prune), ("wanda", wanda_prune), ("sparsegpt", sparsegpt_prune)]
+    }
     assert errors["wanda"] < 0.7 * errors["magnitude"]
     assert errors["sparsegpt"] < errors["wanda"]
 

@@ -29,14 +29,30 @@ pytestmark = pytest.mark.skipif(not _postgres_up(), reason="PostgreSQL is not ru
 
 def test_two_workers_share_one_job_without_losing_or_repeating_trials(tmp_path, tiny_checkpoints):
     name = f"pg-{uuid.uuid4().hex[:8]}"
-    job = {"name": name, "model": str(tiny_checkpoints["llama"]), "space": str(TESTS / "data" / "tiny-space.yaml"),
-           "targets": ["raspberry-pi-5"], "objectives": [{"metric": "kl"}, {"metric": "raspberry-pi-5.decode_ms_per_token"}],
-           "calibration": {"seq_len": 32, "calibration_samples": 4, "eval_samples": 4},
-           "search": {"trials": 8, "sampler": "random", "seed": 0}, "storage": POSTGRES, "tracking": "none",
-           "export": False, "workdir": str(tmp_path / "runs")}
+    job = {
+        "name": name,
+        "model": str(tiny_checkpoints["llama"]),
+        "space": str(TESTS / "data" / "tiny-space.yaml"),
+        "targets": ["raspberry-pi-5"],
+        "objectives": [{"metric": "kl"}, {"metric": "raspberry-pi-5.decode_ms_per_token"}],
+        "calibration": {"seq_len": 32, "calibration_samples": 4, "eval_samples": 4},
+        "search": {"trials": 8, "sampler": "random", "seed": 0},
+        "storage": POSTGRES,
+        "tracking": "none",
+        "export": False,
+        "workdir": str(tmp_path / "runs"),
+    }
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
-    workers = [subprocess.Popen([sys.executable, "-m", "autocompress", "search", "job.yaml", "--quiet"], cwd=tmp_path,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "autocompress", "search", "job.yaml", "--quiet"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     try:
         for worker in workers:
             _, err = worker.communicate(timeout=300)

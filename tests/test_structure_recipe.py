@@ -18,13 +18,17 @@ from conftest import CORPUS
 def test_depth_width_sparsity_quantization_and_exit_compose(tiny_checkpoints, tmp_path, arch):
     (tmp_path / "text.txt").write_text(CORPUS * 4)
     spec = TextSpec(source=str(tmp_path / "text.txt"), seq_len=32, calibration_samples=4, eval_samples=4)
-    recipe = Recipe(model=str(tiny_checkpoints[arch]), calibration=spec, steps=[
-        {"technique": "prune_depth", "params": {"drop_layers": 1}},
-        {"technique": "prune_width", "params": {"ffn_ratio": 0.5, "heads_ratio": 0.5}},
-        {"technique": "sparsify", "params": {"method": "sparsegpt", "pattern": "2:4"}},
-        {"technique": "quantize", "params": {"bits": 8, "group_size": 32}},
-        {"technique": "early_exit", "params": {"threshold": 0.2, "exit_layers": [1, 2]}},
-    ])
+    recipe = Recipe(
+        model=str(tiny_checkpoints[arch]),
+        calibration=spec,
+        steps=[
+            {"technique": "prune_depth", "params": {"drop_layers": 1}},
+            {"technique": "prune_width", "params": {"ffn_ratio": 0.5, "heads_ratio": 0.5}},
+            {"technique": "sparsify", "params": {"method": "sparsegpt", "pattern": "2:4"}},
+            {"technique": "quantize", "params": {"bits": 8, "group_size": 32}},
+            {"technique": "early_exit", "params": {"threshold": 0.2, "exit_layers": [1, 2]}},
+        ],
+    )
     session = open_session(recipe.model, recipe.calibration, recipe.seed)
     model = apply_recipe(session, recipe)
     cfg = model.config

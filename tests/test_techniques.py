@@ -48,8 +48,14 @@ def test_rtn_16_bits_is_fp16_rounding():
 
 
 def test_quantize_overrides_per_group_and_records_formats(tiny_model, tokenizer):
-    apply(tiny_model, "quantize", tokenizer, bits=2, group_size=32,
-          overrides=[{"match": "mlp.*", "layers": "late", "bits": 8}])
+    apply(
+        tiny_model,
+        "quantize",
+        tokenizer,
+        bits=2,
+        group_size=32,
+        overrides=[{"match": "mlp.*", "layers": "late", "bits": 8}],
+    )
     adapter = ModelAdapter(tiny_model)
     for site in adapter.linear_sites():
         late_mlp = site.role.startswith("mlp.") and site.layer >= adapter.num_layers // 2

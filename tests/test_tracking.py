@@ -63,14 +63,23 @@ def test_job_and_trials(store: tuple[str, Path]) -> None:
         tags = run.data.tags
         assert tags["mlflow.parentRunId"] == job
         assert {k: tags[f"autocompress.{k}"] for k in ("role", "trial", "state", "feasible", "pareto")} == {
-            "role": "trial", "trial": str(n), "state": "RUNNING", "feasible": "false", "pareto": "false",
+            "role": "trial",
+            "trial": str(n),
+            "state": "RUNNING",
+            "feasible": "false",
+            "pareto": "false",
         }
         assert artifacts(client, run_id) == {"recipe.yaml"}
         text = Path(client.download_artifacts(run_id, "recipe.yaml")).read_text()
         assert yaml.safe_load(text) == recipe(bits).to_dict()
 
-    tracker.log_trial(ids[0], {"kl": 0.25, "rpi.decode_ms_per_token": 12.5, "bad": float("nan")}, "COMPLETE", True,
-                      extra_tags={"autocompress.digest": "abc"})
+    tracker.log_trial(
+        ids[0],
+        {"kl": 0.25, "rpi.decode_ms_per_token": 12.5, "bad": float("nan")},
+        "COMPLETE",
+        True,
+        extra_tags={"autocompress.digest": "abc"},
+    )
     tracker.log_trial(ids[1], {"kl": float("inf")}, "PRUNED", False)
     tracker.log_trial(ids[2], {}, "FAIL", False, error="x" * 6000)
     done = [client.get_run(i) for i in ids]
@@ -150,12 +159,23 @@ def test_log_model_registers_a_version(store: tuple[str, Path], tmp_path: Path) 
 def front_rows() -> list[dict]:
     def row(n: int, kl: float, ms: float, pareto: bool, feasible: bool = True, state: str = "COMPLETE") -> dict:
         metrics = {"kl": kl, "rpi.decode_ms_per_token": ms} if state != "FAIL" else {}
-        return {"trial": n, "pareto": pareto, "feasible": feasible, "state": state, "metrics": metrics,
-                "recipe": recipe(4).to_dict()}
+        return {
+            "trial": n,
+            "pareto": pareto,
+            "feasible": feasible,
+            "state": state,
+            "metrics": metrics,
+            "recipe": recipe(4).to_dict(),
+        }
 
-    return [row(0, 0.1, 30.0, True), row(1, 0.3, 12.0, True), row(2, 0.4, 35.0, False),
-            row(3, 0.05, 80.0, False, feasible=False), row(4, 0.0, 0.0, False, False, "FAIL"),
-            row(15, 0.2, 20.0, True)]
+    return [
+        row(0, 0.1, 30.0, True),
+        row(1, 0.3, 12.0, True),
+        row(2, 0.4, 35.0, False),
+        row(3, 0.05, 80.0, False, feasible=False),
+        row(4, 0.0, 0.0, False, False, "FAIL"),
+        row(15, 0.2, 20.0, True),
+    ]
 
 
 OBJECTIVES = [("kl", "minimize"), ("rpi.decode_ms_per_token", "minimize")]

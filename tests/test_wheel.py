@@ -14,8 +14,12 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-CATALOG_FILES = ("search_spaces/demo.yaml", "targets/raspberry-pi-5.yaml", "pipelines/int8-rtn.yaml",
-                 "eval_tasks/piqa.yaml")
+CATALOG_FILES = (
+    "search_spaces/demo.yaml",
+    "targets/raspberry-pi-5.yaml",
+    "pipelines/int8-rtn.yaml",
+    "eval_tasks/piqa.yaml",
+)
 
 
 def run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
@@ -28,8 +32,9 @@ def build_wheel(tmp_path: Path) -> Path:
     shutil.copytree(ROOT / "autocompress", source / "autocompress", ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
-    proc = run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist),
-                str(source)])
+    proc = run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(source)]
+    )
     assert proc.returncode == 0, proc.stderr
     (wheel,) = dist.glob("autocompress-*.whl")
     return wheel
@@ -61,10 +66,16 @@ def test_wheel_ships_catalogs_and_searches(tmp_path: Path, tiny_checkpoints: dic
     work.mkdir()
     where = run([str(bin_dir / "python"), "-c", "import autocompress; print(autocompress.__file__)"], cwd=work, env=env)
     assert Path(where.stdout.strip()).is_relative_to(tmp_path / "venv"), where
-    job = {"name": "wheel", "model": str(tiny_checkpoints["llama"]), "space": "demo", "targets": ["raspberry-pi-5"],
-           "objectives": [{"metric": "kl"}, {"metric": "raspberry-pi-5.decode_ms_per_token"}],
-           "calibration": {"seq_len": 32, "calibration_samples": 4, "eval_samples": 4},
-           "search": {"trials": 2}, "tracking": "none"}
+    job = {
+        "name": "wheel",
+        "model": str(tiny_checkpoints["llama"]),
+        "space": "demo",
+        "targets": ["raspberry-pi-5"],
+        "objectives": [{"metric": "kl"}, {"metric": "raspberry-pi-5.decode_ms_per_token"}],
+        "calibration": {"seq_len": 32, "calibration_samples": 4, "eval_samples": 4},
+        "search": {"trials": 2},
+        "tracking": "none",
+    }
     (work / "job.yaml").write_text(yaml.safe_dump(job))
     proc = run([str(bin_dir / "autocompress"), "search", "job.yaml", "--quiet"], cwd=work, env=env)
     assert proc.returncode == 0, proc.stderr

@@ -14,8 +14,17 @@ from autocompress.search.runner import JobRunner, summary
 def run_local(runner: JobRunner, should_stop: Callable[[], bool]) -> None:
     """The runner's own loop, with a progress bar."""
     job = runner.job
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.fields[last]}"), console=runner.console, disable=not runner.progress) as bar:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[last]}"),
+        console=runner.console,
+        disable=not runner.progress,
+    ) as bar:
         task = bar.add_task(f"search {job.name}", total=job.search.trials, completed=runner.finished(), last="")
-        runner.search(should_stop, on_trial=lambda frozen: bar.update(task, completed=runner.finished(),
-                                                                      last=summary(frozen, job)))
+        runner.search(
+            should_stop,
+            on_trial=lambda frozen: bar.update(task, completed=runner.finished(), last=summary(frozen, job)),
+        )

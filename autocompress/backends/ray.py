@@ -58,8 +58,13 @@ def _connect(address: str | None) -> bool:
     if ray.is_initialized():
         return False
     env = {k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}
-    ray.init(address=address, runtime_env={"env_vars": env} if env else None, include_dashboard=False,
-             log_to_driver=False, configure_logging=False)
+    ray.init(
+        address=address,
+        runtime_env={"env_vars": env} if env else None,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
     return True
 
 
@@ -136,16 +141,27 @@ def run_ray(runner: JobRunner, should_stop: Callable[[], bool]) -> None:
             return should_stop()
 
     remaining = runner.deadline - time.monotonic()
-    trainable = tune.with_resources(tune.with_parameters(_trainable, job_data=job.model_dump(mode="json")),
-                                    {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
+    trainable = tune.with_resources(
+        tune.with_parameters(_trainable, job_data=job.model_dump(mode="json")),
+        {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
+    )
     tuner = tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1, max_concurrent_trials=settings.concurrency,
-                                    reuse_actors=True,  # the model stays loaded in a worker across trials
-                                    time_budget_s=remaining if remaining != float("inf") else None),
-        run_config=tune.RunConfig(name=f"{job.name}-{int(time.time())}", storage_path=str(job.workdir_path / "ray"),
-                                  failure_config=tune.FailureConfig(max_failures=settings.max_retries),
-                                  stop=Cancelled(), verbose=0))
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            num_samples=-1,
+            max_concurrent_trials=settings.concurrency,
+            reuse_actors=True,  # the model stays loaded in a worker across trials
+            time_budget_s=remaining if remaining != float("inf") else None,
+        ),
+        run_config=tune.RunConfig(
+            name=f"{job.name}-{int(time.time())}",
+            storage_path=str(job.workdir_path / "ray"),
+            failure_config=tune.FailureConfig(max_failures=settings.max_retries),
+            stop=Cancelled(),
+            verbose=0,
+        ),
+    )
     try:
         tuner.fit()
     finally:

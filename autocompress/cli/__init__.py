@@ -15,8 +15,12 @@ from autocompress.cli import search as search_cmd
 from autocompress.cli.common import err
 from autocompress.errors import AutocompressError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Find the best way to compress a small language model for an edge device.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Find the best way to compress a small language model for an edge device.",
+)
 pipeline_app = typer.Typer(no_args_is_help=True, help="Run declarative recipes from pipelines/.")
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(hardware.app, name="hardware")

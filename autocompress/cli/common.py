@@ -49,7 +49,6 @@ def load_job(job_file: Optional[Path], overrides: dict[str, Any]) -> Job:
     return Job.from_dict(data)
 
 
-
 def parse_objectives(items: list[str]) -> list[dict[str, str]]:
     parsed = []
     for item in items:
@@ -57,7 +56,6 @@ def parse_objectives(items: list[str]) -> list[dict[str, str]]:
         direction = {"": "minimize", "min": "minimize", "max": "maximize"}.get(direction, direction)
         parsed.append({"metric": metric, "direction": direction})
     return parsed
-
 
 
 def parse_budgets(items: list[str]) -> dict[str, dict[str, float]]:
@@ -71,7 +69,6 @@ def parse_budgets(items: list[str]) -> dict[str, dict[str, float]]:
     return budgets
 
 
-
 def front_table(result: JobResult) -> Table:
     from autocompress.recipe import Recipe
 
@@ -83,10 +80,12 @@ def front_table(result: JobResult) -> Table:
         table.add_column(name.replace(".", ".\n", 1), justify="right")
     table.add_column("recipe")
     for record in sorted(result.front, key=lambda r: r.metrics.get(names[0], math.inf)):
-        table.add_row(str(record.number), *[f"{record.metrics.get(n, math.nan):.4g}" for n in names],
-                      Recipe.parse_obj(record.recipe).summary())
+        table.add_row(
+            str(record.number),
+            *[f"{record.metrics.get(n, math.nan):.4g}" for n in names],
+            Recipe.parse_obj(record.recipe).summary(),
+        )
     return table
-
 
 
 def correlation_table(result: JobResult) -> Table:
@@ -97,7 +96,6 @@ def correlation_table(result: JobResult) -> Table:
     for metric, row in result.proxy_correlation.items():
         table.add_row(metric, f"{row['rho']:.3f}", str(row["n"]))
     return table
-
 
 
 def print_metrics(metrics: dict[str, float], recorded: dict[str, float]) -> None:

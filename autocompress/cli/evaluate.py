@@ -22,6 +22,7 @@ def evaluate(
     """Score a model on accuracy metrics; results are cached by weights hash."""
     from autocompress.pipeline.evaluate import evaluate_ref
     from autocompress.evaluators import EvalSettings
+
     if limit is not None and limit < 1:
         raise ConfigError("--limit", f"{limit} must be at least 1")
     if data is not None and not Path(data).expanduser().is_dir():

@@ -28,8 +28,15 @@ def list_cmd() -> None:
         table.add_column(column)
     for name in list_targets():
         t = load_target(name)
-        table.add_row(name, f"{t.memory_bandwidth_gbps:g}", f"{t.peak_gflops.fp16:g}", f"{t.peak_gflops.int8:g}",
-                      f"{t.memory_capacity_gb:g}", f"{t.power_w:g}", " ".join(t.features))
+        table.add_row(
+            name,
+            f"{t.memory_bandwidth_gbps:g}",
+            f"{t.peak_gflops.fp16:g}",
+            f"{t.peak_gflops.int8:g}",
+            f"{t.memory_capacity_gb:g}",
+            f"{t.power_w:g}",
+            " ".join(t.features),
+        )
     out.print(table)
 
 
@@ -45,7 +52,8 @@ def show(target: str = typer.Argument(..., help="target name or YAML path")) -> 
 def predict(
     target: list[str] = typer.Option(..., help="target name (repeatable)"),
     recipe: Path = typer.Option(..., help="recipe YAML whose compressed model to cost"),
-    prompt_tokens: int = typer.Option(256), context_tokens: int = typer.Option(512),
+    prompt_tokens: int = typer.Option(256),
+    context_tokens: int = typer.Option(512),
     as_json: bool = typer.Option(False, "--json", help="one JSON object keyed by metric name"),
 ) -> None:
     """Predicted decode/prefill latency, memory and energy of a recipe's model."""
@@ -83,16 +91,21 @@ def _measure(runtime, suite: str, repeats: int):
     from autocompress.hosts.calibrate import measure_samples
 
     index = count(1)
-    return measure_samples(runtime.cases(suite), repeats, timer=runtime.time,
-                           measured=lambda s: err.print(_sample_line(next(index), s)))
+    return measure_samples(
+        runtime.cases(suite), repeats, timer=runtime.time, measured=lambda s: err.print(_sample_line(next(index), s))
+    )
 
 
 @app.command()
 def calibrate(
-    out_path: Optional[Path] = typer.Option(None, "--out", help="default: your catalog, so the target's name "
-                                                                "(host, host-llamacpp) resolves to it"),
-    runtime: str = typer.Option("torch", help="the runtime to measure: torch (eager fp32, target `host`) or "
-                                              "llamacpp (GGUF through llama.cpp, target `host-llamacpp`)"),
+    out_path: Optional[Path] = typer.Option(
+        None, "--out", help="default: your catalog, so the target's name (host, host-llamacpp) resolves to it"
+    ),
+    runtime: str = typer.Option(
+        "torch",
+        help="the runtime to measure: torch (eager fp32, target `host`) or "
+        "llamacpp (GGUF through llama.cpp, target `host-llamacpp`)",
+    ),
     model: str = typer.Option("smollm2-135m", help="the architecture whose shapes are measured"),
     repeats: int = typer.Option(5, min=3),
 ) -> None:
@@ -115,8 +128,10 @@ def calibrate(
     path = out_path or user_catalog_dir("targets") / f"{host.target_name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(host.target_yaml(fitted, len(samples), after))
-    out.print(f"fit on {len(samples)} models: decode MAPE {before.decode_mape:.1f}% -> {after.decode_mape:.1f}%, "
-              f"prefill MAPE {before.prefill_mape:.1f}% -> {after.prefill_mape:.1f}%")
+    out.print(
+        f"fit on {len(samples)} models: decode MAPE {before.decode_mape:.1f}% -> {after.decode_mape:.1f}%, "
+        f"prefill MAPE {before.prefill_mape:.1f}% -> {after.prefill_mape:.1f}%"
+    )
     out.print(f"wrote {path} ({time.perf_counter() - start:.0f} s)")
 
 
@@ -140,13 +155,21 @@ def validate(
     rows = []
     for s in samples:
         p = predict_sample(loaded, s)
-        rows.append({"config": s.label, "prompt_tokens": s.workload.prompt_tokens,
-                     "context_tokens": s.workload.context_tokens,
-                     "prefill_ms": {"measured": s.measured.prefill_ms, "predicted": p.prefill_ms},
-                     "decode_ms_per_token": {"measured": s.measured.decode_ms_per_token,
-                                             "predicted": p.decode_ms_per_token}})
-    summary = {"target": target, "configurations": len(samples), **result.__dict__,
-               "seconds": round(time.perf_counter() - start, 1)}
+        rows.append(
+            {
+                "config": s.label,
+                "prompt_tokens": s.workload.prompt_tokens,
+                "context_tokens": s.workload.context_tokens,
+                "prefill_ms": {"measured": s.measured.prefill_ms, "predicted": p.prefill_ms},
+                "decode_ms_per_token": {"measured": s.measured.decode_ms_per_token, "predicted": p.decode_ms_per_token},
+            }
+        )
+    summary = {
+        "target": target,
+        "configurations": len(samples),
+        **result.__dict__,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
     if as_json:
         print(json.dumps({"summary": summary, "rows": rows}, indent=2))
         return
@@ -154,9 +177,16 @@ def validate(
     for column in ("config", "prefill ms", "pred", "decode ms", "pred"):
         table.add_column(column, justify="right")
     for r in rows:
-        table.add_row(r["config"], f"{r['prefill_ms']['measured']:.1f}", f"{r['prefill_ms']['predicted']:.1f}",
-                      f"{r['decode_ms_per_token']['measured']:.2f}", f"{r['decode_ms_per_token']['predicted']:.2f}")
+        table.add_row(
+            r["config"],
+            f"{r['prefill_ms']['measured']:.1f}",
+            f"{r['prefill_ms']['predicted']:.1f}",
+            f"{r['decode_ms_per_token']['measured']:.2f}",
+            f"{r['decode_ms_per_token']['predicted']:.2f}",
+        )
     out.print(table)
-    out.print(f"decode MAPE {result.decode_mape:.1f}% ({result.decode_within_10:.0f}% within ±10%), "
-              f"prefill MAPE {result.prefill_mape:.1f}% ({result.prefill_within_10:.0f}% within ±10%); "
-              f"{summary['seconds']:.0f} s")
+    out.print(
+        f"decode MAPE {result.decode_mape:.1f}% ({result.decode_within_10:.0f}% within ±10%), "
+        f"prefill MAPE {result.prefill_mape:.1f}% ({result.prefill_within_10:.0f}% within ±10%); "
+        f"{summary['seconds']:.0f} s"
+    )

@@ -34,7 +34,6 @@ def reproduce(
         out.print("[green]check passed[/]: metrics match the record")
 
 
-
 def pipeline_run(
     recipe_file: Path = typer.Argument(..., help="a recipe YAML, e.g. pipelines/int4-rtn.yaml"),
     out_dir: Path = typer.Option(..., "--out"),

@@ -36,7 +36,6 @@ def pareto(
         out.print(front_table(result))
 
 
-
 def report(
     job_ref: str = typer.Argument(..., help="job YAML, or a job name with --workdir/--storage"),
     out_dir: Path = typer.Option(..., "--out", help="folder for the HTML/PNG charts and summary.json"),
@@ -49,16 +48,20 @@ def report(
     from autocompress.search.report import write_report
     from autocompress.search.storage import open_storage
 
-    job = load_job(Path(job_ref), {"storage": storage}) if Path(job_ref).is_file() else \
-        _job_from_storage(job_ref, workdir, storage)
+    job = (
+        load_job(Path(job_ref), {"storage": storage})
+        if Path(job_ref).is_file()
+        else _job_from_storage(job_ref, workdir, storage)
+    )
     study = optuna.load_study(study_name=job.name, storage=open_storage(job.storage_url, 10))
     summary = write_report(study, job, out_dir)
     for target, front in summary["fronts"].items():
         out.print(f"{target}: front of {len(front)} trials {front}")
-    out.print(f"hypervolume {summary['hypervolume']:.4g}; trial time outside evaluation "
-              f"{100 * summary['time']['overhead_share']:.0f}%")
+    out.print(
+        f"hypervolume {summary['hypervolume']:.4g}; trial time outside evaluation "
+        f"{100 * summary['time']['overhead_share']:.0f}%"
+    )
     out.print(f"wrote {out_dir}")
-
 
 
 def _job_from_storage(name: str, workdir: str, storage: Optional[str]) -> Job:
@@ -76,6 +79,15 @@ def _job_from_storage(name: str, workdir: str, storage: Optional[str]) -> Job:
     except KeyError:
         raise ConfigError("job", f"no job named {name!r} in {url}") from None
     fp = job_fingerprint_of(study)
-    return Job.from_dict({"name": name, "model": fp["model"], "targets": fp["targets"], "objectives": fp["objectives"],
-                          "search": {"seed": fp["seed"]},
-                          "budgets": fp["budgets"], "workdir": workdir, "storage": storage})
+    return Job.from_dict(
+        {
+            "name": name,
+            "model": fp["model"],
+            "targets": fp["targets"],
+            "objectives": fp["objectives"],
+            "search": {"seed": fp["seed"]},
+            "budgets": fp["budgets"],
+            "workdir": workdir,
+            "storage": storage,
+        }
+    )

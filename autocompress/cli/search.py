@@ -32,11 +32,25 @@ def search(
     """Run (or resume) a multi-objective compression search."""
     from autocompress.backends import run_job
 
-    job = load_job(job_file, {
-        "name": name, "model": model, "space": space, "targets": target, "objectives": parse_objectives(objective),
-        "budgets": parse_budgets(budget), "search.sampler": sampler, "search.trials": trials,
-        "search.timeout": timeout, "search.seed": seed, "storage": storage, "tracking": tracking,
-        "workdir": workdir, "export": False if no_export else None})
+    job = load_job(
+        job_file,
+        {
+            "name": name,
+            "model": model,
+            "space": space,
+            "targets": target,
+            "objectives": parse_objectives(objective),
+            "budgets": parse_budgets(budget),
+            "search.sampler": sampler,
+            "search.trials": trials,
+            "search.timeout": timeout,
+            "search.seed": seed,
+            "storage": storage,
+            "tracking": tracking,
+            "workdir": workdir,
+            "export": False if no_export else None,
+        },
+    )
     result = run_job(job, console=err, progress=not quiet)
     out.print(front_table(result))
     if job.evaluation.costly:
@@ -45,6 +59,8 @@ def search(
         out.print(f"Pareto checkpoints: {job.job_dir / 'pareto'}")
     if job.tracking_uri:
         mlflow_bin = Path(sys.executable).parent / "mlflow"
-        command = f"{mlflow_bin if mlflow_bin.exists() else 'mlflow'} ui --backend-store-uri {job.tracking_uri} --port 5000"
+        command = (
+            f"{mlflow_bin if mlflow_bin.exists() else 'mlflow'} ui --backend-store-uri {job.tracking_uri} --port 5000"
+        )
         out.print(f"Browse in MLflow (experiment '{job.name}', then open http://127.0.0.1:5000):")
         out.print(command, soft_wrap=True, highlight=False, markup=False)

@@ -20,9 +20,9 @@ def _server_settings(database: Optional[str], workdir: str, allow_remote_code: b
 
     root = Path(workdir).expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)
-    return ServerSettings(workdir=root, database=database or f"sqlite:///{root / 'queue.db'}",
-                          allow_remote_code=allow_remote_code)
-
+    return ServerSettings(
+        workdir=root, database=database or f"sqlite:///{root / 'queue.db'}", allow_remote_code=allow_remote_code
+    )
 
 
 def _open_queue(url: str, claim_timeout: float) -> JobQueue:
@@ -34,7 +34,6 @@ def _open_queue(url: str, claim_timeout: float) -> JobQueue:
         raise ConfigError("--database", f"cannot open {url!r}: {str(exc).splitlines()[0][:200]}") from None
 
 
-
 def _is_loopback(host: str) -> bool:
     import ipaddress
 
@@ -44,7 +43,6 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
 
 
 def serve(
@@ -68,9 +66,12 @@ def serve(
         raise ConfigError("--host", f"binding to {host!r} (not loopback) requires a token in AUTOCOMPRESS_TOKEN")
     settings = _server_settings(database, workdir, allow_remote_code)
     queue = _open_queue(settings.database, 3 * heartbeat)
-    uvicorn.run(create_app(queue, settings, token, embedded_worker=not no_worker, worker_heartbeat=heartbeat),
-                host=host, port=port, log_level="warning")
-
+    uvicorn.run(
+        create_app(queue, settings, token, embedded_worker=not no_worker, worker_heartbeat=heartbeat),
+        host=host,
+        port=port,
+        log_level="warning",
+    )
 
 
 def worker(
@@ -91,5 +92,6 @@ def worker(
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    Worker(_open_queue(database, 3 * heartbeat), settings, heartbeat=heartbeat, poll=poll,
-           console=err).run(stop, max_jobs)
+    Worker(_open_queue(database, 3 * heartbeat), settings, heartbeat=heartbeat, poll=poll, console=err).run(
+        stop, max_jobs
+    )

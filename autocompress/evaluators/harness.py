@@ -53,7 +53,7 @@ class LmEvalEvaluator(Evaluator):
 
     @classmethod
     def create(cls, metric: str, settings: EvalSettings) -> "LmEvalEvaluator":
-        return cls(metric[len(PREFIX):], settings)
+        return cls(metric[len(PREFIX) :], settings)
 
     @property
     def source(self) -> TaskSource:
@@ -79,9 +79,17 @@ class LmEvalEvaluator(Evaluator):
         with _quiet():
             task = build_task(self.source, self.settings.limit)
             lm = HFLM(pretrained=model, tokenizer=ctx.tokenizer, batch_size=self.settings.batch_size)
-            out = simple_evaluate(model=lm, tasks=[task], limit=self.settings.limit, bootstrap_iters=0,
-                                  log_samples=False, task_manager=TaskManager(include_defaults=False),
-                                  random_seed=ctx.seed, numpy_random_seed=ctx.seed, torch_random_seed=ctx.seed,
-                                  fewshot_random_seed=ctx.seed)
+            out = simple_evaluate(
+                model=lm,
+                tasks=[task],
+                limit=self.settings.limit,
+                bootstrap_iters=0,
+                log_samples=False,
+                task_manager=TaskManager(include_defaults=False),
+                random_seed=ctx.seed,
+                numpy_random_seed=ctx.seed,
+                torch_random_seed=ctx.seed,
+                fewshot_random_seed=ctx.seed,
+            )
         result = out["results"][task.task_name]
         return {self.metrics[0]: float(result[f"{self.source.metric},none"])}

@@ -52,8 +52,10 @@ def base_topk(ctx: CompressionContext, k: int) -> list[tuple[torch.Tensor, torch
             if path.is_file():
                 stored = load_file(path)
                 return [(stored[f"values.{i}"], stored[f"indices.{i}"].long()) for i in range(len(stored) // 2)]
-        batches = [log_probs(ctx.base_model, ids).topk(min(k, ctx.base_model.config.vocab_size), dim=-1)
-                   for ids in ctx.batches(ctx.evaluation)]
+        batches = [
+            log_probs(ctx.base_model, ids).topk(min(k, ctx.base_model.config.vocab_size), dim=-1)
+            for ids in ctx.batches(ctx.evaluation)
+        ]
         result = [(b.values.contiguous(), b.indices) for b in batches]
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -99,4 +101,8 @@ class NextTokenEvaluator(Evaluator):
             agree += (logp.argmax(-1) == idx[..., 0]).sum().item()
             tokens += ids.numel()
         n_pred = tokens - ctx.evaluation.shape[0]
-        return {"kl": max(kl_sum / tokens, 0.0), "perplexity": math.exp(nll_sum / n_pred), "top1_agreement": agree / tokens}
+        return {
+            "kl": max(kl_sum / tokens, 0.0),
+            "perplexity": math.exp(nll_sum / n_pred),
+            "top1_agreement": agree / tokens,
+        }

@@ -46,8 +46,14 @@ def arc(files: dict[str, Path]) -> list[dict]:
     out = []
     for doc in _jsonl(files["docs"]):
         choices = doc["question"]["choices"]
-        out.append({"id": doc["id"], "question": doc["question"]["stem"], "answerKey": doc["answerKey"],
-                    "choices": {"text": [c["text"] for c in choices], "label": [c["label"] for c in choices]}})
+        out.append(
+            {
+                "id": doc["id"],
+                "question": doc["question"]["stem"],
+                "answerKey": doc["answerKey"],
+                "choices": {"text": [c["text"] for c in choices], "label": [c["label"] for c in choices]},
+            }
+        )
     return out
 
 
@@ -55,8 +61,9 @@ def arc(files: dict[str, Path]) -> list[dict]:
 def boolq_superglue(files: dict[str, Path]) -> list[dict]:
     """SuperGLUE BoolQ with "true"/"false" labels -> the hub's integer label (1 = yes)."""
     truth = {"true": 1, "false": 0, True: 1, False: 0}
-    return [{"question": d["question"], "passage": d["passage"], "label": truth[d["label"]]}
-            for d in _jsonl(files["docs"])]
+    return [
+        {"question": d["question"], "passage": d["passage"], "label": truth[d["label"]]} for d in _jsonl(files["docs"])
+    ]
 
 
 @reader
@@ -74,6 +81,13 @@ def hellaswag_text(files: dict[str, Path]) -> list[dict]:
     out = []
     for i in range(0, len(lines), 6):
         label, _, ctx = lines[i].partition(": ")
-        out.append({"activity_label": label, "ctx_a": ctx, "ctx_b": "", "label": lines[i + 1].strip(),
-                    "endings": lines[i + 2:i + 6]})
+        out.append(
+            {
+                "activity_label": label,
+                "ctx_a": ctx,
+                "ctx_b": "",
+                "label": lines[i + 1].strip(),
+                "endings": lines[i + 2 : i + 6],
+            }
+        )
     return out

@@ -22,8 +22,9 @@ def cache_path(ctx: CompressionContext, evaluator: Evaluator, weights_sha256: st
     return ctx.cache_dir / "evaluations" / f"{text_digest(weights_sha256, evaluator.fingerprint(ctx))}.json"
 
 
-def evaluate_cached(evaluator: Evaluator, model: nn.Module, ctx: CompressionContext,
-                    weights_sha256: str) -> tuple[dict[str, float], bool]:
+def evaluate_cached(
+    evaluator: Evaluator, model: nn.Module, ctx: CompressionContext, weights_sha256: str
+) -> tuple[dict[str, float], bool]:
     """The evaluator's metrics for these weights, and whether they came from the cache."""
     path = cache_path(ctx, evaluator, weights_sha256)
     if path.is_file():

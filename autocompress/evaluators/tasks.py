@@ -78,14 +78,18 @@ def task_source(name: str, data_dir: Path | None) -> TaskSource:
     """The local definition when the catalog has one and a data directory is set, else lm-eval's own."""
     local = load_local_task(name)
     if local is None or data_dir is None:
-        return TaskSource(name, local.metric if local else "acc",
-                          local.tokens_per_example if local else STOCK_TOKENS_PER_EXAMPLE)
+        return TaskSource(
+            name, local.metric if local else "acc", local.tokens_per_example if local else STOCK_TOKENS_PER_EXAMPLE
+        )
     files = {role: data_dir / rel for role, rel in local.files.items()}
     for role, path in files.items():
         if not path.is_file():
-            raise ConfigError(f"lm_eval:{name}", f"data file {path} is missing (files.{role} of task {name!r}); "
-                                                 "point --data / evaluation.data / $AUTOCOMPRESS_DATA at the folder "
-                                                 f"that holds {local.files[role]}")
+            raise ConfigError(
+                f"lm_eval:{name}",
+                f"data file {path} is missing (files.{role} of task {name!r}); "
+                "point --data / evaluation.data / $AUTOCOMPRESS_DATA at the folder "
+                f"that holds {local.files[role]}",
+            )
     return TaskSource(name, local.metric, local.tokens_per_example, local, files)
 
 
@@ -123,15 +127,20 @@ def build_task(source: TaskSource, limit: int | None = None) -> Any:
         try:
             return _task_manager().load(source.name)["tasks"][source.name]
         except Exception as exc:
-            raise ConfigError(f"lm_eval:{source.name}", f"cannot load lm-eval task {source.name!r} "
-                                                       f"({type(exc).__name__}: {str(exc)[:200]}); offline, give a data "
-                                                       f"folder with local files for: {', '.join(local_task_names())}") from None
+            raise ConfigError(
+                f"lm_eval:{source.name}",
+                f"cannot load lm-eval task {source.name!r} "
+                f"({type(exc).__name__}: {str(exc)[:200]}); offline, give a data "
+                f"folder with local files for: {', '.join(local_task_names())}",
+            ) from None
     from lm_eval.tasks._yaml_loader import load_yaml
 
     config = load_yaml(_stock_yaml(source.local), resolve_func=True)
     if config.get("task") != source.local.task:
-        raise ConfigError(f"lm_eval:{source.name}", f"{source.local.lm_eval_yaml} defines task {config.get('task')!r}, "
-                                                   f"not {source.local.task!r}")
+        raise ConfigError(
+            f"lm_eval:{source.name}",
+            f"{source.local.lm_eval_yaml} defines task {config.get('task')!r}, not {source.local.task!r}",
+        )
     return ConfigurableTask(config=_local_overrides(config, source, limit))
 
 
@@ -145,6 +154,14 @@ def _local_overrides(config: dict[str, Any], source: TaskSource, limit: int | No
     def local_dataset(**_: Any) -> datasets.DatasetDict:
         return datasets.DatasetDict({split: datasets.Dataset.from_list(reader(files)[:limit])})
 
-    return config | {"dataset_path": f"local:{source.name}", "dataset_name": None, "dataset_kwargs": None,
-                     "custom_dataset": local_dataset, "training_split": None, "fewshot_split": None,
-                     "validation_split": None, "test_split": None, eval_split: split}
+    return config | {
+        "dataset_path": f"local:{source.name}",
+        "dataset_name": None,
+        "dataset_kwargs": None,
+        "custom_dataset": local_dataset,
+        "training_split": None,
+        "fewshot_split": None,
+        "validation_split": None,
+        "test_split": None,
+        eval_split: split,
+    }

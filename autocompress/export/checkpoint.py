@@ -21,13 +21,23 @@ from autocompress.export.grids import save_grids
 from autocompress.recipe import Recipe
 
 
-def write_artifact(model: nn.Module, tokenizer: PreTrainedTokenizerBase, recipe: Recipe, metrics: dict[str, float],
-                   out_dir: Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def write_artifact(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    recipe: Recipe,
+    metrics: dict[str, float],
+    out_dir: Path,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Save a transformers-loadable safetensors checkpoint with its provenance; return metrics.json's content."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    record = {"metrics": metrics, "weights_sha256": weights_digest(model), "recipe_digest": recipe.digest(),
-              **(extra or {})}
+    record = {
+        "metrics": metrics,
+        "weights_sha256": weights_digest(model),
+        "recipe_digest": recipe.digest(),
+        **(extra or {}),
+    }
     if "avg_exit_layer" in metrics:  # early exit: the measured mean exit depth, also at the top level
         record["avg_exit_layer"] = metrics["avg_exit_layer"]
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))

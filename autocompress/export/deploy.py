@@ -81,9 +81,16 @@ def export_gguf(artifact: Path, out: Path | None = None, float_type: str = "F16"
     recipe = _recipe(artifact)
     model, tokenizer = load_artifact(artifact)
     out = Path(out) if out is not None else artifact / GGUF_NAME
-    report = write_gguf(model, tokenizer, out, float_type=float_type, embedding_type=embedding_type,
-                        grids=load_grids(artifact),
-                        source_gguf=source_gguf(recipe.model), name=f"autocompress {recipe.digest()[:12]}")
+    report = write_gguf(
+        model,
+        tokenizer,
+        out,
+        float_type=float_type,
+        embedding_type=embedding_type,
+        grids=load_grids(artifact),
+        source_gguf=source_gguf(recipe.model),
+        name=f"autocompress {recipe.digest()[:12]}",
+    )
     update_deploy(artifact, "gguf", {**report.summary(), "runtime": "llama.cpp", **deploy_notes(recipe)})
     return report
 
@@ -101,10 +108,19 @@ def eval_blocks(artifact: Path, model, tokenizer, text: str | None, samples: int
     return load_text(spec, tokenizer, model, digest, recipe.seed).evaluation
 
 
-def measure(artifact: Path, gguf_path: Path | None = None, text: str | None = None, samples: int = 4,
-            seq_len: int = 128, prompt_tokens: int = 128, decode_tokens: int = 32, repeats: int = 5,
-            threads: int | None = None, tracking_uri: str | None = None,
-            blocks: torch.Tensor | None = None) -> dict[str, float]:
+def measure(
+    artifact: Path,
+    gguf_path: Path | None = None,
+    text: str | None = None,
+    samples: int = 4,
+    seq_len: int = 128,
+    prompt_tokens: int = 128,
+    decode_tokens: int = 32,
+    repeats: int = 5,
+    threads: int | None = None,
+    tracking_uri: str | None = None,
+    blocks: torch.Tensor | None = None,
+) -> dict[str, float]:
     """llama.cpp against the torch model on held-out text, and its speed; logged as ``host.llamacpp.*``."""
     from autocompress.export.runtime import agreement, gguf_logits, measure_speed, open_gguf, torch_logits
     from autocompress.metrics import measured_name
@@ -119,16 +135,32 @@ def measure(artifact: Path, gguf_path: Path | None = None, text: str | None = No
     llm = open_gguf(gguf_path, blocks.shape[1], logits_all=True, threads=threads)
     agree = agreement(torch_logits(model, blocks), gguf_logits(llm, blocks))
     del llm
-    speed = measure_speed(gguf_path, prompt_tokens, decode_tokens, repeats, threads=threads,
-                          vocab=model.config.vocab_size)
-    figures = {"kl": agree.kl, "top1_agreement": agree.top1_agreement,
-               "prefill_tokens_per_s": speed.prefill_tokens_per_s, "decode_tokens_per_s": speed.decode_tokens_per_s,
-               "decode_ms_per_token": 1e3 / speed.decode_tokens_per_s,
-               "file_mb": gguf_path.stat().st_size / 1e6}
+    speed = measure_speed(
+        gguf_path, prompt_tokens, decode_tokens, repeats, threads=threads, vocab=model.config.vocab_size
+    )
+    figures = {
+        "kl": agree.kl,
+        "top1_agreement": agree.top1_agreement,
+        "prefill_tokens_per_s": speed.prefill_tokens_per_s,
+        "decode_tokens_per_s": speed.decode_tokens_per_s,
+        "decode_ms_per_token": 1e3 / speed.decode_tokens_per_s,
+        "file_mb": gguf_path.stat().st_size / 1e6,
+    }
     metrics = {measured_name("llamacpp", k): v for k, v in figures.items()}
-    update_deploy(artifact, "gguf", {"host": {**figures, "threads": speed.threads, "eval_tokens": blocks.numel(),
-                                              "prompt_tokens": prompt_tokens, "decode_tokens": decode_tokens,
-                                              "repeats": repeats}})
+    update_deploy(
+        artifact,
+        "gguf",
+        {
+            "host": {
+                **figures,
+                "threads": speed.threads,
+                "eval_tokens": blocks.numel(),
+                "prompt_tokens": prompt_tokens,
+                "decode_tokens": decode_tokens,
+                "repeats": repeats,
+            }
+        },
+    )
     _log_to_run(artifact, metrics, tracking_uri)
     return metrics
 

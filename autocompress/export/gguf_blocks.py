@@ -91,6 +91,7 @@ def block_kind(bits: int, symmetric: bool) -> str | None:
 
 # ---- the bytes llama.cpp reads (block_q8_0, block_q4_0, block_q4_1 in ggml-common.h) ----------------
 
+
 def _half_bytes(x: torch.Tensor) -> np.ndarray:
     return x.to(torch.float16).numpy().view(np.uint8).reshape(*x.shape, 2)
 

@@ -29,11 +29,18 @@ from autocompress.models.adapter import ModelAdapter
 from autocompress.models.annotations import WeightFormat, WeightGrid, weight_format, weight_grid
 
 FLOAT_TYPES = {"F16": gguf.GGMLQuantizationType.F16, "F32": gguf.GGMLQuantizationType.F32}
-BLOCK_TYPES = {"Q8_0": gguf.GGMLQuantizationType.Q8_0, "Q4_0": gguf.GGMLQuantizationType.Q4_0,
-               "Q4_1": gguf.GGMLQuantizationType.Q4_1}
-FILE_TYPES = {"F32": gguf.LlamaFileType.ALL_F32, "F16": gguf.LlamaFileType.MOSTLY_F16,
-              "Q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "Q4_0": gguf.LlamaFileType.MOSTLY_Q4_0,
-              "Q4_1": gguf.LlamaFileType.MOSTLY_Q4_1}
+BLOCK_TYPES = {
+    "Q8_0": gguf.GGMLQuantizationType.Q8_0,
+    "Q4_0": gguf.GGMLQuantizationType.Q4_0,
+    "Q4_1": gguf.GGMLQuantizationType.Q4_1,
+}
+FILE_TYPES = {
+    "F32": gguf.LlamaFileType.ALL_F32,
+    "F16": gguf.LlamaFileType.MOSTLY_F16,
+    "Q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+    "Q4_0": gguf.LlamaFileType.MOSTLY_Q4_0,
+    "Q4_1": gguf.LlamaFileType.MOSTLY_Q4_1,
+}
 
 
 @dataclass(frozen=True)
@@ -75,17 +82,24 @@ class GGUFReport:
         types: dict[str, int] = {}
         for t in self.tensors:
             types[t.type] = types.get(t.type, 0) + 1
-        worst = max((t for t in self.tensors if t.source in ("requantized", "requested")),
-                    key=lambda t: t.rel_rms_error, default=None)
-        return {"path": self.path, "architecture": self.architecture, "file_bytes": self.file_bytes,
-                "tensor_types": types, "lossless": self.lossless,
-                "requantized": [t.name for t in self.tensors if t.source == "requantized"],
-                "max_rel_rms_error": worst.rel_rms_error if worst else 0.0,
-                "notes": sorted({t.note for t in self.tensors if t.note})}
+        worst = max(
+            (t for t in self.tensors if t.source in ("requantized", "requested")),
+            key=lambda t: t.rel_rms_error,
+            default=None,
+        )
+        return {
+            "path": self.path,
+            "architecture": self.architecture,
+            "file_bytes": self.file_bytes,
+            "tensor_types": types,
+            "lossless": self.lossless,
+            "requantized": [t.name for t in self.tensors if t.source == "requantized"],
+            "max_rel_rms_error": worst.rel_rms_error if worst else 0.0,
+            "notes": sorted({t.note for t in self.tensors if t.note}),
+        }
 
 
-def choose_type(bits: int, group: int | None, symmetric: bool, cols: int,
-                float_type: str = "F16") -> tuple[str, str]:
+def choose_type(bits: int, group: int | None, symmetric: bool, cols: int, float_type: str = "F16") -> tuple[str, str]:
     """The GGUF type of a weight stored at ``bits`` on groups of ``group`` inputs (None/0 = whole row),
     and why, when it is not the exact counterpart of the recorded format."""
     if bits >= 16:
@@ -101,6 +115,7 @@ def choose_type(bits: int, group: int | None, symmetric: bool, cols: int,
 
 
 # ---- grids recorded by the quantizer ---------------------------------------------------------------
+
 
 def grid_blocks(grid: WeightGrid, weight: torch.Tensor, kind: str) -> tuple[BlockQuant, torch.Tensor] | None:
     """The recorded codes of ``weight`` as GGUF blocks of ``kind``, and the stored weight they dequantize
@@ -120,6 +135,7 @@ def grid_blocks(grid: WeightGrid, weight: torch.Tensor, kind: str) -> tuple[Bloc
 
 # ---- tensors --------------------------------------------------------------------------------------
 
+
 def _qk_rows(rows: int, heads: int) -> torch.Tensor:
     """convert_hf_to_gguf's ``permute``: HF's half-split rotary pairs -> llama.cpp's interleaved ones."""
     index = torch.arange(rows)
@@ -127,7 +143,7 @@ def _qk_rows(rows: int, heads: int) -> torch.Tensor:
 
 
 def _errors(approx: torch.Tensor, exact: torch.Tensor) -> tuple[float, float]:
-    delta = (approx.to(torch.float32) - exact.to(torch.float32))
+    delta = approx.to(torch.float32) - exact.to(torch.float32)
     rms = exact.to(torch.float32).pow(2).mean().sqrt().item()
     return delta.abs().max().item(), (delta.pow(2).mean().sqrt().item() / rms) if rms > 0 else 0.0
 
@@ -146,19 +162,20 @@ class _Writer:
         self.writer.add_tensor(name, array.numpy(), raw_dtype=FLOAT_TYPES[dtype])
         self.records.append(TensorRecord(name, dtype, "float", max_err, rel, note))
 
-    def block_tensor(self, name: str, blocks: BlockQuant, reference: torch.Tensor, source: str,
-                     note: str = "") -> None:
+    def block_tensor(self, name: str, blocks: BlockQuant, reference: torch.Tensor, source: str, note: str = "") -> None:
         max_err, rel = _errors(blocks.dequantize(), reference)
         raw = pack(blocks)
         self.writer.add_tensor(name, raw, raw_shape=raw.shape, raw_dtype=BLOCK_TYPES[blocks.kind])
         self.records.append(TensorRecord(name, blocks.kind, source, max_err, rel, note))
 
 
-def _linear_tensor(out: _Writer, name: str, weight: torch.Tensor, fmt: WeightFormat, grid: WeightGrid | None,
-                   rows: torch.Tensor | None) -> None:
+def _linear_tensor(
+    out: _Writer, name: str, weight: torch.Tensor, fmt: WeightFormat, grid: WeightGrid | None, rows: torch.Tensor | None
+) -> None:
     """One weight matrix: recorded codes verbatim when they are on its GGUF type's grid, else requantized."""
-    kind, note = choose_type(fmt.bits, grid.group if grid else fmt.group_size, fmt.symmetric, weight.shape[1],
-                             out.float_type)
+    kind, note = choose_type(
+        fmt.bits, grid.group if grid else fmt.group_size, fmt.symmetric, weight.shape[1], out.float_type
+    )
     perm = (lambda t: t) if rows is None else (lambda t: t[rows])
     if kind in FLOAT_TYPES:
         out.float_tensor(name, perm(weight), kind, note)
@@ -166,22 +183,44 @@ def _linear_tensor(out: _Writer, name: str, weight: torch.Tensor, fmt: WeightFor
     recorded = grid_blocks(grid, weight, kind) if grid is not None else None
     if recorded is not None:
         blocks, stored = recorded
-        out.block_tensor(name, blocks if rows is None else blocks.rows(rows), perm(stored), "grid",
-                         "AWQ scale folded into the norm before" if grid.input_scale is not None else note)
+        out.block_tensor(
+            name,
+            blocks if rows is None else blocks.rows(rows),
+            perm(stored),
+            "grid",
+            "AWQ scale folded into the norm before" if grid.input_scale is not None else note,
+        )
         return
     if grid is not None and grid.input_scale is not None:
-        raise ConfigError("quantize.grid", f"{name}: AWQ weights off the GGUF grid cannot be exported "
-                                           "(their input scale has nowhere to go); quantize with grid: gguf")
-    out.block_tensor(name, QUANTIZERS[kind](perm(weight)), perm(weight), "requantized",
-                     note or "not on the GGUF grid (quantize with grid: gguf for a lossless export)")
+        raise ConfigError(
+            "quantize.grid",
+            f"{name}: AWQ weights off the GGUF grid cannot be exported "
+            "(their input scale has nowhere to go); quantize with grid: gguf",
+        )
+    out.block_tensor(
+        name,
+        QUANTIZERS[kind](perm(weight)),
+        perm(weight),
+        "requantized",
+        note or "not on the GGUF grid (quantize with grid: gguf for a lossless export)",
+    )
 
 
 # ---- the file -------------------------------------------------------------------------------------
 
+
 @torch.no_grad()
-def write_gguf(model: nn.Module, tokenizer, out_path: Path, *, float_type: str = "F16",
-               embedding_type: str | None = None, grids: dict[str, WeightGrid] | None = None,
-               source_gguf: Path | None = None, name: str = "autocompress") -> GGUFReport:
+def write_gguf(
+    model: nn.Module,
+    tokenizer,
+    out_path: Path,
+    *,
+    float_type: str = "F16",
+    embedding_type: str | None = None,
+    grids: dict[str, WeightGrid] | None = None,
+    source_gguf: Path | None = None,
+    name: str = "autocompress",
+) -> GGUFReport:
     """Write ``model`` (a llama or qwen2 causal LM, possibly compressed) to ``out_path`` as GGUF.
 
     ``grids``: the recorded grids by module name (``load_grids`` of an artifact); default: the ones
@@ -190,19 +229,21 @@ def write_gguf(model: nn.Module, tokenizer, out_path: Path, *, float_type: str =
     if float_type not in FLOAT_TYPES:
         raise ConfigError("--float-type", f"{float_type!r} is not supported; allowed: {', '.join(FLOAT_TYPES)}")
     if embedding_type is not None and embedding_type not in BLOCK_TYPES and embedding_type not in FLOAT_TYPES:
-        raise ConfigError("--embedding-type", f"{embedding_type!r} is not supported; allowed: "
-                                              f"{', '.join([*FLOAT_TYPES, *BLOCK_TYPES])}")
+        raise ConfigError(
+            "--embedding-type",
+            f"{embedding_type!r} is not supported; allowed: {', '.join([*FLOAT_TYPES, *BLOCK_TYPES])}",
+        )
     model_type = getattr(model.config, "model_type", None)
     arch = ARCHS.get(model_type)
     if arch is None:
-        raise ConfigError("--format", f"gguf export supports the {', '.join(ARCHS)} architectures, "
-                                      f"not {model_type!r}")
+        raise ConfigError("--format", f"gguf export supports the {', '.join(ARCHS)} architectures, not {model_type!r}")
     adapter = ModelAdapter(model)
     sites = adapter.linear_sites()
     widths = {s.module.out_features for s in sites if s.role == "mlp.up"}
     if len(widths) > 1:
-        raise ConfigError("--format", "gguf export needs one MLP width for all layers; "
-                                      f"this model has {sorted(widths)}")
+        raise ConfigError(
+            "--format", f"gguf export needs one MLP width for all layers; this model has {sorted(widths)}"
+        )
     names = gguf.get_tensor_name_map(arch.gguf_arch, adapter.num_layers)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -240,16 +281,29 @@ def _norm_scales(adapter: ModelAdapter, grids: dict[str, WeightGrid]) -> dict[in
         scales = [g.input_scale for s in sites if (g := grids.get(s.name)) and g.input_scale is not None]
         if not scales:
             continue
-        if group not in ("attn.in", "mlp.in") or len(scales) != len(sites) or any(
-                not torch.equal(s, scales[0]) for s in scales):
-            raise ConfigError("quantize.method", f"AWQ scales on {sites[0].name} ({group}) cannot be folded "
-                                                 "into a norm; use grid: gguf, which scales only q/k/v and gate/up")
+        if (
+            group not in ("attn.in", "mlp.in")
+            or len(scales) != len(sites)
+            or any(not torch.equal(s, scales[0]) for s in scales)
+        ):
+            raise ConfigError(
+                "quantize.method",
+                f"AWQ scales on {sites[0].name} ({group}) cannot be folded "
+                "into a norm; use grid: gguf, which scales only q/k/v and gate/up",
+            )
         folded[id(adapter.input_norm(sites[0].layer, group))] = scales[0]
     return folded
 
 
-def _write_tensors(out: _Writer, model: nn.Module, adapter: ModelAdapter, arch: Arch, names,
-                   grids: dict[str, WeightGrid], embedding_type: str | None) -> None:
+def _write_tensors(
+    out: _Writer,
+    model: nn.Module,
+    adapter: ModelAdapter,
+    arch: Arch,
+    names,
+    grids: dict[str, WeightGrid],
+    embedding_type: str | None,
+) -> None:
     linears = {id(s.module): s for s in adapter.linear_sites()}
     folded = _norm_scales(adapter, grids)
     modules = dict(model.named_modules(remove_duplicate=False))
@@ -268,7 +322,9 @@ def _write_tensors(out: _Writer, model: nn.Module, adapter: ModelAdapter, arch: 
             if arch.permute_qk and site.role in ("attn.q", "attn.k"):
                 heads = adapter.num_heads if site.role == "attn.q" else adapter.num_kv_heads
                 rows = _qk_rows(tensor.shape[0], heads)
-            _linear_tensor(out, gguf_name, tensor, _format(module, grids.get(module_name)), grids.get(module_name), rows)
+            _linear_tensor(
+                out, gguf_name, tensor, _format(module, grids.get(module_name)), grids.get(module_name), rows
+            )
         elif site is not None and arch.permute_qk and site.role in ("attn.q", "attn.k"):
             heads = adapter.num_heads if site.role == "attn.q" else adapter.num_kv_heads
             out.float_tensor(gguf_name, tensor[_qk_rows(tensor.shape[0], heads)])
@@ -281,7 +337,9 @@ def _write_tensors(out: _Writer, model: nn.Module, adapter: ModelAdapter, arch: 
             else:
                 out.block_tensor(gguf_name, QUANTIZERS[embedding_type](tensor), tensor, "requested", note)
         elif module is adapter.input_embedding or module is adapter.lm_head:
-            _linear_tensor(out, gguf_name, tensor, _format(module, grids.get(module_name)), grids.get(module_name), None)
+            _linear_tensor(
+                out, gguf_name, tensor, _format(module, grids.get(module_name)), grids.get(module_name), None
+            )
         else:
             out.float_tensor(gguf_name, tensor)
 

@@ -69,8 +69,13 @@ def write_bpe_tokenizer(w: gguf.GGUFWriter, tokenizer, vocab_size: int) -> None:
             types.append(gguf.TokenType.UNUSED)
         else:
             tokens.append(token)
-            types.append(gguf.TokenType.CONTROL if i in special else
-                         gguf.TokenType.USER_DEFINED if token in added else gguf.TokenType.NORMAL)
+            types.append(
+                gguf.TokenType.CONTROL
+                if i in special
+                else gguf.TokenType.USER_DEFINED
+                if token in added
+                else gguf.TokenType.NORMAL
+            )
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("default")
     w.add_token_list(tokens)

@@ -52,7 +52,14 @@ def load_grids(folder: Path) -> dict[str, WeightGrid]:
     with safe_open(str(path), framework="pt") as f:
         formats = json.loads((f.metadata() or {})["formats"])
         keys = set(f.keys())
-        return {name: WeightGrid(f.get_tensor(f"{name}.scale"), f.get_tensor(f"{name}.zero"), fmt["bits"],
-                                 fmt["group"], fmt["symmetric"],
-                                 f.get_tensor(f"{name}.input_scale") if f"{name}.input_scale" in keys else None)
-                for name, fmt in formats.items()}
+        return {
+            name: WeightGrid(
+                f.get_tensor(f"{name}.scale"),
+                f.get_tensor(f"{name}.zero"),
+                fmt["bits"],
+                fmt["group"],
+                fmt["symmetric"],
+                f.get_tensor(f"{name}.input_scale") if f"{name}.input_scale" in keys else None,
+            )
+            for name, fmt in formats.items()
+        }

@@ -51,16 +51,21 @@ def _pack_grid(name: str, weight: torch.Tensor, grid: WeightGrid) -> tuple[dict[
         tensors[f"{name}.zero"] = grid.zero.to(torch.uint8)
     if grid.input_scale is not None:
         tensors[f"{name}.input_scale"] = grid.input_scale
-    return tensors, {"bits": grid.bits, "group": grid.group, "symmetric": grid.symmetric,
-                     "shape": list(weight.shape)}
+    return tensors, {"bits": grid.bits, "group": grid.group, "symmetric": grid.symmetric, "shape": list(weight.shape)}
 
 
 def _unpack_grid(f, name: str, meta: dict) -> tuple[torch.Tensor, WeightGrid]:
     keys = set(f.keys())
     scale = f.get_tensor(f"{name}.scale").float()
     zero = f.get_tensor(f"{name}.zero").float() if f"{name}.zero" in keys else torch.zeros_like(scale)
-    grid = WeightGrid(scale, zero, meta["bits"], meta["group"], meta["symmetric"],
-                      f.get_tensor(f"{name}.input_scale") if f"{name}.input_scale" in keys else None)
+    grid = WeightGrid(
+        scale,
+        zero,
+        meta["bits"],
+        meta["group"],
+        meta["symmetric"],
+        f.get_tensor(f"{name}.input_scale") if f"{name}.input_scale" in keys else None,
+    )
     shape = tuple(meta["shape"])
     codes = unpack_bits(f.get_tensor(f"{name}.codes"), grid.bits, math.prod(shape)).reshape(shape)
     return grid.dequantize(codes + grid.int_range[0]), grid
@@ -99,8 +104,11 @@ def write_packed(model: nn.Module, grids: dict[str, WeightGrid], folder: Path) -
             tensors[key] = tensor.half().contiguous() if tensor.dim() > 1 else tensor.float().contiguous()
             layout[key] = {"kind": "dense"}
     try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / PACKED_FILE),
-                  metadata={"layout": json.dumps(layout)})
+        save_file(
+            {k: v.contiguous() for k, v in tensors.items()},
+            str(tmp / PACKED_FILE),
+            metadata={"layout": json.dumps(layout)},
+        )
         model.config.to_json_file(str(tmp / "config.json"))
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
@@ -158,8 +166,11 @@ def export_packed(artifact: Path, out: Path | None = None) -> dict:
         if name in grids:
             set_weight_format(module, WeightFormat(grids[name].bits, grids[name].group, grids[name].symmetric))
     path = write_packed(model, grids, Path(out) if out is not None else artifact / PACKED_DIR)
-    result = {"path": str(path), "file_bytes": path.stat().st_size,
-              "predicted_bytes": int(profile_model(model).weight_bytes()),
-              "dense_checkpoint_bytes": sum(p.stat().st_size for p in artifact.glob("*.safetensors"))}
+    result = {
+        "path": str(path),
+        "file_bytes": path.stat().st_size,
+        "predicted_bytes": int(profile_model(model).weight_bytes()),
+        "dense_checkpoint_bytes": sum(p.stat().st_size for p in artifact.glob("*.safetensors")),
+    }
     update_deploy(artifact, "packed", result)
     return result

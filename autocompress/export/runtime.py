@@ -26,8 +26,10 @@ def llama_cpp_module():
     try:
         import llama_cpp
     except ImportError:
-        raise ConfigError("deploy", "llama.cpp is not installed; pip install 'autocompress[llamacpp]' "
-                                    "(builds llama-cpp-python from source)") from None
+        raise ConfigError(
+            "deploy",
+            "llama.cpp is not installed; pip install 'autocompress[llamacpp]' (builds llama-cpp-python from source)",
+        ) from None
     return llama_cpp
 
 
@@ -41,8 +43,18 @@ def open_gguf(path: Path, n_ctx: int, logits_all: bool, threads: int | None = No
     threads = threads or default_threads()
     if not Path(path).is_file():
         raise ConfigError("gguf", f"{str(path)!r} does not exist")
-    return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, n_threads=threads,
-                           n_threads_batch=threads, logits_all=logits_all, verbose=False, seed=0, n_gpu_layers=0)
+    return llama_cpp.Llama(
+        model_path=str(path),
+        n_ctx=n_ctx,
+        n_batch=n_ctx,
+        n_ubatch=n_ctx,
+        n_threads=threads,
+        n_threads_batch=threads,
+        logits_all=logits_all,
+        verbose=False,
+        seed=0,
+        n_gpu_layers=0,
+    )
 
 
 def gguf_logits(llm, blocks: torch.Tensor) -> torch.Tensor:
@@ -83,8 +95,15 @@ class Speed:
     threads: int
 
 
-def measure_speed(path: Path, prompt_tokens: int = 128, decode_tokens: int = 32, repeats: int = 5,
-                  warmup: int = 1, threads: int | None = None, vocab: int = 256) -> Speed:
+def measure_speed(
+    path: Path,
+    prompt_tokens: int = 128,
+    decode_tokens: int = 32,
+    repeats: int = 5,
+    warmup: int = 1,
+    threads: int | None = None,
+    vocab: int = 256,
+) -> Speed:
     """Median prefill and decode tokens/s of a GGUF with llama.cpp: prefill of ``prompt_tokens`` in one
     batch; decode of ``decode_tokens`` single tokens after that prompt (KV cache grows as it would)."""
     threads = threads or default_threads()
@@ -107,8 +126,16 @@ def measure_speed(path: Path, prompt_tokens: int = 128, decode_tokens: int = 32,
     return Speed(statistics.median(prefill), statistics.median(decode), threads)
 
 
-def time_gguf(path: Path, prompt_tokens: int, context_tokens: int, decode_tokens: int = 16, repeats: int = 5,
-              warmup: int = 1, threads: int | None = None, vocab: int = 256) -> tuple[float, float]:
+def time_gguf(
+    path: Path,
+    prompt_tokens: int,
+    context_tokens: int,
+    decode_tokens: int = 16,
+    repeats: int = 5,
+    warmup: int = 1,
+    threads: int | None = None,
+    vocab: int = 256,
+) -> tuple[float, float]:
     """Median prefill ms of ``prompt_tokens`` in one batch, and median ms per decoded token with a KV cache
     of ``context_tokens`` (the hardware module's workload; :func:`measure_speed` decodes after the prompt).
 
@@ -119,8 +146,9 @@ def time_gguf(path: Path, prompt_tokens: int, context_tokens: int, decode_tokens
     filled = max(context_tokens - decode_tokens // 2, 1)
     llm = open_gguf(path, max(prompt_tokens, filled + decode_tokens) + 8, logits_all=False, threads=threads)
     gen = torch.Generator().manual_seed(0)
-    prompt, context, steps = (torch.randint(0, vocab, (n,), generator=gen).tolist()
-                              for n in (prompt_tokens, filled, decode_tokens))
+    prompt, context, steps = (
+        torch.randint(0, vocab, (n,), generator=gen).tolist() for n in (prompt_tokens, filled, decode_tokens)
+    )
     prefill, decode = [], []
     for run in range(warmup + repeats):
         llm.reset()
@@ -140,8 +168,9 @@ def time_gguf(path: Path, prompt_tokens: int, context_tokens: int, decode_tokens
     return statistics.median(prefill) * 1e3, statistics.median(decode) * 1e3
 
 
-def llama_quantize(source: Path, dest: Path, ftype: str, token_embedding_type: str | None = None,
-                   threads: int | None = None) -> Path:
+def llama_quantize(
+    source: Path, dest: Path, ftype: str, token_embedding_type: str | None = None, threads: int | None = None
+) -> Path:
     """llama.cpp's own quantizer (``llama_model_quantize``) from a float GGUF: ``ftype`` such as
     ``Q4_0`` or ``Q4_K_M``; ``token_embedding_type`` (e.g. ``F16``) overrides its choice for token_embd."""
     import ctypes

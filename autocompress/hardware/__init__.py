@@ -7,12 +7,24 @@ from autocompress.hardware.roofline import HARDWARE_MODELS, HardwareModel, Roofl
 from autocompress.hardware.target import HardwareTarget, list_targets, load_target
 from autocompress.metrics import metric_name
 
-__all__ = ["HARDWARE_MODELS", "HardwareModel", "HardwareTarget", "LinearProfile", "ModelProfile",
-           "RooflineModel", "Workload", "cost_metrics", "list_targets", "load_target", "profile_model"]
+__all__ = [
+    "HARDWARE_MODELS",
+    "HardwareModel",
+    "HardwareTarget",
+    "LinearProfile",
+    "ModelProfile",
+    "RooflineModel",
+    "Workload",
+    "cost_metrics",
+    "list_targets",
+    "load_target",
+    "profile_model",
+]
 
 
-def cost_metrics(profile: ModelProfile, targets: list[HardwareTarget], workload: Workload | None = None,
-                 model: str = "roofline") -> dict[str, float]:
+def cost_metrics(
+    profile: ModelProfile, targets: list[HardwareTarget], workload: Workload | None = None, model: str = "roofline"
+) -> dict[str, float]:
     """Every cost metric on every target, keyed ``<target>.<metric>`` (see :func:`metric_name`)."""
     workload = workload or Workload()
     hardware_model = HARDWARE_MODELS.get(model, "hardware_model")

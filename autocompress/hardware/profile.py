@@ -20,8 +20,7 @@ SCALE_BYTES = 2  # one fp16 scale per quantisation group
 ZERO_BYTES = 2  # and, for an asymmetric format, one fp16 zero point (or minimum) per group
 
 
-def stored_bytes(params: int, rows: int, cols: int, bits: int, group_size: int | None,
-                 symmetric: bool = True) -> float:
+def stored_bytes(params: int, rows: int, cols: int, bits: int, group_size: int | None, symmetric: bool = True) -> float:
     """Bytes of a ``rows x cols`` weight stored at ``bits``; below 16 bits add per-group parameters:
     a scale (symmetric, e.g. GGUF Q4_0 = 4.5 bits per weight on groups of 32), or a scale and a zero
     point (asymmetric, e.g. Q4_1 = 5 bits per weight).
@@ -61,8 +60,9 @@ class LinearProfile:
     @property
     def dense_bytes(self) -> float:
         """Stored bytes without exploiting sparsity."""
-        return stored_bytes(self.params, self.out_features, self.in_features, self.bits, self.group_size,
-                            self.symmetric)
+        return stored_bytes(
+            self.params, self.out_features, self.in_features, self.bits, self.group_size, self.symmetric
+        )
 
 
 @dataclass(frozen=True)
@@ -101,8 +101,14 @@ class ModelProfile:
 
     @property
     def embedding_bytes(self) -> float:
-        return stored_bytes(self.embedding_params, self.vocab_size, self.hidden_size,
-                            self.embedding_bits, self.embedding_group_size, self.embedding_symmetric)
+        return stored_bytes(
+            self.embedding_params,
+            self.vocab_size,
+            self.hidden_size,
+            self.embedding_bits,
+            self.embedding_group_size,
+            self.embedding_symmetric,
+        )
 
     @property
     def num_parameters(self) -> int:
@@ -144,10 +150,18 @@ def _linear_profile(site: LinearSite) -> LinearProfile:
     weight = site.module.weight
     fmt = weight_format(site.module)
     sparsity = float((weight == 0).float().mean()) if weight.numel() else 0.0
-    return LinearProfile(name=site.name, role=site.role, layer=site.layer,
-                         in_features=site.module.in_features, out_features=site.module.out_features,
-                         bits=fmt.bits, group_size=fmt.group_size, symmetric=fmt.symmetric, sparsity=sparsity,
-                         sparse_2_4=sparsity >= 0.5 and _is_2_4(weight))
+    return LinearProfile(
+        name=site.name,
+        role=site.role,
+        layer=site.layer,
+        in_features=site.module.in_features,
+        out_features=site.module.out_features,
+        bits=fmt.bits,
+        group_size=fmt.group_size,
+        symmetric=fmt.symmetric,
+        sparsity=sparsity,
+        sparse_2_4=sparsity >= 0.5 and _is_2_4(weight),
+    )
 
 
 def _intermediate_size(adapter: ModelAdapter, linears: tuple[LinearProfile, ...]) -> int:
@@ -156,8 +170,9 @@ def _intermediate_size(adapter: ModelAdapter, linears: tuple[LinearProfile, ...]
     return max(widths, default=getattr(adapter.config, "intermediate_size", 4 * adapter.hidden_size))
 
 
-def profile_model(model: nn.Module, *, kv_bits: int | None = None, avg_exit_layer: float | None = None,
-                  exit_head_reads: float = 0.0) -> ModelProfile:
+def profile_model(
+    model: nn.Module, *, kv_bits: int | None = None, avg_exit_layer: float | None = None, exit_head_reads: float = 0.0
+) -> ModelProfile:
     """Profile a (compressed) causal LM: real shapes of the remaining blocks, recorded formats,
     measured sparsity, and the LM head (role ``lm_head``) read at every decode step. ``kv_bits``
     defaults to what the model records (``quantize`` with ``kv_bits``), else 16."""
@@ -166,10 +181,19 @@ def profile_model(model: nn.Module, *, kv_bits: int | None = None, avg_exit_laye
     linears = tuple(_linear_profile(site) for site in adapter.linear_sites(include_lm_head=True))
     emb_fmt = weight_format(adapter.input_embedding)
     return ModelProfile(
-        num_layers=adapter.num_layers, hidden_size=adapter.hidden_size,
-        num_heads=adapter.num_heads, num_kv_heads=adapter.num_kv_heads, head_dim=adapter.head_dim,
-        intermediate_size=_intermediate_size(adapter, linears), vocab_size=adapter.vocab_size,
-        linears=linears, embedding_bits=emb_fmt.bits, embedding_group_size=emb_fmt.group_size,
+        num_layers=adapter.num_layers,
+        hidden_size=adapter.hidden_size,
+        num_heads=adapter.num_heads,
+        num_kv_heads=adapter.num_kv_heads,
+        head_dim=adapter.head_dim,
+        intermediate_size=_intermediate_size(adapter, linears),
+        vocab_size=adapter.vocab_size,
+        linears=linears,
+        embedding_bits=emb_fmt.bits,
+        embedding_group_size=emb_fmt.group_size,
         embedding_symmetric=emb_fmt.symmetric,
-        tied_embeddings=adapter.tied_embeddings, kv_bits=kv_bits, avg_exit_layer=avg_exit_layer,
-        exit_head_reads=exit_head_reads)
+        tied_embeddings=adapter.tied_embeddings,
+        kv_bits=kv_bits,
+        avg_exit_layer=avg_exit_layer,
+        exit_head_reads=exit_head_reads,
+    )

@@ -79,8 +79,7 @@ class PhaseCost:
     time_s: float
 
 
-def op_time_s(nbytes: float, flops: float, bytes_per_s: float, flops_per_s: float,
-              overhead_s: float) -> float:
+def op_time_s(nbytes: float, flops: float, bytes_per_s: float, flops_per_s: float, overhead_s: float) -> float:
     """The roofline of one op: it waits for whichever is slower, moving its bytes (at the
     sustained bandwidth) or doing its math (at the sustained peak of its precision), and then
     pays the runtime's fixed dispatch/synchronisation cost."""
@@ -156,10 +155,13 @@ class RooflineModel(HardwareModel):
     # ---- the ops of one pass ---------------------------------------------------------
     def _linear_op(self, lin: LinearProfile, tokens: int, count: float) -> Op:
         lin = self.as_stored(lin)
-        return Op(lin.name,
-                  bytes=self.weight_bytes(lin) + tokens * (lin.in_features + lin.out_features) * ACT_BYTES,
-                  flops=2 * lin.in_features * lin.out_features * tokens * self.density(lin),
-                  precision=self.precision(lin.bits), count=count)
+        return Op(
+            lin.name,
+            bytes=self.weight_bytes(lin) + tokens * (lin.in_features + lin.out_features) * ACT_BYTES,
+            flops=2 * lin.in_features * lin.out_features * tokens * self.density(lin),
+            precision=self.precision(lin.bits),
+            count=count,
+        )
 
     def ops(self, profile: ModelProfile, workload: Workload, phase: Phase) -> list[Op]:
         """Every op of one decode step or of the prefill, in execution order."""
@@ -172,8 +174,11 @@ class RooflineModel(HardwareModel):
             ctx = workload.context_tokens
             attn = Op("attention", bytes=kv_layer * ctx, flops=4 * qk_width * ctx * b, count=count)
         else:  # causal: P(P+1)/2 query-key pairs; K/V written then read, Q and O move once
-            attn = Op("attention", bytes=2 * kv_layer * p + 2 * tokens * qk_width * ACT_BYTES,
-                      flops=4 * qk_width * p * (p + 1) / 2 * b)
+            attn = Op(
+                "attention",
+                bytes=2 * kv_layer * p + 2 * tokens * qk_width * ACT_BYTES,
+                flops=4 * qk_width * p * (p + 1) / 2 * b,
+            )
         blocks: dict[int | None, list[LinearProfile]] = {layer: [] for layer in range(profile.num_layers)}
         for lin in profile.block_linears:
             blocks.setdefault(lin.layer, []).append(lin)
@@ -207,8 +212,7 @@ class RooflineModel(HardwareModel):
         weights = sum(self.weight_bytes(self.as_stored(lin)) for lin in profile.linears)
         if not (profile.tied_embeddings and profile.lm_head is not None):
             runtime_bits = self.target.runtime_bits
-            weights += (profile.embedding_bytes if runtime_bits is None
-                        else profile.embedding_params * runtime_bits / 8)
+            weights += profile.embedding_bytes if runtime_bits is None else profile.embedding_params * runtime_bits / 8
         kv = profile.kv_cache_bytes(p + workload.context_tokens, b, self.kv_bits(profile))
         per_token = HIDDEN_BUFFERS_PER_TOKEN * profile.hidden_size + 2 * profile.intermediate_size
         scores = profile.num_heads * p * p  # one layer's attention scores

@@ -13,8 +13,7 @@ from autocompress.validation import parse
 
 CATALOG = "targets"
 Precision = Literal["fp32", "fp16", "int8", "int4"]
-Feature = Literal["int8_weights", "int4_weights", "int8_activations",
-                  "sparse_2_4", "sparse_unstructured", "kv_int8"]
+Feature = Literal["int8_weights", "int4_weights", "int8_activations", "sparse_2_4", "sparse_unstructured", "kv_int8"]
 
 
 class PeakGflops(BaseModel, extra="forbid", frozen=True):
@@ -41,10 +40,17 @@ class HardwareTarget(BaseModel, extra="forbid", frozen=True):
     power_w: float = Field(gt=0, description="typical power while decoding, for energy per token")
     features: tuple[Feature, ...] = ()
     runtime_bits: Literal[16, 32] | None = Field(
-        None, description="the runtime stores and computes every weight and the KV cache at this width, whatever "
-                          "the quantization (e.g. 32 for torch eager running fake-quantized fp32 weights)")
-    uncertainty: float = Field(0.3, ge=0, le=2, description="relative error of predictions (from validation "
-                                                             "where measured): the upper bound is value * (1 + this)")
+        None,
+        description="the runtime stores and computes every weight and the KV cache at this width, whatever "
+        "the quantization (e.g. 32 for torch eager running fake-quantized fp32 weights)",
+    )
+    uncertainty: float = Field(
+        0.3,
+        ge=0,
+        le=2,
+        description="relative error of predictions (from validation "
+        "where measured): the upper bound is value * (1 + this)",
+    )
 
     def has(self, feature: Feature) -> bool:
         return feature in self.features

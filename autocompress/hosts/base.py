@@ -62,6 +62,9 @@ def runtime_for_target(target: HardwareTarget, field: str = "--target") -> type[
     found = [HOST_RUNTIMES[n] for n in HOST_RUNTIMES if HOST_RUNTIMES[n].target_name == target.name]
     if not found:
         allowed = ", ".join(sorted(HOST_RUNTIMES[n].target_name for n in HOST_RUNTIMES))
-        raise ConfigError(field, f"{target.name!r} is not a host target; allowed: {allowed} "
-                                 "(write one with `autocompress hardware calibrate --runtime ...`)")
+        raise ConfigError(
+            field,
+            f"{target.name!r} is not a host target; allowed: {allowed} "
+            "(write one with `autocompress hardware calibrate --runtime ...`)",
+        )
     return found[0]

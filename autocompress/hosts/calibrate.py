@@ -72,9 +72,13 @@ def time_eager(model: nn.Module, workload: Workload, repeats: int) -> ModelTimin
     return time_model(model, workload.prompt_tokens, workload.context_tokens, repeats)
 
 
-def measure_samples(models: Iterable[tuple[str, nn.Module, Workload]], repeats: int = 5,
-                    progress: Callable[[str], None] = lambda _: None, timer: Timer = time_eager,
-                    measured: Callable[[Sample], None] = lambda _: None) -> list[Sample]:
+def measure_samples(
+    models: Iterable[tuple[str, nn.Module, Workload]],
+    repeats: int = 5,
+    progress: Callable[[str], None] = lambda _: None,
+    timer: Timer = time_eager,
+    measured: Callable[[Sample], None] = lambda _: None,
+) -> list[Sample]:
     """Each model's profile (taken before timing) and its measured prefill and decode under ``timer``."""
     samples = []
     for label, model, workload in models:
@@ -91,13 +95,19 @@ def host_target(memory_gb: float | None = None) -> HardwareTarget:
     peak = max(gemm_gflops(512, 1536, 576), gemm_gflops(256, 576, 576), gemm_gflops(1024, 576, 1536))
     threads = torch.get_num_threads()
     return HardwareTarget(
-        name="host", description=f"this machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        name="host",
+        description=f"this machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
         runtime=f"torch {torch.__version__} eager, fp32, {threads} threads",
-        memory_bandwidth_gbps=round(bandwidth, 2), sustained_bandwidth_fraction=1.0,
+        memory_bandwidth_gbps=round(bandwidth, 2),
+        sustained_bandwidth_fraction=1.0,
         peak_gflops={"fp32": round(peak, 1), "fp16": round(peak, 1), "int8": round(peak, 1), "int4": round(peak, 1)},
-        compute_efficiency=1.0, memory_capacity_gb=memory_gb or physical_memory_gb(),
+        compute_efficiency=1.0,
+        memory_capacity_gb=memory_gb or physical_memory_gb(),
         per_op_overhead_us=round(op_overhead_us(), 2),
-        power_w=15.0, runtime_bits=32, uncertainty=0.3)
+        power_w=15.0,
+        runtime_bits=32,
+        uncertainty=0.3,
+    )
 
 
 def physical_memory_gb() -> float:
@@ -116,8 +126,13 @@ def fit(target: HardwareTarget, samples: list[Sample]) -> HardwareTarget:
     """The target with the three efficiency factors that best explain the measured samples."""
 
     def with_factors(x: np.ndarray) -> HardwareTarget:
-        return target.model_copy(update={"sustained_bandwidth_fraction": float(x[0]),
-                                         "compute_efficiency": float(x[1]), "per_op_overhead_us": float(x[2])})
+        return target.model_copy(
+            update={
+                "sustained_bandwidth_fraction": float(x[0]),
+                "compute_efficiency": float(x[1]),
+                "per_op_overhead_us": float(x[2]),
+            }
+        )
 
     def residuals(x: np.ndarray) -> np.ndarray:
         out = []
@@ -148,8 +163,12 @@ def errors(target: HardwareTarget, samples: list[Sample]) -> Errors:
         predicted = predict_sample(target, sample)
         pre.append(abs(predicted.prefill_ms / sample.measured.prefill_ms - 1))
         dec.append(abs(predicted.decode_ms_per_token / sample.measured.decode_ms_per_token - 1))
-    return Errors(100 * float(np.mean(pre)), 100 * float(np.mean(dec)),
-                  100 * float(np.mean([e <= 0.10 for e in pre])), 100 * float(np.mean([e <= 0.10 for e in dec])))
+    return Errors(
+        100 * float(np.mean(pre)),
+        100 * float(np.mean(dec)),
+        100 * float(np.mean([e <= 0.10 for e in pre])),
+        100 * float(np.mean([e <= 0.10 for e in dec])),
+    )
 
 
 def target_yaml(target: HardwareTarget, fitted_on: int, err: Errors) -> str:

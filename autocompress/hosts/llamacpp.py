@@ -48,8 +48,11 @@ def block_type(model: nn.Module) -> str | None:
     adapter = ModelAdapter(model)
     sites = adapter.linear_sites()
     formats = {weight_format(site.module) for site in sites}
-    if (len(formats) != 1 or any(weight_grid(site.module) is not None for site in sites)
-            or any(weight_format(m).bits < 16 for m in (adapter.input_embedding, adapter.lm_head))):
+    if (
+        len(formats) != 1
+        or any(weight_grid(site.module) is not None for site in sites)
+        or any(weight_format(m).bits < 16 for m in (adapter.input_embedding, adapter.lm_head))
+    ):
         return None
     (only,) = formats
     return next((name for name, fmt in suites.GGUF_FORMATS.items() if fmt == only), None)
@@ -62,8 +65,10 @@ def check_priced_bytes(model: nn.Module, path: Path) -> None:
     held = sum(int(t.n_bytes) for t in gguf.GGUFReader(str(path)).tensors if len(t.shape) == 2)
     priced = profile_model(model).weight_bytes()
     if abs(priced / held - 1) > 1e-3:
-        raise RuntimeError(f"{path.name}: the file holds {held} bytes of weight matrices but the profile prices "
-                           f"{priced:.0f}; its formats do not map onto GGUF block types")
+        raise RuntimeError(
+            f"{path.name}: the file holds {held} bytes of weight matrices but the profile prices "
+            f"{priced:.0f}; its formats do not map onto GGUF block types"
+        )
 
 
 @HOST_RUNTIMES.decorator()
@@ -108,8 +113,9 @@ class LlamaCpp(HostRuntime):
 
         kind = block_type(model)
         if kind is not None and kind != "F16" and self._float is not None and self._float[0] is model:
-            return llama_quantize(self._float[1], folder / f"{kind}.gguf", kind, token_embedding_type="F16",
-                                  threads=self.threads)
+            return llama_quantize(
+                self._float[1], folder / f"{kind}.gguf", kind, token_embedding_type="F16", threads=self.threads
+            )
         if kind == "F16":  # kept for the quantized variants; replacing the folder removes the last one
             self._float_dir = tempfile.TemporaryDirectory(prefix="autocompress-gguf-")
             self._float = (model, self.export(model, Path(self._float_dir.name) / "F16.gguf"))
@@ -122,8 +128,15 @@ class LlamaCpp(HostRuntime):
         with tempfile.TemporaryDirectory(prefix="autocompress-gguf-") as folder:
             path = self.gguf(model, Path(folder))
             check_priced_bytes(model, path)
-            prefill, decode = time_gguf(path, workload.prompt_tokens, workload.context_tokens, self.decode_tokens,
-                                        repeats, threads=self.threads, vocab=model.config.vocab_size)
+            prefill, decode = time_gguf(
+                path,
+                workload.prompt_tokens,
+                workload.context_tokens,
+                self.decode_tokens,
+                repeats,
+                threads=self.threads,
+                vocab=model.config.vocab_size,
+            )
         return ModelTiming(prefill, decode)
 
     def probe_gflops(self, counting: HardwareTarget, progress: Callable[[str], None]) -> dict[str, float]:
@@ -132,7 +145,8 @@ class LlamaCpp(HostRuntime):
         probe = suites.LLAMACPP_PROBE
         out = {}
         for (label, model, workload), name in zip(
-                suites.format_models((probe,), suites.GGUF_FORMATS, self.model_ref), suites.GGUF_FORMATS):
+            suites.format_models((probe,), suites.GGUF_FORMATS, self.model_ref), suites.GGUF_FORMATS
+        ):
             progress(f"llama.cpp throughput: {label} (prompt {workload.prompt_tokens})")
             flops = RooflineModel(counting).phase_cost(profile_model(model), workload, "prefill").flops
             out[name] = flops / (self.time(model, workload, PROBE_REPEATS).prefill_ms * 1e-3) / 1e9
@@ -144,14 +158,20 @@ class LlamaCpp(HostRuntime):
         progress("micro-benchmark: memory bandwidth")
         threads = self.threads or default_threads()
         counting = HardwareTarget(
-            name=self.target_name, description=f"this machine: {platform.processor() or platform.machine()}, "
-                                               f"{os.cpu_count()} CPUs",
-            runtime=f"llama.cpp (llama-cpp-python {self.llama_cpp.__version__}) CPU, {threads} threads, "
-                    "F16 KV cache",
-            memory_bandwidth_gbps=round(copy_bandwidth_gbps(), 2), sustained_bandwidth_fraction=1.0,
-            peak_gflops={"fp32": 1.0, "fp16": 1.0, "int8": 1.0, "int4": 1.0}, compute_efficiency=1.0,
-            memory_capacity_gb=physical_memory_gb(), per_op_overhead_us=START_OVERHEAD_US, power_w=15.0,
-            features=FEATURES, runtime_bits=None, uncertainty=0.3)
+            name=self.target_name,
+            description=f"this machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+            runtime=f"llama.cpp (llama-cpp-python {self.llama_cpp.__version__}) CPU, {threads} threads, F16 KV cache",
+            memory_bandwidth_gbps=round(copy_bandwidth_gbps(), 2),
+            sustained_bandwidth_fraction=1.0,
+            peak_gflops={"fp32": 1.0, "fp16": 1.0, "int8": 1.0, "int4": 1.0},
+            compute_efficiency=1.0,
+            memory_capacity_gb=physical_memory_gb(),
+            per_op_overhead_us=START_OVERHEAD_US,
+            power_w=15.0,
+            features=FEATURES,
+            runtime_bits=None,
+            uncertainty=0.3,
+        )
         measured = self.probe_gflops(counting, progress)
         peaks = {PRECISIONS[name]: float(f"{value:.4g}") for name, value in measured.items()}
         peaks["fp32"] = peaks["fp16"]  # no F32 weights are exported or measured
@@ -160,8 +180,10 @@ class LlamaCpp(HostRuntime):
     def cases(self, suite: Suite) -> Cases:
         if suite == "calibration":
             return suites.format_models(suites.LLAMACPP_CALIBRATION_SHAPES, suites.GGUF_FORMATS, self.model_ref)
-        return chain(suites.format_models(suites.LLAMACPP_VALIDATION_SHAPES, suites.GGUF_FORMATS, self.model_ref),
-                     suites.recipe_models(self.model_ref, suites.LLAMACPP_VALIDATION_RECIPES))
+        return chain(
+            suites.format_models(suites.LLAMACPP_VALIDATION_SHAPES, suites.GGUF_FORMATS, self.model_ref),
+            suites.recipe_models(self.model_ref, suites.LLAMACPP_VALIDATION_RECIPES),
+        )
 
     def target_yaml(self, target: HardwareTarget, fitted_on: int, err: Errors) -> str:
         p, probe = target.peak_gflops, suites.LLAMACPP_PROBE

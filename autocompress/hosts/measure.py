@@ -24,8 +24,9 @@ def copy_bandwidth_gbps(megabytes: int = 256, repeats: int = 5) -> float:
     return 2 * src.numel() * 4 / seconds / 1e9
 
 
-def gemm_gflops(m: int = 512, n: int = 1536, k: int = 576, dtype: torch.dtype = torch.float32,
-                repeats: int = 5) -> float:
+def gemm_gflops(
+    m: int = 512, n: int = 1536, k: int = 576, dtype: torch.dtype = torch.float32, repeats: int = 5
+) -> float:
     """Throughput of a prefill-shaped matrix product."""
     a = torch.randn(m, k, dtype=dtype)
     b = torch.randn(k, n, dtype=dtype)
@@ -47,8 +48,9 @@ class ModelTiming:
 
 
 @torch.no_grad()
-def time_model(model: nn.Module, prompt_tokens: int, context_tokens: int, repeats: int = 5,
-               decode_steps: int = 8) -> ModelTiming:
+def time_model(
+    model: nn.Module, prompt_tokens: int, context_tokens: int, repeats: int = 5, decode_steps: int = 8
+) -> ModelTiming:
     """Measured prefill of ``prompt_tokens`` and per-token decode with a KV cache of ``context_tokens``."""
     from transformers import DynamicCache
 

@@ -19,17 +19,26 @@ from autocompress.models.annotations import WeightFormat, set_weight_format
 from autocompress.models.loading import DEFAULT_MODEL, resolve_checkpoint
 
 CALIBRATION_SHAPES = (
-    Shape("30 layers", 30), Shape("20 layers", 20), Shape("10 layers", 10),
-    Shape("30 layers, ffn 768", 30, 768), Shape("15 layers, ffn 768", 15, 768),
+    Shape("30 layers", 30),
+    Shape("20 layers", 20),
+    Shape("10 layers", 10),
+    Shape("30 layers, ffn 768", 30, 768),
+    Shape("15 layers, ffn 768", 15, 768),
     Shape("30 layers, p64 c128", 30, prompt_tokens=64, context_tokens=128),
     Shape("20 layers, p512 c1024", 20, prompt_tokens=512, context_tokens=1024),
     Shape("6 layers", 6),
 )
 
 VALIDATION_SHAPES = (
-    Shape("28 layers", 28), Shape("24 layers", 24), Shape("16 layers", 16), Shape("8 layers", 8),
-    Shape("4 layers", 4), Shape("26 layers, ffn 1152", 26, 1152), Shape("18 layers, ffn 1152", 18, 1152),
-    Shape("30 layers, ffn 512", 30, 512), Shape("12 layers, ffn 2048", 12, 2048),
+    Shape("28 layers", 28),
+    Shape("24 layers", 24),
+    Shape("16 layers", 16),
+    Shape("8 layers", 8),
+    Shape("4 layers", 4),
+    Shape("26 layers, ffn 1152", 26, 1152),
+    Shape("18 layers, ffn 1152", 18, 1152),
+    Shape("30 layers, ffn 512", 30, 512),
+    Shape("12 layers, ffn 2048", 12, 2048),
     Shape("30 layers, p32 c128", 30, prompt_tokens=32, context_tokens=128),
     Shape("30 layers, p128 c384", 30, prompt_tokens=128, context_tokens=384),
     Shape("22 layers, p384 c1024", 22, prompt_tokens=384, context_tokens=1024),
@@ -43,11 +52,15 @@ VALIDATION_RECIPES = {  # label -> recipe steps, applied to the real base model
     "int3 asym g64": [{"technique": "quantize", "params": {"bits": 3, "group_size": 64, "symmetric": False}}],
     "50% sparse": [{"technique": "sparsify", "params": {"sparsity": 0.5}}],
     "drop 6": [{"technique": "prune_depth", "params": {"drop_layers": 6}}],
-    "drop 12 + int4": [{"technique": "prune_depth", "params": {"drop_layers": 12}},
-                       {"technique": "quantize", "params": {"bits": 4, "group_size": 64}}],
-    "drop 4 + 30% sparse + int8": [{"technique": "prune_depth", "params": {"drop_layers": 4}},
-                                   {"technique": "sparsify", "params": {"sparsity": 0.3}},
-                                   {"technique": "quantize", "params": {"bits": 8, "group_size": 32}}],
+    "drop 12 + int4": [
+        {"technique": "prune_depth", "params": {"drop_layers": 12}},
+        {"technique": "quantize", "params": {"bits": 4, "group_size": 64}},
+    ],
+    "drop 4 + 30% sparse + int8": [
+        {"technique": "prune_depth", "params": {"drop_layers": 4}},
+        {"technique": "sparsify", "params": {"sparsity": 0.3}},
+        {"technique": "quantize", "params": {"bits": 8, "group_size": 32}},
+    ],
 }
 
 
@@ -60,15 +73,19 @@ GGUF_FORMATS = {"F16": WeightFormat(16), "Q8_0": WeightFormat(8, 32), "Q4_0": We
 LLAMACPP_PROBE = Shape("probe", 6, prompt_tokens=512, context_tokens=64)  # prefill throughput per format
 
 LLAMACPP_CALIBRATION_SHAPES = (
-    Shape("30 layers", 30), Shape("15 layers", 15), Shape("6 layers", 6),
+    Shape("30 layers", 30),
+    Shape("15 layers", 15),
+    Shape("6 layers", 6),
     Shape("30 layers, ffn 768", 30, 768),
     Shape("30 layers, p64 c128", 30, prompt_tokens=64, context_tokens=128),
     Shape("20 layers, p512 c1024", 20, prompt_tokens=512, context_tokens=1024),
 )
 
 LLAMACPP_VALIDATION_SHAPES = (
-    Shape("24 layers", 24), Shape("3 layers", 3),
-    Shape("26 layers, ffn 1152", 26, 1152), Shape("12 layers, ffn 2048", 12, 2048),
+    Shape("24 layers", 24),
+    Shape("3 layers", 3),
+    Shape("26 layers, ffn 1152", 26, 1152),
+    Shape("12 layers, ffn 2048", 12, 2048),
     Shape("30 layers, p32 c128", 30, prompt_tokens=32, context_tokens=128),
     Shape("22 layers, p384 c1024", 22, prompt_tokens=384, context_tokens=1024),
     Shape("30 layers, p128 c2048", 30, prompt_tokens=128, context_tokens=2048),
@@ -76,11 +93,14 @@ LLAMACPP_VALIDATION_SHAPES = (
 
 LLAMACPP_VALIDATION_RECIPES = {  # formats the GGUF exporter writes exactly (group 32: Q4_0, Q8_0)
     "int4 g32 (Q4_0)": [{"technique": "quantize", "params": {"bits": 4, "group_size": 32}}],
-    "int8 g32 + embeddings (Q8_0)": [{"technique": "quantize",
-                                      "params": {"bits": 8, "group_size": 32, "embeddings": True}}],
+    "int8 g32 + embeddings (Q8_0)": [
+        {"technique": "quantize", "params": {"bits": 8, "group_size": 32, "embeddings": True}}
+    ],
     "50% sparse (F16)": [{"technique": "sparsify", "params": {"sparsity": 0.5}}],
-    "drop 12 + int4 g32": [{"technique": "prune_depth", "params": {"drop_layers": 12}},
-                           {"technique": "quantize", "params": {"bits": 4, "group_size": 32}}],
+    "drop 12 + int4 g32": [
+        {"technique": "prune_depth", "params": {"drop_layers": 12}},
+        {"technique": "quantize", "params": {"bits": 4, "group_size": 32}},
+    ],
 }
 
 
@@ -91,22 +111,26 @@ def with_block_format(model: nn.Module, fmt: WeightFormat) -> nn.Module:
     return model
 
 
-def format_models(shapes: tuple[Shape, ...], formats: dict[str, WeightFormat],
-                  model_ref: str = DEFAULT_MODEL) -> Iterator[tuple[str, nn.Module, Workload]]:
+def format_models(
+    shapes: tuple[Shape, ...], formats: dict[str, WeightFormat], model_ref: str = DEFAULT_MODEL
+) -> Iterator[tuple[str, nn.Module, Workload]]:
     """Each shape once per format (one model per shape; its recorded format changes between yields)."""
     for label, model, workload in shape_models(shapes, model_ref):
         for name, fmt in formats.items():
             yield f"{label} {name}", with_block_format(model, fmt), workload
 
 
-def shape_models(shapes: tuple[Shape, ...], model_ref: str = DEFAULT_MODEL) -> Iterator[tuple[str, nn.Module, Workload]]:
+def shape_models(
+    shapes: tuple[Shape, ...], model_ref: str = DEFAULT_MODEL
+) -> Iterator[tuple[str, nn.Module, Workload]]:
     folder = resolve_checkpoint(model_ref)
     for shape in shapes:
         yield shape.label, synthetic_model(folder, shape), Workload(shape.prompt_tokens, shape.context_tokens)
 
 
-def recipe_models(model_ref: str = DEFAULT_MODEL,
-                  recipes: dict[str, list[dict]] | None = None) -> Iterator[tuple[str, nn.Module, Workload]]:
+def recipe_models(
+    model_ref: str = DEFAULT_MODEL, recipes: dict[str, list[dict]] | None = None
+) -> Iterator[tuple[str, nn.Module, Workload]]:
     from autocompress.pipeline import apply_recipe, open_session
     from autocompress.recipe import Recipe, TextSpec
 

@@ -32,8 +32,9 @@ class TorchEager(HostRuntime):
     def cases(self, suite: Suite) -> Cases:
         if suite == "calibration":
             return suites.shape_models(suites.CALIBRATION_SHAPES, self.model_ref)
-        return chain(suites.shape_models(suites.VALIDATION_SHAPES, self.model_ref),
-                     suites.recipe_models(self.model_ref))
+        return chain(
+            suites.shape_models(suites.VALIDATION_SHAPES, self.model_ref), suites.recipe_models(self.model_ref)
+        )
 
     def target_yaml(self, target: HardwareTarget, fitted_on: int, err: Errors) -> str:
         return target_yaml(target, fitted_on, err)

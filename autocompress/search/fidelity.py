@@ -70,7 +70,10 @@ def proxy_correlation(records: list[TrialRecord], proxy: str, metrics: list[str]
     """Per costly metric: Spearman rho with the proxy and the number of trials both were measured on."""
     report = {}
     for metric in metrics:
-        pairs = [(r.metrics[proxy], r.metrics[metric]) for r in records
-                 if r.duplicate_of is None and proxy in r.metrics and metric in r.metrics]
+        pairs = [
+            (r.metrics[proxy], r.metrics[metric])
+            for r in records
+            if r.duplicate_of is None and proxy in r.metrics and metric in r.metrics
+        ]
         report[metric] = {"rho": spearman([p for p, _ in pairs], [m for _, m in pairs]), "n": len(pairs)}
     return report

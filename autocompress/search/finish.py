@@ -53,13 +53,16 @@ def finish_job(job: Job, study: optuna.Study, session: Session, tracker: Tracker
         result = JobResult(job, records)
         job.job_dir.mkdir(parents=True, exist_ok=True)
         (job.job_dir / "proxy_correlation.json").write_text(json.dumps(result.proxy_correlation, indent=2))
-        tracker.log_metrics(tracker.job_run_id(), {f"spearman.{job.evaluation.proxy}.{m}": c["rho"]
-                                                   for m, c in result.proxy_correlation.items()})
+        tracker.log_metrics(
+            tracker.job_run_id(),
+            {f"spearman.{job.evaluation.proxy}.{m}": c["rho"] for m, c in result.proxy_correlation.items()},
+        )
     tracker.mark_pareto({r.number for r in records if r.pareto})
     if tracker.enabled:
         with tempfile.TemporaryDirectory() as tmp:
-            tracker.log_front(str(write_front([r.row() for r in records],
-                                              [(o.metric, o.direction) for o in job.objectives], tmp)))
+            tracker.log_front(
+                str(write_front([r.row() for r in records], [(o.metric, o.direction) for o in job.objectives], tmp))
+            )
     report = write_report(study, job, job.job_dir / "report", records)
     for target, front in report["fronts"].items():
         tracker.mark_pareto(set(front), tag=f"autocompress.pareto.{target}")
@@ -71,8 +74,7 @@ def finish_job(job: Job, study: optuna.Study, session: Session, tracker: Tracker
     return JobResult(job, records)
 
 
-def score_front(records: list[TrialRecord], job: Job, study: optuna.Study, session: Session,
-                tracker: Tracker) -> None:
+def score_front(records: list[TrialRecord], job: Job, study: optuna.Study, session: Session, tracker: Tracker) -> None:
     """Costly metrics for every Pareto-optimal trial that lacks them, stored in the study, logged to the trial's
     MLflow run and added to its record (costly metrics are never objectives: the front stays as it is)."""
     costly = job.evaluation.costly
@@ -119,10 +121,21 @@ def export_front(job: Job, session: Session, records: list[TrialRecord], tracker
         if existing and existing.get("recipe_digest") == recipe.digest():
             continue  # exported (and registered) by an earlier run of this job
         model = apply_recipe(session, recipe)
-        write_artifact(model, session.base.tokenizer, recipe, record.metrics, dest,
-                       extra={"job": job.name, "trial": record.number, "targets": job.targets,
-                              "workload": job.workload.model_dump(), "run_id": record.run_id,
-                              "tracking_uri": job.tracking_uri})
+        write_artifact(
+            model,
+            session.base.tokenizer,
+            recipe,
+            record.metrics,
+            dest,
+            extra={
+                "job": job.name,
+                "trial": record.number,
+                "targets": job.targets,
+                "workload": job.workload.model_dump(),
+                "run_id": record.run_id,
+                "tracking_uri": job.tracking_uri,
+            },
+        )
         if record.run_id:
             tracker.log_model(record.run_id, str(dest), job.name)
         _deployables(job, dest, session)

@@ -14,7 +14,6 @@ from autocompress.search.attrs import TrialAttrs, late_metrics
 from autocompress.search.job import Objective
 
 
-
 @dataclass
 class TrialRecord:
     number: int
@@ -29,8 +28,17 @@ class TrialRecord:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def row(self) -> dict[str, Any]:
-        return {"trial": self.number, "state": self.state, "feasible": self.feasible, "pareto": self.pareto,
-                "metrics": self.metrics, "recipe": self.recipe, "run_id": self.run_id, "error": self.error, "duplicate_of": self.duplicate_of}
+        return {
+            "trial": self.number,
+            "state": self.state,
+            "feasible": self.feasible,
+            "pareto": self.pareto,
+            "metrics": self.metrics,
+            "recipe": self.recipe,
+            "run_id": self.run_id,
+            "error": self.error,
+            "duplicate_of": self.duplicate_of,
+        }
 
 
 def is_feasible(trial: FrozenTrial) -> bool:
@@ -40,9 +48,16 @@ def is_feasible(trial: FrozenTrial) -> bool:
 
 def _record(trial: FrozenTrial, late: dict[str, float]) -> TrialRecord:
     attrs = TrialAttrs.of(trial)
-    return TrialRecord(number=trial.number, state=trial.state.name, metrics=(attrs.metrics or {}) | late,
-                       feasible=is_feasible(trial), recipe=attrs.recipe or {}, run_id=attrs.run_id, error=attrs.error,
-                       duplicate_of=attrs.duplicate_of)
+    return TrialRecord(
+        number=trial.number,
+        state=trial.state.name,
+        metrics=(attrs.metrics or {}) | late,
+        feasible=is_feasible(trial),
+        recipe=attrs.recipe or {},
+        run_id=attrs.run_id,
+        error=attrs.error,
+        duplicate_of=attrs.duplicate_of,
+    )
 
 
 def dominates(a: list[float], b: list[float]) -> bool:
@@ -97,19 +112,22 @@ def minimised(record: TrialRecord, objectives: list[Objective]) -> list[float]:
 
 def retarget(objectives: list[Objective], target: str) -> list[Objective]:
     """The same objectives with every cost metric read on ``target`` instead."""
-    return [o.model_copy(update={"metric": metric_name(target, split_metric_name(o.metric)[1])})
-            if is_cost_metric(o.metric)
-            else o for o in objectives]
+    return [
+        o.model_copy(update={"metric": metric_name(target, split_metric_name(o.metric)[1])})
+        if is_cost_metric(o.metric)
+        else o
+        for o in objectives
+    ]
 
 
-def per_target_fronts(records: list[TrialRecord], objectives: list[Objective],
-                      targets: list[str]) -> dict[str, set[int]]:
+def per_target_fronts(
+    records: list[TrialRecord], objectives: list[Objective], targets: list[str]
+) -> dict[str, set[int]]:
     """Accuracy does not depend on the device: one set of trials gives a front per target."""
     return {t: pareto_numbers(records, retarget(objectives, t)) for t in targets}
 
 
-def running_hypervolume(records: list[TrialRecord], objectives: list[Objective],
-                        reference: list[float]) -> list[float]:
+def running_hypervolume(records: list[TrialRecord], objectives: list[Objective], reference: list[float]) -> list[float]:
     """Hypervolume of the feasible front after each trial (in trial order), against a fixed ``reference``
     given in the objectives' own directions (a maximised objective's reference is its lowest useful value)."""
     signs = [1.0 if o.direction == "minimize" else -1.0 for o in objectives]
@@ -130,8 +148,11 @@ def trials_to_reach(history: list[float], level: float) -> int | None:
 
 def hypervolume_history(records: list[TrialRecord], objectives: list[Objective]) -> list[float]:
     """Hypervolume of the feasible front after each trial, with the worst value seen as reference."""
-    feasible = [minimised(r, objectives) for r in records
-                if r.feasible and all(math.isfinite(v) for v in minimised(r, objectives))]
+    feasible = [
+        minimised(r, objectives)
+        for r in records
+        if r.feasible and all(math.isfinite(v) for v in minimised(r, objectives))
+    ]
     if not feasible:
         return [0.0] * len(records)
     signs = [1.0 if o.direction == "minimize" else -1.0 for o in objectives]

@@ -66,11 +66,16 @@ class SearchSettings(BaseModel):
     seed: int = 0
     population_size: int = Field(8, ge=2, description="NSGA-II/III population; GP's random start-up trials")
     heartbeat_seconds: int = Field(10, ge=1, description="how often a running trial says it is alive")
-    predict_first: bool = Field(True, description="predict a trial's cost from its recipe before applying it: a "
-                                                  "trial over a cost budget then skips applying and evaluating")
+    predict_first: bool = Field(
+        True,
+        description="predict a trial's cost from its recipe before applying it: a "
+        "trial over a cost budget then skips applying and evaluating",
+    )
     cost_bound: Literal["expected", "upper"] = Field(
-        "expected", description="check cost budgets against the prediction or its upper bound "
-                                "(prediction x (1 + the target's uncertainty))")
+        "expected",
+        description="check cost budgets against the prediction or its upper bound "
+        "(prediction x (1 + the target's uncertainty))",
+    )
 
 
 class WorkloadSpec(BaseModel):
@@ -83,8 +88,9 @@ class WorkloadSpec(BaseModel):
 class RaySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    address: str | None = Field(None, description="ray.init address of an existing cluster, e.g. 10.0.0.5:6379; "
-                                                  "default: a local Ray")
+    address: str | None = Field(
+        None, description="ray.init address of an existing cluster, e.g. 10.0.0.5:6379; default: a local Ray"
+    )
     concurrency: int = Field(2, ge=1, le=1024, description="trials in flight at once")
     cpus_per_trial: float = Field(1.0, gt=0)
     gpus_per_trial: float = Field(0.0, ge=0)
@@ -97,10 +103,14 @@ class ExportSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     checkpoint: bool = Field(True, description="the transformers-loadable safetensors artifact")
-    formats: list[Literal["gguf", "packed"]] = Field(default_factory=list,
-                                                     description="deployable files beside it (autocompress export)")
-    measure: bool = Field(False, description="run each Pareto GGUF with llama.cpp on this host and log "
-                                             "host.llamacpp.* metrics to its trial run (needs [llamacpp])")
+    formats: list[Literal["gguf", "packed"]] = Field(
+        default_factory=list, description="deployable files beside it (autocompress export)"
+    )
+    measure: bool = Field(
+        False,
+        description="run each Pareto GGUF with llama.cpp on this host and log "
+        "host.llamacpp.* metrics to its trial run (needs [llamacpp])",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> "ExportSettings":
@@ -125,10 +135,14 @@ class Job(BaseModel):
     workload: WorkloadSpec = Field(default_factory=WorkloadSpec)
     evaluation: EvalSettings = Field(default_factory=EvalSettings)
     storage: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<workdir>/optuna.db")
-    tracking: str | None = Field(None, description="MLflow tracking URI; default sqlite:///<workdir>/mlflow.db; 'none' disables")
+    tracking: str | None = Field(
+        None, description="MLflow tracking URI; default sqlite:///<workdir>/mlflow.db; 'none' disables"
+    )
     workdir: str = "./runs"
-    export: ExportSettings = Field(default_factory=ExportSettings,
-                                   description="Pareto-optimal artifacts: true/false, or checkpoint/formats/measure")
+    export: ExportSettings = Field(
+        default_factory=ExportSettings,
+        description="Pareto-optimal artifacts: true/false, or checkpoint/formats/measure",
+    )
     backend: str = Field("local", description="where trials run: local (in this process) or ray")
     ray: RaySettings = Field(default_factory=RaySettings)
     workers: int = Field(1, ge=1, le=64, description="service workers that may run this job's trials at once")
@@ -156,8 +170,10 @@ class Job(BaseModel):
             try:
                 make_url(value)
             except ArgumentError:
-                raise ValueError(f"{value!r} is not a SQLAlchemy URL (e.g. sqlite:///runs/optuna.db or "
-                                 "postgresql://user@127.0.0.1:5432/db)") from None
+                raise ValueError(
+                    f"{value!r} is not a SQLAlchemy URL (e.g. sqlite:///runs/optuna.db or "
+                    "postgresql://user@127.0.0.1:5432/db)"
+                ) from None
         return value
 
     @model_validator(mode="after")
@@ -172,11 +188,15 @@ class Job(BaseModel):
                 raise ValueError(f"budgets.{metric}: max {bound.max} can never be met (the metric is never negative)")
         for i, metric in enumerate(self.evaluation.costly):
             if not is_accuracy_metric(metric):
-                raise ValueError(f"evaluation.costly[{i}]: {metric!r} is not an accuracy metric; allowed: "
-                                 f"{', '.join(known_metrics())}")
+                raise ValueError(
+                    f"evaluation.costly[{i}]: {metric!r} is not an accuracy metric; allowed: "
+                    f"{', '.join(known_metrics())}"
+                )
             if metric in self.metric_names:
-                raise ValueError(f"evaluation.costly[{i}]: {metric!r} is an objective or budget, so every trial "
-                                 "measures it; list only metrics to measure near the front")
+                raise ValueError(
+                    f"evaluation.costly[{i}]: {metric!r} is an objective or budget, so every trial "
+                    "measures it; list only metrics to measure near the front"
+                )
         if not is_accuracy_metric(self.evaluation.proxy):
             raise ValueError(f"evaluation.proxy: {self.evaluation.proxy!r} is not an accuracy metric")
         return self
@@ -185,8 +205,10 @@ class Job(BaseModel):
         target, name = split_metric_name(metric)
         if target is None:
             if not is_accuracy_metric(name):
-                raise ValueError(f"{field}: unknown metric {metric!r}; accuracy metrics: {', '.join(known_metrics())}; "
-                                 f"cost metrics: <target>.{{{','.join(COST_METRICS)}}}")
+                raise ValueError(
+                    f"{field}: unknown metric {metric!r}; accuracy metrics: {', '.join(known_metrics())}; "
+                    f"cost metrics: <target>.{{{','.join(COST_METRICS)}}}"
+                )
         elif target not in self.targets:
             raise ValueError(f"{field}: target {target!r} is not in targets {self.targets}")
         elif name not in COST_METRICS:

@@ -45,7 +45,9 @@ def job_lock(storage_url: str, name: str) -> Iterator[None]:
             connection = _engine(storage_url).connect()
         except Exception as exc:  # server down, bad credentials: the same one-line error as open_storage
             reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            raise ConfigError("storage", f"cannot open {url.render_as_string(hide_password=True)!r}: {reason}") from None
+            raise ConfigError(
+                "storage", f"cannot open {url.render_as_string(hide_password=True)!r}: {reason}"
+            ) from None
         with connection as conn, conn.begin():
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(name)})
             yield

@@ -14,8 +14,14 @@ from autocompress.evaluators import evaluators_for
 from autocompress.hardware.roofline import Workload
 from autocompress.hardware.target import HardwareTarget, load_target
 from autocompress.metrics import is_cost_metric, split_metric_name
-from autocompress.pipeline import (Session, apply_recipe, cost_needs_model, measure_accuracy, predict_cost,
-                                   predict_recipe_cost)
+from autocompress.pipeline import (
+    Session,
+    apply_recipe,
+    cost_needs_model,
+    measure_accuracy,
+    predict_cost,
+    predict_recipe_cost,
+)
 from autocompress.recipe import Recipe
 from autocompress.search.attrs import TrialAttrs, error_text, write
 from autocompress.search.fidelity import near_front, objective_points
@@ -86,8 +92,7 @@ class TrialObjective:
     """Recipe -> cost (predicted from the recipe when it can be) -> compressed model -> cost -> accuracy;
     a trial whose cost breaks a cost budget stops at the first of those that shows it (see docs/search.md)."""
 
-    def __init__(self, job: Job, space: SearchSpace, session: Session, targets: list[HardwareTarget],
-                 tracker: Tracker):
+    def __init__(self, job: Job, space: SearchSpace, session: Session, targets: list[HardwareTarget], tracker: Tracker):
         self.job, self.space, self.session, self.targets, self.tracker = job, space, session, targets, tracker
         self.workload = Workload(**job.workload.model_dump())
         self.uncertainty = {t.name: t.uncertainty for t in targets}
@@ -172,8 +177,9 @@ class TrialObjective:
         """Raise :class:`OverBudget` if a cost metric breaks its budget."""
         over = [m for m in self.job.budgets if is_cost_metric(m) and self.violation(m, metrics) > 0]
         if over:
-            raise OverBudget(metrics, f"cost over budget ({source}): "
-                             + ", ".join(f"{m}={metrics[m]:.4g}" for m in over))
+            raise OverBudget(
+                metrics, f"cost over budget ({source}): " + ", ".join(f"{m}={metrics[m]:.4g}" for m in over)
+            )
 
     def _wants_costly(self, trial: optuna.Trial, metrics: dict[str, float]) -> bool:
         """Multi-fidelity: costly metrics only for a feasible trial within the margin of the current
@@ -204,8 +210,9 @@ class TrialObjective:
         study = trial.study
         while True:
             running = False
-            for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
-                                                                  TrialState.RUNNING)):
+            for other in study.get_trials(
+                deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+            ):
                 attrs = TrialAttrs.of(other)
                 if attrs.recipe_digest != digest or other.number == trial.number:
                     continue

@@ -80,8 +80,13 @@ def pareto_figure_png(rows: list[dict], objectives: list[tuple[str, str]], path:
         (xn, xd), (yn, _) = objectives[i], objectives[j]
         ax.scatter(_values(feasible, xn), _values(feasible, yn), c=GREY, s=22, alpha=0.7, label="trial")
         ax.scatter(
-            _values(infeasible, xn), _values(infeasible, yn),
-            facecolors="none", edgecolors=GREY, s=22, alpha=0.7, label="infeasible",
+            _values(infeasible, xn),
+            _values(infeasible, yn),
+            facecolors="none",
+            edgecolors=GREY,
+            s=22,
+            alpha=0.7,
+            label="infeasible",
         )
         if pareto:
             ax.scatter(_values(pareto, xn), _values(pareto, yn), c=PARETO_COLOR, s=40, zorder=3, label="Pareto")
@@ -91,12 +96,17 @@ def pareto_figure_png(rows: list[dict], objectives: list[tuple[str, str]], path:
                 where = "post" if _short(xd) == "min" else "pre"
                 ax.step(_values(front, xn), _values(front, yn), where=where, c=PARETO_COLOR, lw=1.2, zorder=2)
             for r in pareto:
-                ax.annotate(str(r["trial"]), (r["metrics"][xn], r["metrics"][yn]), fontsize=7,
-                            xytext=(3, 3), textcoords="offset points")
+                ax.annotate(
+                    str(r["trial"]),
+                    (r["metrics"][xn], r["metrics"][yn]),
+                    fontsize=7,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
         ax.set_xlabel(axis_label(objectives[i]))
         ax.set_ylabel(axis_label(objectives[j]))
         ax.grid(alpha=0.3)
-    for ax in axes[len(pairs):]:
+    for ax in axes[len(pairs) :]:
         ax.set_visible(False)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"{len(pareto)} Pareto trials of {len(rows)}")

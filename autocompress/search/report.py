@@ -32,8 +32,11 @@ def time_split(study: optuna.Study) -> dict[str, float]:
         for stage, seconds in (attrs.seconds or {}).items():
             totals[stage] = totals.get(stage, 0.0) + seconds
     evaluate = sum(v for k, v in totals.items() if k.startswith("evaluate"))
-    return {**{f"{k}_s": v for k, v in sorted(totals.items())}, "trial_wall_s": wall,
-            "overhead_share": (wall - evaluate) / wall if wall else math.nan}
+    return {
+        **{f"{k}_s": v for k, v in sorted(totals.items())},
+        "trial_wall_s": wall,
+        "overhead_share": (wall - evaluate) / wall if wall else math.nan,
+    }
 
 
 def importances(study: optuna.Study, job: Job) -> dict[str, dict[str, float]]:
@@ -74,8 +77,7 @@ def _hypervolume_html(history: list[float], path: Path) -> None:
     fig.write_html(path, include_plotlyjs=True)
 
 
-def write_report(study: optuna.Study, job: Job, out: Path,
-                 records: list[TrialRecord] | None = None) -> dict[str, Any]:
+def write_report(study: optuna.Study, job: Job, out: Path, records: list[TrialRecord] | None = None) -> dict[str, Any]:
     """Write the report's files into ``out``; return the summary (also saved as summary.json). ``records``:
     the study's trial records when the caller has them already."""
     out.mkdir(parents=True, exist_ok=True)
@@ -93,12 +95,15 @@ def write_report(study: optuna.Study, job: Job, out: Path,
     _hypervolume_png(history, out / "hypervolume.png")
     _hypervolume_html(history, out / "hypervolume.html")
     summary = {
-        "job": job.name, "trials": len(records),
+        "job": job.name,
+        "trials": len(records),
         "states": {s: sum(r.state == s for r in records) for s in sorted({r.state for r in records})},
         "repeated_recipes": sum(r.duplicate_of is not None for r in records),
         "fronts": {t: sorted(f) for t, f in fronts.items()},
-        "hypervolume": history[-1] if history else 0.0, "hypervolume_history": history,
-        "importances": importances(study, job), "time": time_split(study),
+        "hypervolume": history[-1] if history else 0.0,
+        "hypervolume_history": history,
+        "importances": importances(study, job),
+        "time": time_split(study),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     return summary

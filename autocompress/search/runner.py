@@ -39,22 +39,27 @@ from autocompress.search.storage import open_storage
 from autocompress.tracking import MlflowTracker, NullTracker, Tracker
 
 
-
-
 def counts_as_finished(trial: FrozenTrial) -> bool:
     """COMPLETE and PRUNED trials count; FAIL counts only when the trial itself failed (not a kill)."""
     return trial.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
-        trial.state == TrialState.FAIL and TrialAttrs.of(trial).error is not None)
+        trial.state == TrialState.FAIL and TrialAttrs.of(trial).error is not None
+    )
 
 
 def job_fingerprint(job: Job, space: SearchSpace) -> dict[str, Any]:
     """What must not change between runs of the same job name."""
-    return {"model": job.model, "space": space.model_dump(mode="json"), "targets": job.targets,
-            "objectives": [o.model_dump() for o in job.objectives],
-            "budgets": {m: b.model_dump(exclude_none=True) for m, b in job.budgets.items()}, "calibration": job.calibration.model_dump(),
-            "workload": job.workload.model_dump(), "seed": job.search.seed,
-            # what a trial's accuracy metrics depend on (batch size, costly-metric policy do not)
-            "evaluation": job.evaluation.model_dump(include={"data", "limit", "top_k"})}
+    return {
+        "model": job.model,
+        "space": space.model_dump(mode="json"),
+        "targets": job.targets,
+        "objectives": [o.model_dump() for o in job.objectives],
+        "budgets": {m: b.model_dump(exclude_none=True) for m, b in job.budgets.items()},
+        "calibration": job.calibration.model_dump(),
+        "workload": job.workload.model_dump(),
+        "seed": job.search.seed,
+        # what a trial's accuracy metrics depend on (batch size, costly-metric policy do not)
+        "evaluation": job.evaluation.model_dump(include={"data", "limit", "top_k"}),
+    }
 
 
 class JobRunner:
@@ -63,8 +68,15 @@ class JobRunner:
     ``open`` -> ``search`` (any number of workers, each with its own runner) -> ``finish`` (once).
     """
 
-    def __init__(self, job: Job, console: Console | None = None, progress: bool = True, sampler_offset: int = 0,
-                 worker: str | None = None, session: Session | None = None):
+    def __init__(
+        self,
+        job: Job,
+        console: Console | None = None,
+        progress: bool = True,
+        sampler_offset: int = 0,
+        worker: str | None = None,
+        session: Session | None = None,
+    ):
         self.job = job
         self._session = session  # a base model already loaded for this job's model/calibration/seed (benchmarks)
         self.worker = worker  # recorded on each trial it runs
@@ -103,17 +115,24 @@ class JobRunner:
         except KeyError:
             return None
         if job_fingerprint_of(study) != job_fingerprint(job, self.space):
-            raise ConfigError("name", f"a job named {job.name!r} with a different model, space, targets, objectives, "
-                                      "budgets, calibration, workload, evaluation data or seed already exists in this "
-                                      "storage; use another name")
+            raise ConfigError(
+                "name",
+                f"a job named {job.name!r} with a different model, space, targets, objectives, "
+                "budgets, calibration, workload, evaluation data or seed already exists in this "
+                "storage; use another name",
+            )
         study.sampler = self._sampler(len(study.get_trials(deepcopy=False)))
         return study
 
     def _create_study(self, storage: optuna.storages.BaseStorage) -> optuna.Study:
         job = self.job
         try:
-            study = optuna.create_study(study_name=job.name, storage=storage, sampler=self._sampler(),
-                                        directions=[o.direction for o in job.objectives])
+            study = optuna.create_study(
+                study_name=job.name,
+                storage=storage,
+                sampler=self._sampler(),
+                directions=[o.direction for o in job.objectives],
+            )
         except optuna.exceptions.DuplicatedStudyError:  # another worker created it first
             study = self._load_study(storage)
             assert study is not None
@@ -128,8 +147,9 @@ class JobRunner:
         if uri is None:
             return NullTracker()
         try:
-            return MlflowTracker(uri, self.job.name, artifact_location=str(self.job.workdir_path / "mlartifacts"
-                                                                          / self.job.name))
+            return MlflowTracker(
+                uri, self.job.name, artifact_location=str(self.job.workdir_path / "mlartifacts" / self.job.name)
+            )
         except Exception as exc:
             raise ConfigError("tracking", f"cannot open MLflow tracking URI {uri!r}: {str(exc)[:200]}") from None
 
@@ -156,8 +176,9 @@ class JobRunner:
     def _open_session(self) -> Session:
         job = self.job
         with self.console.status(f"loading {job.model} and calibration text..."):
-            return open_session(job.model, job.calibration, job.search.seed, job.evaluation,
-                                trust_remote_code=job.trust_remote_code)
+            return open_session(
+                job.model, job.calibration, job.search.seed, job.evaluation, trust_remote_code=job.trust_remote_code
+            )
 
     def _reap(self, initial: bool = False) -> None:
         """Fail trials whose worker stopped beating, re-queue them once, close their MLflow runs.
@@ -168,8 +189,11 @@ class JobRunner:
         optuna.storages.fail_stale_trials(study)
         trials = study.get_trials(deepcopy=False)
         requeued = {TrialAttrs.of(t).retry_of for t in trials}
-        killed = [t for t in trials if t.state == TrialState.FAIL and TrialAttrs.of(t).error is None
-                  and t.number not in requeued]
+        killed = [
+            t
+            for t in trials
+            if t.state == TrialState.FAIL and TrialAttrs.of(t).error is None and t.number not in requeued
+        ]
         for t in killed:
             study.enqueue_trial(t.params, user_attrs=TrialAttrs(retry_of=t.number).stored())
             self.console.print(f"[yellow]trial {t.number} was interrupted; re-queued with the same parameters[/]")
@@ -180,8 +204,9 @@ class JobRunner:
                 if t is not None and counts_as_finished(t):
                     self._log_outcome(t)
         if initial or killed:
-            tracker.close_interrupted({t.number for t in trials
-                                       if t.state == TrialState.RUNNING or counts_as_finished(t)})
+            tracker.close_interrupted(
+                {t.number for t in trials if t.state == TrialState.RUNNING or counts_as_finished(t)}
+            )
 
     # ---- trials (what backends call) -------------------------------------------------------
     def finished(self) -> int:
@@ -251,12 +276,19 @@ class JobRunner:
         reasons = {"pruned_reason": attrs.pruned_reason, "infeasible_reason": attrs.infeasible_reason}
         tags = {f"autocompress.{key}": reason for key, reason in reasons.items() if reason is not None} or None
         seconds = {f"seconds.{stage}": v for stage, v in (attrs.seconds or {}).items()}
-        self.tracker.log_trial(attrs.run_id, (attrs.metrics or {}) | seconds, trial.state.name,
-                               is_feasible(trial), error=attrs.error, extra_tags=tags)
+        self.tracker.log_trial(
+            attrs.run_id,
+            (attrs.metrics or {}) | seconds,
+            trial.state.name,
+            is_feasible(trial),
+            error=attrs.error,
+            extra_tags=tags,
+        )
 
     # ---- run -------------------------------------------------------------------------------
-    def search(self, should_stop: Callable[[], bool] = lambda: False,
-               on_trial: Callable[[FrozenTrial], None] = lambda _: None) -> bool:
+    def search(
+        self, should_stop: Callable[[], bool] = lambda: False, on_trial: Callable[[FrozenTrial], None] = lambda _: None
+    ) -> bool:
         """Run trials in this process, one after another (``on_trial`` sees each outcome); True once the job
         has all its finished trials. ``autocompress.backends`` runs them where ``job.backend`` says."""
         while (trial := self.next_trial(should_stop)) is not None:
@@ -281,6 +313,7 @@ def summary(trial: FrozenTrial, job: Job) -> str:
         return f"trial {trial.number}: infeasible, not evaluated ({attrs.infeasible_reason})"
     if trial.state == TrialState.COMPLETE:
         metrics = attrs.metrics or {}
-        return f"trial {trial.number}: " + ", ".join(f"{o.metric}={metrics.get(o.metric, math.nan):.4g}"
-                                                      for o in job.objectives)
+        return f"trial {trial.number}: " + ", ".join(
+            f"{o.metric}={metrics.get(o.metric, math.nan):.4g}" for o in job.objectives
+        )
     return f"trial {trial.number}: {trial.state.name.lower()}"

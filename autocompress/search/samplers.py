@@ -24,10 +24,14 @@ class NoRepeatChildren:
 
     redraws = 8
 
-    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
-                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
-        seen = {tuple(sorted(t.params.items())) for t in study.get_trials(deepcopy=False, states=SEEN_STATES)
-                if t.number != trial.number}
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        seen = {
+            tuple(sorted(t.params.items()))
+            for t in study.get_trials(deepcopy=False, states=SEEN_STATES)
+            if t.number != trial.number
+        }
         for _ in range(self.redraws):
             child = super().sample_relative(study, trial, search_space)  # type: ignore[misc]
             if not child:  # the first generation: random

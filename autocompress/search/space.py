@@ -130,8 +130,10 @@ class SearchSpace(BaseModel):
         for i, seed in enumerate(self.seeds):
             for key, value in seed.items():
                 if key not in distributions:
-                    raise ConfigError(f"{field}: seeds[{i}].{key}", f"not a parameter of this space; "
-                                                                   f"parameters: {', '.join(distributions)}")
+                    raise ConfigError(
+                        f"{field}: seeds[{i}].{key}",
+                        f"not a parameter of this space; parameters: {', '.join(distributions)}",
+                    )
                 if not distributions[key].admits(value):
                     raise ConfigError(f"{field}: seeds[{i}].{key}", f"{value!r} is outside the space")
 
@@ -161,8 +163,10 @@ class SearchSpace(BaseModel):
             params = {key: self._draw(trial, f"{step.technique}.{key}", value) for key, value in step.params.items()}
             overrides = []
             for group in step.groups:
-                drawn = {key: self._draw(trial, f"{step.technique}.{group.name}.{key}", value)
-                         for key, value in group.params.items()}
+                drawn = {
+                    key: self._draw(trial, f"{step.technique}.{group.name}.{key}", value)
+                    for key, value in group.params.items()
+                }
                 overrides.append({"match": group.match, "layers": group.layers, **drawn})
             if overrides:
                 params["overrides"] = overrides

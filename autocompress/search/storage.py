@@ -28,8 +28,12 @@ def open_storage(url: str, heartbeat_seconds: int) -> optuna.storages.RDBStorage
         # A database server has a fixed number of connection slots shared by every worker: connect per
         # operation (NullPool) rather than hold a pool open per storage object. SQLite keeps its pool.
         engine_kwargs = {"pool_pre_ping": True} if parsed.get_backend_name() == "sqlite" else {"poolclass": NullPool}
-        return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_seconds,
-                                          grace_period=2 * heartbeat_seconds + 1, engine_kwargs=engine_kwargs)
+        return optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=heartbeat_seconds,
+            grace_period=2 * heartbeat_seconds + 1,
+            engine_kwargs=engine_kwargs,
+        )
     except Exception as exc:  # driver missing, server down, bad credentials
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise ConfigError("storage", f"cannot open {parsed.render_as_string(hide_password=True)!r}: {reason}") from None

@@ -135,8 +135,13 @@ class StudyReader:
         return progress, rows
 
 
-def create_app(queue: JobQueue, settings: ServerSettings, token: str | None = None,
-               embedded_worker: bool = True, worker_heartbeat: float = 5.0) -> FastAPI:
+def create_app(
+    queue: JobQueue,
+    settings: ServerSettings,
+    token: str | None = None,
+    embedded_worker: bool = True,
+    worker_heartbeat: float = 5.0,
+) -> FastAPI:
     reader = StudyReader()
 
     @asynccontextmanager
@@ -158,8 +163,11 @@ def create_app(queue: JobQueue, settings: ServerSettings, token: str | None = No
         if token is None:
             return
         if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
-            raise HTTPException(401, "a valid 'Authorization: Bearer <AUTOCOMPRESS_TOKEN>' header is required",
-                                headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                401,
+                "a valid 'Authorization: Bearer <AUTOCOMPRESS_TOKEN>' header is required",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
     app = FastAPI(title="autocompress", version="1", lifespan=lifespan, dependencies=[])
     secured = [Depends(authorised)]
@@ -194,26 +202,42 @@ def create_app(queue: JobQueue, settings: ServerSettings, token: str | None = No
     def health() -> dict[str, Any]:
         return {"status": "ok", "live_workers": queue.live_workers()}
 
-    @app.post("/jobs", status_code=201, dependencies=secured, response_model=JobDetail,
-              responses={200: {"model": JobDetail, "description": "the same job submitted before"},
-                         409: {"description": "the key or name belongs to a different job"},
-                         413: {"description": "body too large"}, 422: {"description": "invalid job spec"}},
-              openapi_extra={"requestBody": {"required": True, "content": {
-                  "application/json": {"schema": {"$ref": "#/components/schemas/Job"}},
-                  "application/yaml": {"schema": {"type": "string"}}}}})
+    @app.post(
+        "/jobs",
+        status_code=201,
+        dependencies=secured,
+        response_model=JobDetail,
+        responses={
+            200: {"model": JobDetail, "description": "the same job submitted before"},
+            409: {"description": "the key or name belongs to a different job"},
+            413: {"description": "body too large"},
+            422: {"description": "invalid job spec"},
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/Job"}},
+                    "application/yaml": {"schema": {"type": "string"}},
+                },
+            }
+        },
+    )
     async def submit(request: Request, idempotency_key: str | None = Header(None, max_length=200)) -> Any:
         spec = parse_body(await request.body(), request.headers.get("content-type", ""))
         job = await run_in_threadpool(validate, spec)
         try:
             row, created = queue.submit(spec, job.name, idempotency_key)
         except Conflict as exc:
-            raise HTTPException(409, {"field": "Idempotency-Key" if idempotency_key else "name",
-                                      "reason": str(exc)}) from None
+            raise HTTPException(
+                409, {"field": "Idempotency-Key" if idempotency_key else "name", "reason": str(exc)}
+            ) from None
         return JSONResponse(detail(row).model_dump(mode="json"), status_code=201 if created else 200)
 
     @app.get("/jobs", dependencies=secured, response_model=list[JobSummary])
-    def list_jobs(state: JobState | None = None, limit: int = Query(100, ge=1, le=1000),
-                  offset: int = Query(0, ge=0, le=10**9)) -> list[JobSummary]:
+    def list_jobs(
+        state: JobState | None = None, limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=10**9)
+    ) -> list[JobSummary]:
         return [JobSummary(**r) for r in queue.list(state, limit, offset)]
 
     @app.get("/jobs/{job_id}", dependencies=secured, response_model=JobDetail)
@@ -229,8 +253,12 @@ def create_app(queue: JobQueue, settings: ServerSettings, token: str | None = No
         row = job_or_404(job_id)
         return reader.read(prepare_job(row["spec"], settings))[1]
 
-    @app.post("/jobs/{job_id}/cancel", dependencies=secured, response_model=JobDetail,
-              responses={409: {"description": "the job has already ended"}})
+    @app.post(
+        "/jobs/{job_id}/cancel",
+        dependencies=secured,
+        response_model=JobDetail,
+        responses={409: {"description": "the job has already ended"}},
+    )
     def cancel(job_id: str) -> JobDetail:
         job_or_404(job_id)
         try:

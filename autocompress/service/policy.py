@@ -53,6 +53,8 @@ def prepare_job(spec: Any, settings: ServerSettings) -> Job:
         elif tracking.startswith("sqlite:"):
             update["tracking"] = _sqlite_inside(tracking, root, "tracking")
     if job.trust_remote_code and not settings.allow_remote_code:
-        raise ConfigError("trust_remote_code", "this server refuses models that run remote code "
-                                               "(start it with --allow-remote-code to permit them)")
+        raise ConfigError(
+            "trust_remote_code",
+            "this server refuses models that run remote code (start it with --allow-remote-code to permit them)",
+        )
     return job.model_copy(update=update)

@@ -18,8 +18,25 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import (JSON, Column, DateTime, ForeignKey, Integer, MetaData, PrimaryKeyConstraint, String, Table,
-                        Text, create_engine, delete, event, func, insert, select, update)
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.pool import NullPool
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError
@@ -30,7 +47,8 @@ TRANSITIONS = {"queued": {"running", "cancelled"}, "running": {"succeeded", "fai
 
 metadata = MetaData()
 jobs = Table(
-    "autocompress_jobs", metadata,
+    "autocompress_jobs",
+    metadata,
     Column("id", String(32), primary_key=True),
     Column("name", String(64), nullable=False, unique=True),
     Column("idempotency_key", String(200), nullable=False, unique=True),
@@ -43,7 +61,8 @@ jobs = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 claims = Table(
-    "autocompress_claims", metadata,
+    "autocompress_claims",
+    metadata,
     Column("job_id", String(32), ForeignKey("autocompress_jobs.id", ondelete="CASCADE"), nullable=False),
     Column("slot", Integer, nullable=False),
     Column("worker", String(64), nullable=False),
@@ -78,7 +97,6 @@ def spec_digest(spec: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
 
 
-
 class JobQueue:
     def __init__(self, url: str, claim_timeout: float = 30.0):
         self.url = url
@@ -100,8 +118,18 @@ class JobQueue:
             existing = conn.execute(select(jobs).where((jobs.c.idempotency_key == key) | (jobs.c.name == name))).first()
             if existing is None:
                 stamp = now()
-                row = {"id": uuid.uuid4().hex, "name": name, "idempotency_key": key, "digest": digest, "spec": spec,
-                       "state": "queued", "error": None, "finalizer": None, "created_at": stamp, "updated_at": stamp}
+                row = {
+                    "id": uuid.uuid4().hex,
+                    "name": name,
+                    "idempotency_key": key,
+                    "digest": digest,
+                    "spec": spec,
+                    "state": "queued",
+                    "error": None,
+                    "finalizer": None,
+                    "created_at": stamp,
+                    "updated_at": stamp,
+                }
                 try:
                     conn.execute(insert(jobs).values(**row))
                     return row, True
@@ -129,8 +157,11 @@ class JobQueue:
 
     def live_workers(self) -> int:
         with self.engine.connect() as conn:
-            return conn.execute(select(func.count(func.distinct(claims.c.worker))).where(
-                claims.c.heartbeat_at >= now() - timedelta(seconds=self.claim_timeout))).scalar_one()
+            return conn.execute(
+                select(func.count(func.distinct(claims.c.worker))).where(
+                    claims.c.heartbeat_at >= now() - timedelta(seconds=self.claim_timeout)
+                )
+            ).scalar_one()
 
     # ---- state machine -----------------------------------------------------------------
     def transition(self, job_id: str, wanted: str, error: str | None = None) -> dict[str, Any]:
@@ -156,17 +187,25 @@ class JobQueue:
         with self.engine.begin() as conn:
             dead = conn.execute(delete(claims).where(claims.c.heartbeat_at < cutoff)).rowcount
             live = select(claims.c.worker).where(claims.c.job_id == jobs.c.id)
-            conn.execute(update(jobs).where(jobs.c.state == "running", jobs.c.finalizer.is_not(None),
-                                            jobs.c.finalizer.not_in(live)).values(finalizer=None))
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.state == "running", jobs.c.finalizer.is_not(None), jobs.c.finalizer.not_in(live))
+                .values(finalizer=None)
+            )
         return dead
 
     def claim(self, worker: str) -> Claim | None:
         """Take a free slot of the oldest queued or running job that has one; mark it running."""
         self.reap()
         with self.engine.begin() as conn:
-            candidates = conn.execute(self._locked(
-                select(jobs.c.id, jobs.c.spec, jobs.c.state).where(jobs.c.state.in_(("queued", "running")), jobs.c.finalizer.is_(None))
-                .order_by(jobs.c.created_at, jobs.c.id), skip_locked=True)).all()
+            candidates = conn.execute(
+                self._locked(
+                    select(jobs.c.id, jobs.c.spec, jobs.c.state)
+                    .where(jobs.c.state.in_(("queued", "running")), jobs.c.finalizer.is_(None))
+                    .order_by(jobs.c.created_at, jobs.c.id),
+                    skip_locked=True,
+                )
+            ).all()
             for job_id, spec, state in candidates:
                 held = conn.execute(select(claims.c.slot, claims.c.worker).where(claims.c.job_id == job_id)).all()
                 if any(w == worker for _, w in held) or len(held) >= int(spec.get("workers", 1)):
@@ -181,23 +220,33 @@ class JobQueue:
     def beat(self, claim: Claim) -> str | None:
         """Refresh a claim; return the job's state, or None when the claim was lost (reaped)."""
         with self.engine.begin() as conn:
-            kept = conn.execute(update(claims).where(claims.c.job_id == claim.job_id, claims.c.slot == claim.slot,
-                                                     claims.c.worker == claim.worker)
-                                .values(heartbeat_at=now())).rowcount
+            kept = conn.execute(
+                update(claims)
+                .where(claims.c.job_id == claim.job_id, claims.c.slot == claim.slot, claims.c.worker == claim.worker)
+                .values(heartbeat_at=now())
+            ).rowcount
             state = conn.execute(select(jobs.c.state).where(jobs.c.id == claim.job_id)).scalar_one_or_none()
         return state if kept else None
 
     def release(self, claim: Claim) -> None:
         with self.engine.begin() as conn:
-            conn.execute(delete(claims).where(claims.c.job_id == claim.job_id, claims.c.slot == claim.slot,
-                                              claims.c.worker == claim.worker))
+            conn.execute(
+                delete(claims).where(
+                    claims.c.job_id == claim.job_id, claims.c.slot == claim.slot, claims.c.worker == claim.worker
+                )
+            )
 
     def take_finalizer(self, claim: Claim) -> bool:
         """True for exactly one worker of a running job: the one that writes its front."""
         with self.engine.begin() as conn:
-            return conn.execute(update(jobs).where(jobs.c.id == claim.job_id, jobs.c.state == "running",
-                                                   jobs.c.finalizer.is_(None))
-                                .values(finalizer=claim.worker, updated_at=now())).rowcount == 1
+            return (
+                conn.execute(
+                    update(jobs)
+                    .where(jobs.c.id == claim.job_id, jobs.c.state == "running", jobs.c.finalizer.is_(None))
+                    .values(finalizer=claim.worker, updated_at=now())
+                ).rowcount
+                == 1
+            )
 
 
 def _sqlite_engine(url: str) -> Engine:

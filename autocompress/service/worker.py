@@ -26,8 +26,15 @@ def worker_name() -> str:
 
 
 class Worker:
-    def __init__(self, queue: JobQueue, settings: ServerSettings, heartbeat: float = 5.0, poll: float = 2.0,
-                 name: str | None = None, console: Console | None = None):
+    def __init__(
+        self,
+        queue: JobQueue,
+        settings: ServerSettings,
+        heartbeat: float = 5.0,
+        poll: float = 2.0,
+        name: str | None = None,
+        console: Console | None = None,
+    ):
         self.queue, self.settings = queue, settings
         self.heartbeat, self.poll = heartbeat, poll
         self.name = name or worker_name()

@@ -47,8 +47,9 @@ class Technique(ABC):
     def apply(self, model: nn.Module, params: BaseModel, ctx: "CompressionContext") -> nn.Module:
         """Compress ``model`` (in place where possible) and return it."""
 
-    def predict_profile(self, profile: "ModelProfile", params: BaseModel,
-                        ctx: "CompressionContext") -> "ModelProfile | None":
+    def predict_profile(
+        self, profile: "ModelProfile", params: BaseModel, ctx: "CompressionContext"
+    ) -> "ModelProfile | None":
         """The profile of the model ``apply`` would leave, from the profile of the model it gets, without
         touching weights (cost prediction before the expensive work). None: only applying tells (the default;
         e.g. a depth measured on text). Must raise the errors ``apply`` raises for these params and shapes."""
@@ -77,8 +78,10 @@ def check_step_order(techniques: list[str], field: str = "steps") -> None:
     ranked = [(i, STEP_ORDER.index(name)) for i, name in enumerate(techniques) if name in STEP_ORDER]
     for (_, rank_a), (i, rank_b) in zip(ranked, ranked[1:]):
         if rank_b < rank_a:
-            raise ConfigError(f"{field}[{i}].technique", f"{techniques[i]!r} must come before "
-                              f"{STEP_ORDER[rank_a]!r}; the order is {' -> '.join(STEP_ORDER)}")
+            raise ConfigError(
+                f"{field}[{i}].technique",
+                f"{techniques[i]!r} must come before {STEP_ORDER[rank_a]!r}; the order is {' -> '.join(STEP_ORDER)}",
+            )
 
 
 def register_technique(cls: type[Technique]) -> type[Technique]:

@@ -30,8 +30,9 @@ class Checkpoint:
     def __init__(self, path: Path):
         self.path = path
 
-    def save(self, state: TrainState, tensors: dict[str, torch.Tensor],
-             optimizer: torch.optim.Optimizer | None) -> None:
+    def save(
+        self, state: TrainState, tensors: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer | None
+    ) -> None:
         flat = {f"param/{name}": t.detach().cpu().contiguous().clone() for name, t in tensors.items()}
         if optimizer is not None:
             for index, moments in optimizer.state_dict()["state"].items():

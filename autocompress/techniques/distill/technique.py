@@ -72,8 +72,11 @@ def trainable_tensors(model: nn.Module, params: DistillParams, seed: int) -> tup
         gen = torch.Generator().manual_seed(seed)
         for site in adapter.linear_sites():
             linear = site.module
-            lora = (LoRA(linear.out_features, linear.in_features, params.lora_rank, gen).to_device_of(linear.weight)
-                    if params.train == "lora" else None)
+            lora = (
+                LoRA(linear.out_features, linear.in_features, params.lora_rank, gen).to_device_of(linear.weight)
+                if params.train == "lora"
+                else None
+            )
             constrain(linear, keep_mask(linear), lora)
             linears.append(linear)
             if lora is None:
@@ -104,15 +107,25 @@ class Distill(Technique):
         extra += f" h{p.hidden_weight:g}" if p.hidden_weight else ""
         return f"distill {p.steps} steps {p.train}{extra}" if p.steps else "no distill"
 
-    def apply(self, model: nn.Module, params: DistillParams, ctx: CompressionContext,
-              stop_at: int | None = None) -> nn.Module:
+    def apply(
+        self, model: nn.Module, params: DistillParams, ctx: CompressionContext, stop_at: int | None = None
+    ) -> nn.Module:
         if params.steps == 0:
             return model
         tokens = ctx.calibration
         seq_len = window(params, ctx)
-        cfg = TrainConfig(params.steps, params.lr, params.batch_size, seq_len, params.temperature,
-                          params.hidden_weight, min(params.warmup_steps, params.steps), params.max_grad_norm,
-                          params.checkpoint_every, ctx.seed)
+        cfg = TrainConfig(
+            params.steps,
+            params.lr,
+            params.batch_size,
+            seq_len,
+            params.temperature,
+            params.hidden_weight,
+            min(params.warmup_steps, params.steps),
+            params.max_grad_norm,
+            params.checkpoint_every,
+            ctx.seed,
+        )
         checkpoint = self.checkpoint(model, params, ctx)
         flags = {name: p.requires_grad for name, p in model.named_parameters()}
         trainable, linears = trainable_tensors(model, params, ctx.seed)
@@ -126,12 +139,16 @@ class Distill(Technique):
             for name, p in model.named_parameters():
                 p.requires_grad_(flags.get(name, False))
         losses = state.losses or [None]
-        model.distill_report = {"steps": state.step, "resumed_from": state.resumed_from, "first_loss": losses[0],
-                                "last_loss": losses[-1], "seconds": time.perf_counter() - start}
+        model.distill_report = {
+            "steps": state.step,
+            "resumed_from": state.resumed_from,
+            "first_loss": losses[0],
+            "last_loss": losses[-1],
+            "seconds": time.perf_counter() - start,
+        }
         return model
 
-    def predict_profile(self, profile: ModelProfile, params: DistillParams,
-                        ctx: CompressionContext) -> ModelProfile:
+    def predict_profile(self, profile: ModelProfile, params: DistillParams, ctx: CompressionContext) -> ModelProfile:
         """Unchanged: training keeps shapes, sparsity masks and quantization grids (see the module doc)."""
         if params.steps:
             window(params, ctx)
@@ -143,8 +160,14 @@ class Distill(Technique):
         if not ctx.model_digest:
             return None
         result_params = params.model_dump(mode="json", exclude={"checkpoint_every"})
-        key = text_digest(VERSION, weights_digest(model), ctx.model_digest, ctx.data_digest, str(ctx.seed),
-                          str(sorted(result_params.items())))
+        key = text_digest(
+            VERSION,
+            weights_digest(model),
+            ctx.model_digest,
+            ctx.data_digest,
+            str(ctx.seed),
+            str(sorted(result_params.items())),
+        )
         return Checkpoint(ctx.cache_dir / "distill" / f"{key}.safetensors")
 
 
@@ -153,17 +176,25 @@ def window(params: DistillParams, ctx: CompressionContext) -> int:
     blocks = ctx.calibration.shape[1]
     seq_len = params.seq_len or blocks
     if seq_len > blocks:
-        raise ConfigError("distill.seq_len", f"{seq_len} is longer than the calibration blocks "
-                                             f"({blocks} tokens); at most {blocks}")
+        raise ConfigError(
+            "distill.seq_len", f"{seq_len} is longer than the calibration blocks ({blocks} tokens); at most {blocks}"
+        )
     return seq_len
 
 
 @contextmanager
 def loss_progress(total: int) -> Iterator[Callable[[int, float], None]]:
     """A progress bar with the running loss on stderr (only on a terminal); yields the step callback."""
-    bar = Progress(TextColumn("distill"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                   TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(),
-                   console=_console, transient=True, disable=not _console.is_terminal)
+    bar = Progress(
+        TextColumn("distill"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TimeRemainingColumn(),
+        console=_console,
+        transient=True,
+        disable=not _console.is_terminal,
+    )
     task = bar.add_task("distill", total=total, loss=float("nan"))
     with bar:
         yield lambda step, loss: bar.update(task, completed=step, loss=loss)

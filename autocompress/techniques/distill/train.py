@@ -49,7 +49,7 @@ def batch(tokens: torch.Tensor, cfg: TrainConfig, step: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
     rows = torch.randint(tokens.shape[0], (cfg.batch_size,), generator=gen)
     start = int(torch.randint(tokens.shape[1] - cfg.seq_len + 1, (1,), generator=gen))
-    return tokens[rows, start:start + cfg.seq_len]
+    return tokens[rows, start : start + cfg.seq_len]
 
 
 def device_of(model: nn.Module) -> torch.device:
@@ -67,9 +67,16 @@ def distillation_loss(student: nn.Module, teacher: nn.Module, ids: torch.Tensor,
     return loss
 
 
-def train(student: nn.Module, teacher: nn.Module, tokens: torch.Tensor, trainable: dict[str, nn.Parameter],
-          cfg: TrainConfig, checkpoint: Checkpoint | None = None, stop_at: int | None = None,
-          on_step: Callable[[int, float], None] | None = None) -> TrainState:
+def train(
+    student: nn.Module,
+    teacher: nn.Module,
+    tokens: torch.Tensor,
+    trainable: dict[str, nn.Parameter],
+    cfg: TrainConfig,
+    checkpoint: Checkpoint | None = None,
+    stop_at: int | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+) -> TrainState:
     """Run (or resume) ``cfg.steps`` AdamW steps on ``trainable``; returns the step count and losses."""
     params = list(trainable.values())
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)

@@ -34,8 +34,11 @@ def grid_rounder(module: nn.Module) -> Rounder | None:
     if grid is None:
         return None
     device = module.weight.device
-    moved = {"scale": grid.scale.to(device), "zero": grid.zero.to(device),
-             "input_scale": None if grid.input_scale is None else grid.input_scale.to(device)}
+    moved = {
+        "scale": grid.scale.to(device),
+        "zero": grid.zero.to(device),
+        "input_scale": None if grid.input_scale is None else grid.input_scale.to(device),
+    }
     local = dataclasses.replace(grid, **moved)  # the grid's tensors where the weight is (a GPU, say)
     return lambda w: local.dequantize(local.codes(w)).to(w.dtype)
 

@@ -102,12 +102,14 @@ def _exiting_class(cls: type) -> type:
 def check_exit_layers(exit_layers: list[int], n: int) -> None:
     bad = [i for i in exit_layers if not 1 <= i < n]
     if bad:
-        raise ConfigError("early_exit.exit_layers",
-                          f"{bad} out of range: an exit follows block 1 to {n - 1} of this {n}-block model")
+        raise ConfigError(
+            "early_exit.exit_layers", f"{bad} out of range: an exit follows block 1 to {n - 1} of this {n}-block model"
+        )
 
 
-def attach_early_exit(model: nn.Module, exit_layers: list[int] | None = None,
-                      threshold: float | None = None) -> ExitPolicy:
+def attach_early_exit(
+    model: nn.Module, exit_layers: list[int] | None = None, threshold: float | None = None
+) -> ExitPolicy:
     """Turn early exit on (in place); without arguments, from the policy recorded in ``config.early_exit``."""
     recorded = getattr(model.config, "early_exit", None) or {}
     exit_layers = recorded.get("exit_layers") if exit_layers is None else exit_layers

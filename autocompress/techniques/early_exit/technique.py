@@ -21,12 +21,17 @@ class EarlyExitParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     threshold: float = Field(0.9, gt=0.0, le=1.0, description="exit when the top-token probability exceeds this")
-    exit_layers: list[int] = Field(default_factory=list,
-                                   description="blocks after which a token may exit; empty: from first_exit on, "
-                                               "every exit_every blocks")
-    first_exit: float | None = Field(None, gt=0.0, lt=1.0,
-                                     description="fraction of the depth after which the first exit sits "
-                                                 "(searchable stand-in for exit_layers; default 0.5)")
+    exit_layers: list[int] = Field(
+        default_factory=list,
+        description="blocks after which a token may exit; empty: from first_exit on, every exit_every blocks",
+    )
+    first_exit: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description="fraction of the depth after which the first exit sits "
+        "(searchable stand-in for exit_layers; default 0.5)",
+    )
     exit_every: int | None = Field(None, ge=1, description="blocks between exits after the first (default 4)")
 
     @model_validator(mode="after")
@@ -57,8 +62,12 @@ class EarlyExit(Technique):
 
     @classmethod
     def runtime_support(cls, params: dict[str, Any]) -> RuntimeSupport:
-        return RuntimeSupport(lacks=["early exit: llama.cpp always runs every block; the GGUF computes the model "
-                                     "without exits (measured KL compares it with the torch model without exits)"])
+        return RuntimeSupport(
+            lacks=[
+                "early exit: llama.cpp always runs every block; the GGUF computes the model "
+                "without exits (measured KL compares it with the torch model without exits)"
+            ]
+        )
 
     def apply(self, model: nn.Module, params: EarlyExitParams, ctx: CompressionContext) -> nn.Module:
         if params.threshold >= 1.0:  # no probability exceeds 1: nothing would exit, and nothing is checked
@@ -68,8 +77,9 @@ class EarlyExit(Technique):
         policy.expected_depth, policy.expected_head_reads = measure_exit_depth(model, ctx.batches(ctx.evaluation))
         return model
 
-    def predict_profile(self, profile: ModelProfile, params: EarlyExitParams,
-                        ctx: CompressionContext) -> ModelProfile | None:
+    def predict_profile(
+        self, profile: ModelProfile, params: EarlyExitParams, ctx: CompressionContext
+    ) -> ModelProfile | None:
         """Unchanged when nothing can exit. Otherwise the exit depth is measured on text: it is NaN here,
         so the metrics that depend on it (decode latency, energy) come out unknown; memory and prefill do not."""
         if params.threshold >= 1.0:

@@ -32,6 +32,7 @@ def block_influence(model: nn.Module, batches: list[torch.Tensor]) -> torch.Tens
             h_in = args[0] if args else kwargs["hidden_states"]
             h_out = output[0] if isinstance(output, tuple) else output
             totals[index] += (1 - F.cosine_similarity(h_in, h_out, dim=-1)).sum().double()
+
         return record
 
     handles = [layer.register_forward_hook(hook(i), with_kwargs=True) for i, layer in enumerate(layers)]
@@ -76,8 +77,9 @@ class PruneDepth(Technique):
         adapter.keep_layers([i for i in range(adapter.num_layers) if i not in drop])
         return model
 
-    def predict_profile(self, profile: ModelProfile, params: PruneDepthParams,
-                        ctx: CompressionContext) -> ModelProfile | None:
+    def predict_profile(
+        self, profile: ModelProfile, params: PruneDepthParams, ctx: CompressionContext
+    ) -> ModelProfile | None:
         return predict_depth(profile, params)
 
 
@@ -90,8 +92,11 @@ def _block_signature(profile: ModelProfile, layer: int) -> list[tuple]:
     """A block's linears as a cost model sees them: shapes, formats, 2:4 pattern. (The count of zeros a
     weight happens to hold differs from block to block; only sparse-unstructured kernels read it, and
     predictions are not used for targets that have them: see ``pipeline.predict_recipe_cost``.)"""
-    return sorted((lin.role, lin.in_features, lin.out_features, lin.bits, lin.group_size, lin.sparse_2_4)
-                  for lin in profile.block_linears if lin.layer == layer)
+    return sorted(
+        (lin.role, lin.in_features, lin.out_features, lin.bits, lin.group_size, lin.sparse_2_4)
+        for lin in profile.block_linears
+        if lin.layer == layer
+    )
 
 
 def predict_depth(profile: ModelProfile, params: PruneDepthParams) -> ModelProfile | None:

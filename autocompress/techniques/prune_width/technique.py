@@ -32,31 +32,42 @@ class PruneWidthParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     ffn_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of MLP channels removed in every layer")
-    heads_ratio: float = Field(0.0, ge=0.0, lt=1.0,
-                               description="fraction of query heads removed within every KV group")
-    kv_groups_ratio: float = Field(0.0, ge=0.0, lt=1.0,
-                                   description="fraction of KV groups removed, with their query heads")
+    heads_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of query heads removed within every KV group")
+    kv_groups_ratio: float = Field(
+        0.0, ge=0.0, lt=1.0, description="fraction of KV groups removed, with their query heads"
+    )
 
 
 def removed(total: int, ratio: float, field: str, what: str) -> int:
     """How many of ``total`` a ratio removes; an error if that is all of them."""
     count = round(ratio * total)
     if count >= total:
-        raise ConfigError(f"prune_width.{field}", f"{ratio} would remove all {total} {what}; "
-                                                  f"at most {(total - 1) / total:.3f} keeps one")
+        raise ConfigError(
+            f"prune_width.{field}",
+            f"{ratio} would remove all {total} {what}; at most {(total - 1) / total:.3f} keeps one",
+        )
     return count
 
 
 def new_widths(params: PruneWidthParams, ffn_width: int, group: int, kv_heads: int) -> tuple[int, int, int]:
     """(MLP channels, query heads per KV group, KV groups) that stay."""
-    return (ffn_width - removed(ffn_width, params.ffn_ratio, "ffn_ratio", "MLP channels"),
-            group - removed(group, params.heads_ratio, "heads_ratio", "query heads of a KV group"),
-            kv_heads - removed(kv_heads, params.kv_groups_ratio, "kv_groups_ratio", "KV groups"))
+    return (
+        ffn_width - removed(ffn_width, params.ffn_ratio, "ffn_ratio", "MLP channels"),
+        group - removed(group, params.heads_ratio, "heads_ratio", "query heads of a KV group"),
+        kv_heads - removed(kv_heads, params.kv_groups_ratio, "kv_groups_ratio", "KV groups"),
+    )
 
 
 # Which dimension of each role's weight a width stands for: (role, "out"/"in") -> width name.
-_RESIZED = {("attn.q", "out"): "q", ("attn.k", "out"): "kv", ("attn.v", "out"): "kv", ("attn.o", "in"): "q",
-            ("mlp.gate", "out"): "ffn", ("mlp.up", "out"): "ffn", ("mlp.down", "in"): "ffn"}
+_RESIZED = {
+    ("attn.q", "out"): "q",
+    ("attn.k", "out"): "kv",
+    ("attn.v", "out"): "kv",
+    ("attn.o", "in"): "q",
+    ("mlp.gate", "out"): "ffn",
+    ("mlp.up", "out"): "ffn",
+    ("mlp.down", "in"): "ffn",
+}
 _SEPARATE_ROLES = {role for role, _ in _RESIZED}
 
 
@@ -75,8 +86,13 @@ def predict_width(profile: ModelProfile, params: PruneWidthParams) -> ModelProfi
         out, inp = width.get(_RESIZED.get((lin.role, "out"))), width.get(_RESIZED.get((lin.role, "in")))
         return replace(lin, out_features=out or lin.out_features, in_features=inp or lin.in_features)
 
-    return replace(profile, num_heads=new_kv * new_group, num_kv_heads=new_kv, intermediate_size=ffn,
-                   linears=tuple(resized(lin) if lin.layer is not None else lin for lin in profile.linears))
+    return replace(
+        profile,
+        num_heads=new_kv * new_group,
+        num_kv_heads=new_kv,
+        intermediate_size=ffn,
+        linears=tuple(resized(lin) if lin.layer is not None else lin for lin in profile.linears),
+    )
 
 
 def top(importance: torch.Tensor, keep: int) -> torch.Tensor:
@@ -92,8 +108,11 @@ class PruneWidth(Technique):
     @classmethod
     def describe(cls, params: dict) -> str:
         p = PruneWidthParams.model_validate(params)
-        parts = [f"{label} -{value:.0%}" for label, value in
-                 (("ffn", p.ffn_ratio), ("heads", p.heads_ratio), ("kv", p.kv_groups_ratio)) if value]
+        parts = [
+            f"{label} -{value:.0%}"
+            for label, value in (("ffn", p.ffn_ratio), ("heads", p.heads_ratio), ("kv", p.kv_groups_ratio))
+            if value
+        ]
         return "width " + (" ".join(parts) or "unchanged")
 
     @classmethod
@@ -122,6 +141,7 @@ class PruneWidth(Technique):
         adapter.set_width(new_ffn, new_kv * new_group, new_kv)
         return model
 
-    def predict_profile(self, profile: ModelProfile, params: PruneWidthParams,
-                        ctx: CompressionContext) -> ModelProfile | None:
+    def predict_profile(
+        self, profile: ModelProfile, params: PruneWidthParams, ctx: CompressionContext
+    ) -> ModelProfile | None:
         return predict_width(profile, params)

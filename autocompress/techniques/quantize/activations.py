@@ -54,5 +54,6 @@ def smooth(model: nn.Module, stats: dict[str, InputStats], alpha: float) -> dict
 
 def rescaled(stats: InputStats, s: torch.Tensor) -> InputStats:
     """Statistics of ``x / s`` from those of ``x``."""
-    return InputStats(stats.hessian / torch.outer(s, s), stats.sq_norm / s.pow(2), stats.absmax / s,
-                      stats.absmean / s, stats.tokens)
+    return InputStats(
+        stats.hessian / torch.outer(s, s), stats.sq_norm / s.pow(2), stats.absmax / s, stats.absmean / s, stats.tokens
+    )

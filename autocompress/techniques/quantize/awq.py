@@ -33,8 +33,9 @@ def scaled_quant(weight: torch.Tensor, fmt: QuantFormat, s: torch.Tensor) -> Qua
 
 
 @torch.no_grad()
-def awq(weights: list[torch.Tensor], formats: list[QuantFormat], stats: InputStats,
-        grid: int = 20) -> tuple[list[Quantized], float]:
+def awq(
+    weights: list[torch.Tensor], formats: list[QuantFormat], stats: InputStats, grid: int = 20
+) -> tuple[list[Quantized], float]:
     """Quantize the linears that read one input with a shared AWQ scale; returns the effective
     weights with their grids and the chosen ``alpha`` (0 = plain round-to-nearest)."""
     best: tuple[float, float, list[Quantized]] | None = None

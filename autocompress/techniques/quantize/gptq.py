@@ -25,8 +25,9 @@ def inverse_hessian_factor(hessian: torch.Tensor, damp: float) -> tuple[torch.Te
 
 @torch.no_grad()
 @one_thread()
-def gptq(weight: torch.Tensor, hessian: torch.Tensor, fmt: QuantFormat, damp: float = 0.01,
-         block: int = 128) -> Quantized:
+def gptq(
+    weight: torch.Tensor, hessian: torch.Tensor, fmt: QuantFormat, damp: float = 0.01, block: int = 128
+) -> Quantized:
     """GPTQ quantize-dequantize of a ``[out, in]`` weight given ``H = E[x x^T]`` of its input.
 
     Algorithm 1 of the paper with lazy batch updates: within a block of ``block`` columns the error
@@ -52,10 +53,10 @@ def gptq(weight: torch.Tensor, hessian: torch.Tensor, fmt: QuantFormat, damp: fl
         wb, errors, ub = w[:, b0:b1].clone(), torch.zeros(rows, b1 - b0), u[b0:b1, b0:b1]
         for i in range(b1 - b0):
             if group < cols and (b0 + i) % group == 0:
-                scale, zero = format_grid(wb[:, i:i + group], fmt)
+                scale, zero = format_grid(wb[:, i : i + group], fmt)
                 scales.append(scale)
                 zeros.append(zero)
-            q = fake_quant(wb[:, i:i + 1], scale, zero, fmt.bits, fmt.symmetric)
+            q = fake_quant(wb[:, i : i + 1], scale, zero, fmt.bits, fmt.symmetric)
             out[:, b0 + i] = q[:, 0]
             err = (wb[:, i] - q[:, 0]) / ub[i, i]
             wb[:, i:] -= err[:, None] * ub[i, i:][None, :]  # compensate within the block

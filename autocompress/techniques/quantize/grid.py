@@ -95,9 +95,12 @@ def gguf_grid(w: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tensor
         length = torch.where(zero > 0, torch.floor(torch.log2(zero.clamp(min=1))) + 1, 0).to(torch.int32)
         scale = _fp16(_significant_bits(d, 11 - length))
     else:
-        raise ConfigError("quantize.grid", f"gguf has no block grid for {bits}-bit "
-                                           f"{'symmetric' if symmetric else 'asymmetric'} weights; "
-                                           "allowed: 8-bit symmetric (Q8_0), 4-bit (Q4_0, Q4_1)")
+        raise ConfigError(
+            "quantize.grid",
+            f"gguf has no block grid for {bits}-bit "
+            f"{'symmetric' if symmetric else 'asymmetric'} weights; "
+            "allowed: 8-bit symmetric (Q8_0), 4-bit (Q4_0, Q4_1)",
+        )
     return torch.where(scale == 0, 1.0, scale), zero  # an all-zero block: any scale gives codes 0
 
 
@@ -135,13 +138,19 @@ class Quantized(NamedTuple):
     grid: WeightGrid | None
 
 
-def make_grid(scale: torch.Tensor, zero: torch.Tensor, fmt: QuantFormat, group: int,
-              input_scale: torch.Tensor | None = None) -> WeightGrid:
+def make_grid(
+    scale: torch.Tensor, zero: torch.Tensor, fmt: QuantFormat, group: int, input_scale: torch.Tensor | None = None
+) -> WeightGrid:
     """Record ``[out, groups(, 1)]`` scales and zero points as a :class:`WeightGrid`."""
     rows = scale.shape[0]
-    return WeightGrid(scale.reshape(rows, -1).to(torch.float32).contiguous(),
-                      zero.reshape(rows, -1).to(torch.float32).contiguous(), fmt.bits, group, fmt.symmetric,
-                      None if input_scale is None else input_scale.to(torch.float32).contiguous())
+    return WeightGrid(
+        scale.reshape(rows, -1).to(torch.float32).contiguous(),
+        zero.reshape(rows, -1).to(torch.float32).contiguous(),
+        fmt.bits,
+        group,
+        fmt.symmetric,
+        None if input_scale is None else input_scale.to(torch.float32).contiguous(),
+    )
 
 
 def rtn_grid(weight: torch.Tensor, fmt: QuantFormat) -> Quantized:

@@ -26,15 +26,17 @@ class LatencyBudget(BaseModel):
     decode_ms_per_token: float = Field(gt=0)
 
 
-def decode_costs(model: nn.Module, budget: LatencyBudget, bit_choices: list[int], group_size: int,
-                 symmetric: bool = True) -> tuple[dict[str, list[float]], float]:
+def decode_costs(
+    model: nn.Module, budget: LatencyBudget, bit_choices: list[int], group_size: int, symmetric: bool = True
+) -> tuple[dict[str, list[float]], float]:
     """Per-linear extra decode milliseconds at each of ``bit_choices`` (0 at the fewest bits), and the
     milliseconds left for those extras once every linear sits at the fewest bits."""
     return _decode_costs(profile_model(model), _target(budget), budget, bit_choices, group_size, symmetric)
 
 
-def profile_decode_costs(profile: ModelProfile, budget: LatencyBudget, bit_choices: list[int], group_size: int,
-                         symmetric: bool = True) -> tuple[dict[str, list[float]], float] | None:
+def profile_decode_costs(
+    profile: ModelProfile, budget: LatencyBudget, bit_choices: list[int], group_size: int, symmetric: bool = True
+) -> tuple[dict[str, list[float]], float] | None:
     """:func:`decode_costs` from a predicted profile; None on a target with sparse-unstructured kernels,
     which read the measured zeros a predicted profile does not know."""
     target = _target(budget)
@@ -47,8 +49,14 @@ def _target(budget: LatencyBudget) -> HardwareTarget:
     return load_target(budget.target, "quantize.latency_budget.target")
 
 
-def _decode_costs(profile: ModelProfile, target: HardwareTarget, budget: LatencyBudget, bit_choices: list[int],
-                  group_size: int, symmetric: bool) -> tuple[dict[str, list[float]], float]:
+def _decode_costs(
+    profile: ModelProfile,
+    target: HardwareTarget,
+    budget: LatencyBudget,
+    bit_choices: list[int],
+    group_size: int,
+    symmetric: bool,
+) -> tuple[dict[str, list[float]], float]:
     hardware = HARDWARE_MODELS.get("roofline", "hardware_model")(target)
     workload = Workload()
     group = group_size or None
@@ -56,15 +64,19 @@ def _decode_costs(profile: ModelProfile, target: HardwareTarget, budget: Latency
     names = {lin.name for lin in profile.block_linears}
 
     def decode_ms(bits_of: dict[str, int]) -> float:
-        linears = tuple(replace(lin, bits=bits_of[lin.name], group_size=group, symmetric=symmetric) if lin.name in bits_of else lin
-                        for lin in profile.linears)
+        linears = tuple(
+            replace(lin, bits=bits_of[lin.name], group_size=group, symmetric=symmetric) if lin.name in bits_of else lin
+            for lin in profile.linears
+        )
         return hardware.predict(replace(profile, linears=linears), workload)["decode_ms_per_token"]
 
     floor = {name: fewest for name in names}
     base = decode_ms(floor)
     if base > budget.decode_ms_per_token:
-        raise ConfigError("quantize.latency_budget.decode_ms_per_token",
-                          f"{budget.decode_ms_per_token:g} ms cannot be met on {target.name}: every linear at "
-                          f"{fewest} bits already takes {base:.3g} ms")
+        raise ConfigError(
+            "quantize.latency_budget.decode_ms_per_token",
+            f"{budget.decode_ms_per_token:g} ms cannot be met on {target.name}: every linear at "
+            f"{fewest} bits already takes {base:.3g} ms",
+        )
     costs = {name: [decode_ms(floor | {name: b}) - base for b in bit_choices] for name in sorted(names)}
     return costs, budget.decode_ms_per_token - base

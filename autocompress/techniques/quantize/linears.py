@@ -20,15 +20,17 @@ from autocompress.techniques.quantize.params import QuantizeParams
 from autocompress.techniques.quantize.weight_cache import WeightCache
 
 
-def plan(adapter: ModelAdapter, params: QuantizeParams,
-         bits: dict[str, int] | None = None) -> dict[str, tuple[str, QuantFormat]]:
+def plan(
+    adapter: ModelAdapter, params: QuantizeParams, bits: dict[str, int] | None = None
+) -> dict[str, tuple[str, QuantFormat]]:
     """Method and format of every decoder linear: the step's (with per-layer ``bits`` from an
     allocation, if given), then each matching override in order."""
     return assign([(s, s.module.in_features) for s in adapter.linear_sites()], adapter.num_layers, params, bits)
 
 
-def assign(sites: Iterable[tuple[Any, int]], num_layers: int, params: QuantizeParams,
-           bits: dict[str, int] | None = None) -> dict[str, tuple[str, QuantFormat]]:
+def assign(
+    sites: Iterable[tuple[Any, int]], num_layers: int, params: QuantizeParams, bits: dict[str, int] | None = None
+) -> dict[str, tuple[str, QuantFormat]]:
     """:func:`plan` over ``(site, input width)`` pairs; a site is anything with ``name``, ``role`` and
     ``layer`` (a module's :class:`LinearSite` or a profile's linear)."""
     out = {}
@@ -38,8 +40,12 @@ def assign(sites: Iterable[tuple[Any, int]], num_layers: int, params: QuantizePa
         for o in params.overrides:
             if o.selects(site, num_layers):
                 method = o.method or method
-                fmt = QuantFormat(o.bits or fmt.bits, fmt.group_size if o.group_size is None else o.group_size,
-                                  fmt.symmetric if o.symmetric is None else o.symmetric, params.grid)
+                fmt = QuantFormat(
+                    o.bits or fmt.bits,
+                    fmt.group_size if o.group_size is None else o.group_size,
+                    fmt.symmetric if o.symmetric is None else o.symmetric,
+                    params.grid,
+                )
         check_format(fmt, site.name, in_features)
         out[site.name] = (method, fmt)
     return out
@@ -71,8 +77,14 @@ class _GroupJob:
         return None in self.results and WEIGHT_METHODS[self.method].needs_stats
 
 
-def _group_jobs(adapter: ModelAdapter, assignment: dict[str, tuple[str, QuantFormat]], cache: WeightCache,
-                tag: str, layer: int | None = None, stats_tag: str | None = None) -> list[_GroupJob]:
+def _group_jobs(
+    adapter: ModelAdapter,
+    assignment: dict[str, tuple[str, QuantFormat]],
+    cache: WeightCache,
+    tag: str,
+    layer: int | None = None,
+    stats_tag: str | None = None,
+) -> list[_GroupJob]:
     """One job per (input group, method) of every block, or of block ``layer`` only. Methods that read
     calibration statistics key their results by ``stats_tag`` (default ``tag``)."""
     jobs = []
@@ -85,15 +97,17 @@ def _group_jobs(adapter: ModelAdapter, assignment: dict[str, tuple[str, QuantFor
             fold = foldable(adapter, group, members[0].fmt.grid)
             siblings = ",".join(m.fmt.label() for m in members) if method.joint else ""
             where = stats_tag if stats_tag is not None and method.needs_stats else tag
-            keys = [cache.key(m.site.name, name, method.version, m.fmt.label(), siblings, str(fold), where)
-                    for m in members]
+            keys = [
+                cache.key(m.site.name, name, method.version, m.fmt.label(), siblings, str(fold), where) for m in members
+            ]
             jobs.append(_GroupJob(name, members, fold, keys, [cache.get(k) for k in keys]))
     return jobs
 
 
 @torch.no_grad()
-def _run_jobs(jobs: list[_GroupJob], stats: dict[str, InputStats], cache: WeightCache,
-              prescale: dict[str, torch.Tensor]) -> None:
+def _run_jobs(
+    jobs: list[_GroupJob], stats: dict[str, InputStats], cache: WeightCache, prescale: dict[str, torch.Tensor]
+) -> None:
     """Quantize what the cache did not hold, then write every member's weight, grid and format."""
     for job in jobs:
         results = job.results
@@ -108,14 +122,20 @@ def _run_jobs(jobs: list[_GroupJob], stats: dict[str, InputStats], cache: Weight
         for member, result in zip(job.members, results):
             member.site.module.weight.copy_(result.weight)
             set_weight_grid(member.site.module, result.grid)
-            set_weight_format(member.site.module, WeightFormat(member.fmt.bits, member.fmt.group_size,
-                                                               member.fmt.symmetric))
+            set_weight_format(
+                member.site.module, WeightFormat(member.fmt.bits, member.fmt.group_size, member.fmt.symmetric)
+            )
 
 
-def quantize_linears(model: nn.Module, assignment: dict[str, tuple[str, QuantFormat]],
-                     ctx: CompressionContext, cache: WeightCache | None = None,
-                     prescale: dict[str, torch.Tensor] | None = None, tag: str = "",
-                     sequential: bool = False) -> WeightCache:
+def quantize_linears(
+    model: nn.Module,
+    assignment: dict[str, tuple[str, QuantFormat]],
+    ctx: CompressionContext,
+    cache: WeightCache | None = None,
+    prescale: dict[str, torch.Tensor] | None = None,
+    tag: str = "",
+    sequential: bool = False,
+) -> WeightCache:
     """Quantize every decoder linear as assigned, reading and filling the per-module cache.
 
     ``prescale`` holds the per-input-channel scales already folded into some linears (SmoothQuant):

@@ -47,8 +47,10 @@ def split_rows(joint: Quantized, sizes: list[int]) -> list[Quantized]:
     if joint.grid is None:
         return [Quantized(w, None) for w in weights]
     pieces = zip(joint.grid.scale.split(sizes), joint.grid.zero.split(sizes))
-    return [Quantized(w, replace(joint.grid, scale=s.contiguous(), zero=z.contiguous()))
-            for w, (s, z) in zip(weights, pieces)]
+    return [
+        Quantized(w, replace(joint.grid, scale=s.contiguous(), zero=z.contiguous()))
+        for w, (s, z) in zip(weights, pieces)
+    ]
 
 
 WEIGHT_METHODS: Registry[type[WeightMethod]] = Registry("quantization method")

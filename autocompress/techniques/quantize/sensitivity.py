@@ -90,8 +90,9 @@ def _table_path(ctx: CompressionContext, key: str) -> Path:
     return ctx.cache_dir / "calibration" / f"sensitivity-{key}.safetensors"
 
 
-def cached_sensitivity(ctx: CompressionContext, bit_choices: list[int], group_size: int, symmetric: bool,
-                       proxy: str = "gptq") -> dict[str, list[float]] | None:
+def cached_sensitivity(
+    ctx: CompressionContext, bit_choices: list[int], group_size: int, symmetric: bool, proxy: str = "gptq"
+) -> dict[str, list[float]] | None:
     """:func:`layer_sensitivity` of the model at ``ctx.lineage`` if it is memoised or on disk, else None."""
     key = _table_key(ctx, bit_choices, group_size, symmetric, proxy)
     path = _table_path(ctx, key)
@@ -105,8 +106,14 @@ def cached_sensitivity(ctx: CompressionContext, bit_choices: list[int], group_si
     return ctx.memo(f"sensitivity/{key}", load)
 
 
-def layer_sensitivity(model: nn.Module, ctx: CompressionContext, bit_choices: list[int], group_size: int,
-                      symmetric: bool, proxy: str = "gptq") -> dict[str, list[float]]:
+def layer_sensitivity(
+    model: nn.Module,
+    ctx: CompressionContext,
+    bit_choices: list[int],
+    group_size: int,
+    symmetric: bool,
+    proxy: str = "gptq",
+) -> dict[str, list[float]]:
     """``{linear name: [score at each of bit_choices]}`` by ``proxy``, memoised and cached on disk."""
     key = _table_key(ctx, bit_choices, group_size, symmetric, proxy)
     path = _table_path(ctx, key)
@@ -124,8 +131,9 @@ def layer_sensitivity(model: nn.Module, ctx: CompressionContext, bit_choices: li
     return ctx.memo(f"sensitivity/{key}", compute)
 
 
-def allocate_bits(errors: dict[str, list[float]], bit_choices: list[int],
-                  budgets: list[tuple[dict[str, list[float]], float]]) -> dict[str, int]:
+def allocate_bits(
+    errors: dict[str, list[float]], bit_choices: list[int], budgets: list[tuple[dict[str, list[float]], float]]
+) -> dict[str, int]:
     """Greedy allocation: start every layer at the fewest bits, then repeatedly take the upgrade
     (one step up in ``bit_choices``) that removes the most error per unit of cost, while every
     budget holds. A budget is ``(cost of each layer at each of bit_choices, total allowed)``; the

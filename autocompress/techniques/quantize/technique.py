@@ -26,7 +26,12 @@ from autocompress.techniques.quantize.latency import decode_costs, profile_decod
 from autocompress.techniques.quantize.linears import assign, plan, quantize_embeddings, quantize_linears
 from autocompress.techniques.quantize.params import QuantizeParams
 from autocompress.techniques.quantize.rotation import rotate
-from autocompress.techniques.quantize.sensitivity import allocate_bits, bits_budget, cached_sensitivity, layer_sensitivity
+from autocompress.techniques.quantize.sensitivity import (
+    allocate_bits,
+    bits_budget,
+    cached_sensitivity,
+    layer_sensitivity,
+)
 
 
 @register_technique
@@ -56,11 +61,15 @@ class Quantize(Technique):
         gets = [f"weights stored as GGUF block types ({params.get('bits', 4)}-bit requested)"]
         lacks = []
         if params.get("act_bits", 16) < 16:
-            lacks.append("act_bits 8 is simulated per token; llama.cpp quantizes activations to 8 bits per "
-                         "block of 32 inside its Q4_0/Q8_0 dot products, not per token")
+            lacks.append(
+                "act_bits 8 is simulated per token; llama.cpp quantizes activations to 8 bits per "
+                "block of 32 inside its Q4_0/Q8_0 dot products, not per token"
+            )
         if params.get("kv_bits", 16) < 16:
-            lacks.append(f"kv_bits {params['kv_bits']}: the file does not carry it; llama.cpp's cache type "
-                         "(type_k/type_v q8_0 or q4_0) is a run-time option, not applied by `deploy measure`")
+            lacks.append(
+                f"kv_bits {params['kv_bits']}: the file does not carry it; llama.cpp's cache type "
+                "(type_k/type_v q8_0 or q4_0) is a run-time option, not applied by `deploy measure`"
+            )
         if params.get("rotate", "none") != "none":
             gets.append("hadamard rotation (folded into the weights)")
         return RuntimeSupport(gets, lacks)
@@ -93,19 +102,22 @@ class Quantize(Technique):
         """Per-layer bits for ``allocation: sensitivity``; None means the step's ``bits`` everywhere."""
         if params.allocation == "uniform":
             return None
-        errors = layer_sensitivity(model, ctx, params.bit_choices, params.group_size, params.symmetric,
-                                   params.sensitivity_proxy)
+        errors = layer_sensitivity(
+            model, ctx, params.bit_choices, params.group_size, params.symmetric, params.sensitivity_proxy
+        )
         budgets = []
         if params.latency_budget is not None:
-            budgets.append(decode_costs(model, params.latency_budget, params.bit_choices, params.group_size,
-                                        params.symmetric))
+            budgets.append(
+                decode_costs(model, params.latency_budget, params.bit_choices, params.group_size, params.symmetric)
+            )
         if params.latency_budget is None or params.avg_bits is not None:
             sizes = {s.name: s.module.weight.numel() for s in ModelAdapter(model).linear_sites()}
             budgets.append(bits_budget(sizes, params.bit_choices, params.budget_bits))
         return allocate_bits(errors, params.bit_choices, budgets)
 
-    def predict_profile(self, profile: ModelProfile, params: QuantizeParams,
-                        ctx: CompressionContext) -> ModelProfile | None:
+    def predict_profile(
+        self, profile: ModelProfile, params: QuantizeParams, ctx: CompressionContext
+    ) -> ModelProfile | None:
         """Formats from the plan (overrides, embeddings, KV bits, an untied head when rotating); a
         sensitivity allocation only when its error table is already cached (else None)."""
         if params.rotate == "hadamard":
@@ -117,35 +129,42 @@ class Quantize(Technique):
             if bits is None:
                 return None
         assignment = assign(sites, profile.num_layers, params, bits)
-        linears = tuple(_formatted(lin, assignment[lin.name][1]) if lin.layer is not None else lin
-                        for lin in profile.linears)
+        linears = tuple(
+            _formatted(lin, assignment[lin.name][1]) if lin.layer is not None else lin for lin in profile.linears
+        )
         profile = replace(profile, linears=linears, kv_bits=params.kv_bits if params.kv_bits < 16 else profile.kv_bits)
         if params.embeddings:
             fmt = QuantFormat(params.bits, params.group_size, params.symmetric, params.grid)
             check_format(fmt, "the embedding", profile.hidden_size)
-            profile = replace(profile, embedding_bits=fmt.bits, embedding_group_size=fmt.group_size,
-                              embedding_symmetric=fmt.symmetric,
-                              linears=tuple(_formatted(lin, fmt) if lin.role == "lm_head" else lin
-                                            for lin in profile.linears))
+            profile = replace(
+                profile,
+                embedding_bits=fmt.bits,
+                embedding_group_size=fmt.group_size,
+                embedding_symmetric=fmt.symmetric,
+                linears=tuple(_formatted(lin, fmt) if lin.role == "lm_head" else lin for lin in profile.linears),
+            )
         return profile
 
     @staticmethod
-    def predicted_allocation(profile: ModelProfile, params: QuantizeParams,
-                             ctx: CompressionContext) -> dict[str, int] | None:
+    def predicted_allocation(
+        profile: ModelProfile, params: QuantizeParams, ctx: CompressionContext
+    ) -> dict[str, int] | None:
         """:meth:`allocation` from a profile, when the error table of the model entering the step is cached."""
         lineage = ctx.lineage
         ctx.lineage = rotation_lineage(params, lineage)  # where apply reads the table
         try:
-            errors = cached_sensitivity(ctx, params.bit_choices, params.group_size, params.symmetric,
-                                        params.sensitivity_proxy)
+            errors = cached_sensitivity(
+                ctx, params.bit_choices, params.group_size, params.symmetric, params.sensitivity_proxy
+            )
         finally:
             ctx.lineage = lineage
         if errors is None:
             return None
         budgets = []
         if params.latency_budget is not None:
-            costs = profile_decode_costs(profile, params.latency_budget, params.bit_choices, params.group_size,
-                                         params.symmetric)
+            costs = profile_decode_costs(
+                profile, params.latency_budget, params.bit_choices, params.group_size, params.symmetric
+            )
             if costs is None:
                 return None
             budgets.append(costs)

@@ -16,8 +16,7 @@ import torch
 
 from autocompress.inputs import InputStats
 from autocompress.registry import Registry
-from autocompress.techniques.sparsify.masks import (SparsityTarget, layer_keep_mask, nm_keep_mask,
-                                                     row_keep_mask)
+from autocompress.techniques.sparsify.masks import SparsityTarget, layer_keep_mask, nm_keep_mask, row_keep_mask
 from autocompress.techniques.sparsify.sparsegpt import sparsegpt_prune
 
 

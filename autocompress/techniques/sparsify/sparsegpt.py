@@ -28,8 +28,9 @@ def inverse_hessian_cholesky(hessian: torch.Tensor, weight: torch.Tensor, damp: 
 
 
 @torch.no_grad()
-def sparsegpt_prune(weight: torch.Tensor, stats: InputStats | None, target: SparsityTarget,
-                    block: int = 128, damp: float = 0.01) -> torch.Tensor:
+def sparsegpt_prune(
+    weight: torch.Tensor, stats: InputStats | None, target: SparsityTarget, block: int = 128, damp: float = 0.01
+) -> torch.Tensor:
     with one_thread():
         w = weight.float().clone()
         hinv = inverse_hessian_cholesky(stats.hessian, w, damp)
@@ -50,9 +51,8 @@ def _prune_columns(wt: torch.Tensor, hinv: torch.Tensor, target: SparsityTarget,
             prune.view(-1)[score.topk(round(target.sparsity * score.numel()), largest=False).indices] = True
         for j in range(b1 - b0):
             if target.structured and j % target.m == 0:  # choose the group's M - N pruned inputs
-                score = w1[j:j + target.m].pow(2) / d[j:j + target.m].pow(2).unsqueeze(1)
-                prune[j:j + target.m].scatter_(0, score.topk(target.m - target.n, dim=0, largest=False).indices,
-                                               True)
+                score = w1[j : j + target.m].pow(2) / d[j : j + target.m].pow(2).unsqueeze(1)
+                prune[j : j + target.m].scatter_(0, score.topk(target.m - target.n, dim=0, largest=False).indices, True)
             err = w1[j] * prune[j] / d[j]  # only pruned weights move: (w - q) / [H^-1]_jj with q = 0
             w1[j:].addr_(hinv1[j, j:], err, alpha=-1)  # OBS update of this and the later columns
             err1[j] = err

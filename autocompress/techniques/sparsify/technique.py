@@ -83,8 +83,9 @@ def site_target(site, num_layers: int, in_features: int, params: SparsifyParams)
                 sparsity = sparsity if override.sparsity is None else override.sparsity
     target = _target(sparsity, pattern)
     if target.structured and in_features % target.m:
-        raise ConfigError("sparsify.pattern", f"M={target.m} does not divide the input width "
-                                              f"{in_features} of {site.name}")
+        raise ConfigError(
+            "sparsify.pattern", f"M={target.m} does not divide the input width {in_features} of {site.name}"
+        )
     return target
 
 
@@ -107,17 +108,22 @@ class Sparsify(Technique):
     def describe(cls, params: dict) -> str:
         p = SparsifyParams.model_validate(params)
         amount = lambda s, pat: pat or f"{s:.0%}"  # noqa: E731
-        return (f"{p.method} {amount(p.sparsity, p.pattern)}"
-                + "".join(f" {o.label()}:{amount(o.sparsity if o.sparsity is not None else p.sparsity, o.pattern)}"
-                          for o in p.overrides))
+        return f"{p.method} {amount(p.sparsity, p.pattern)}" + "".join(
+            f" {o.label()}:{amount(o.sparsity if o.sparsity is not None else p.sparsity, o.pattern)}"
+            for o in p.overrides
+        )
 
     @classmethod
     def runtime_support(cls, params: dict[str, Any]) -> RuntimeSupport:
         pattern = params.get("pattern")
         what = f"{pattern} sparsity" if pattern else f"{params.get('sparsity', 0.5):.0%} unstructured sparsity"
-        return RuntimeSupport(lacks=[f"{what}: zeros are stored and multiplied densely; llama.cpp has no sparse "
-                                     "kernels, so neither file size nor speed improves (the packed format stores "
-                                     "the masks)"])
+        return RuntimeSupport(
+            lacks=[
+                f"{what}: zeros are stored and multiplied densely; llama.cpp has no sparse "
+                "kernels, so neither file size nor speed improves (the packed format stores "
+                "the masks)"
+            ]
+        )
 
     def apply(self, model: nn.Module, params: SparsifyParams, ctx: CompressionContext) -> nn.Module:
         method = SPARSITY_METHODS[params.method]()
@@ -132,8 +138,9 @@ class Sparsify(Technique):
                     mark_sparse(site.module)
         return model
 
-    def predict_profile(self, profile: ModelProfile, params: SparsifyParams,
-                        ctx: CompressionContext) -> ModelProfile | None:
+    def predict_profile(
+        self, profile: ModelProfile, params: SparsifyParams, ctx: CompressionContext
+    ) -> ModelProfile | None:
         """The zeros each method sets, counted from the shapes (at least the zeros already there)."""
         count = SPARSITY_METHODS[params.method]().zeros
 
@@ -142,11 +149,15 @@ class Sparsify(Technique):
             if target.fraction == 0:
                 return lin
             rows, cols = lin.out_features, lin.in_features
-            zeros = (rows * cols // target.m * (target.m - target.n) if target.structured
-                     else count(rows, cols, target.sparsity))
+            zeros = (
+                rows * cols // target.m * (target.m - target.n)
+                if target.structured
+                else count(rows, cols, target.sparsity)
+            )
             sparsity = max(lin.sparsity, zeros / lin.params)
             two_four = lin.sparse_2_4 or always_2_4(target, cols)
             return replace(lin, sparsity=sparsity, sparse_2_4=two_four and sparsity >= 0.5)
 
-        return replace(profile, linears=tuple(sparsified(lin) if lin.layer is not None else lin
-                                              for lin in profile.linears))
+        return replace(
+            profile, linears=tuple(sparsified(lin) if lin.layer is not None else lin for lin in profile.linears)
+        )
