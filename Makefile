@@ -27,6 +27,8 @@ $(STAMP): pyproject.toml Makefile
 
 # Static checks first (seconds), then the suite. The layer contract is [tool.importlinter] in pyproject.toml.
 check: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
 test: check

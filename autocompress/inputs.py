@@ -9,9 +9,9 @@ context and stored on disk as safetensors keyed by (base weights, data, steps ap
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable
 
 import torch
 from safetensors import safe_open

@@ -47,7 +47,7 @@ class Recipe(BaseModel):
     steps: list[Step] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _normalise_steps(self) -> "Recipe":
+    def _normalise_steps(self) -> Recipe:
         """Validate each step's params against its technique and fill in defaults."""
         from autocompress.techniques import TECHNIQUES
         from autocompress.techniques.base import check_step_order
@@ -61,13 +61,13 @@ class Recipe(BaseModel):
 
     # ---- serialisation -----------------------------------------------------------------
     @classmethod
-    def parse_obj(cls, data: Any, field: str = "") -> "Recipe":
+    def parse_obj(cls, data: Any, field: str = "") -> Recipe:
         if not isinstance(data, dict):
             raise ConfigError(field or "recipe", "must be a mapping with keys model, seed, calibration, steps")
         return parse(cls, data, field)
 
     @classmethod
-    def from_yaml(cls, text: str) -> "Recipe":
+    def from_yaml(cls, text: str) -> Recipe:
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError:
@@ -75,7 +75,7 @@ class Recipe(BaseModel):
         return cls.parse_obj(data)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "Recipe":
+    def from_file(cls, path: str | Path) -> Recipe:
         path = Path(path)
         if not path.is_file():
             raise ConfigError("recipe", f"file {str(path)!r} does not exist")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Generic, TypeVar
 
 from autocompress.errors import ConfigError
 
@@ -22,7 +23,7 @@ class Registry(Generic[T]):
         self._plugins_loaded = entry_point_group is None
 
     def register(self, obj: T, name: str | None = None) -> T:
-        key = name or getattr(obj, "name")
+        key = name or obj.name
         if key in self._entries:
             raise ValueError(f"{self.kind} {key!r} is registered twice")
         self._entries[key] = obj

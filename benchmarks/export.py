@@ -13,7 +13,8 @@
 Speeds are measured twice: once per file as it is made, and then in an interleaved pass (every file,
 then fp32 torch and the copy bandwidth, round after round; the median of ``--speed-rounds``), which is
 the figure reported: on a shared machine the load then falls on every row alike. ``--speed-only``
-repeats just that pass over the files of an earlier run. Needs the [llamacpp] extra. Data: ../shared/data (or $AUTOCOMPRESS_DATA). Writes benchmarks/results/export.json.
+repeats just that pass over the files of an earlier run. Needs the [llamacpp] extra.
+Data: ../shared/data (or $AUTOCOMPRESS_DATA). Writes benchmarks/results/export.json.
 The machine is shared and noisy: compare rows of one run.
 """
 
@@ -25,8 +26,6 @@ import os
 import statistics
 import time
 from pathlib import Path
-
-import torch
 
 from autocompress.cache import cache_root
 from autocompress.export.deploy import source_gguf

@@ -21,8 +21,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from autocompress.hosts.calibrate import errors, fit, measure_samples, predict_sample
 from autocompress.hosts import host_runtime
+from autocompress.hosts.calibrate import errors, fit, measure_samples, predict_sample
 
 
 def main() -> None:

@@ -224,7 +224,8 @@ PUBLISHED = [
         "https://github.com/pytorch/executorch/issues/7411",
         "user report",
         why="Within 6%, but our all-int4 profile (2.0 GB) is lighter than AI Hub's 2.4 GB bundle (w8a16 "
-        "layers), so at equal bytes we'd predict ~18 tok/s (0.9x); ExecuTorch QNN (10 tok/s) would be over-predicted 2x.",
+        "layers), so at equal bytes we'd predict ~18 tok/s (0.9x); "
+        "ExecuTorch QNN (10 tok/s) would be over-predicted 2x.",
     ),
     Published(
         "apple-m2-gpu",
@@ -355,7 +356,8 @@ def main() -> None:
         f"8/4-bit weights with group-{GROUP} scales\n"
     )
     print(
-        "| target | model | quant | published tok/s | predicted tok/s | pred. at source ctx | predicted/published | credibility |"
+        "| target | model | quant | published tok/s | predicted tok/s | pred. at source ctx "
+        "| predicted/published | credibility |"
     )
     print("|---|---|---|---:|---:|---:|---:|---|")
     for r in rows:

@@ -20,9 +20,9 @@ import pytest
 import yaml
 from service_helpers import TESTS, free_port, kill_group, tiny_spec, wait_for
 
-from autocompress.search.job import Job
 from autocompress.backends import run_job
 from autocompress.search.finish import load_result
+from autocompress.search.job import Job
 
 ray = pytest.importorskip("ray")
 pytestmark = [pytest.mark.slow, pytest.mark.ray]  # a two-node cluster: minutes

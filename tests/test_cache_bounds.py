@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import make_context
 
 from autocompress.cache import cache_limit_bytes, evict_least_recently_used, mark_used
 from autocompress.errors import ConfigError
-from conftest import make_context
 
 
 def test_the_memo_keeps_the_base_and_the_most_recent_lineages(tiny_model, tokenizer):

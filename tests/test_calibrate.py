@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import build_model
 
-from autocompress.hosts.calibrate import Sample, errors, fit, predict_sample, target_yaml
-from autocompress.hosts.measure import ModelTiming, time_model
-from autocompress.timing import median_seconds
 from autocompress.hardware.profile import profile_model
 from autocompress.hardware.roofline import RooflineModel, Workload
 from autocompress.hardware.target import HardwareTarget, load_target
+from autocompress.hosts.calibrate import Sample, errors, fit, target_yaml
+from autocompress.hosts.measure import ModelTiming, time_model
 from autocompress.models.adapter import ModelAdapter
-from conftest import build_model
+from autocompress.timing import median_seconds
 
 HOST = dict(
     name="host",
@@ -115,8 +115,8 @@ def test_prefill_is_timed_with_the_last_tokens_logits_only():
 
 
 def test_upper_bound_budgets_are_stricter(tmp_path, tiny_checkpoints):
-    from autocompress.search.job import Job
     from autocompress.backends import run_job
+    from autocompress.search.job import Job
 
     def job(bound: str) -> Job:
         return Job.from_dict(

@@ -1,9 +1,9 @@
 import torch
+from conftest import make_context
 from safetensors import safe_open
 
 from autocompress.inputs import collect_input_stats, input_stats
 from autocompress.models.adapter import ModelAdapter
-from conftest import make_context
 
 
 def test_stats_match_a_direct_computation(tiny_model, tokenizer):
@@ -58,9 +58,10 @@ def test_disk_cache_hits_and_is_keyed_by_the_data(tiny_model, tokenizer, tmp_pat
 
 def test_every_linear_gets_statistics_of_its_own_input_width(tiny_model, tokenizer):
     """Input tensors freed during the forward must not be mistaken for shared ones (id reuse)."""
+    from conftest import make_context
+
     from autocompress.inputs import collect_input_stats
     from autocompress.models.adapter import ModelAdapter
-    from conftest import make_context
 
     ctx = make_context(tiny_model, tokenizer)
     stats = collect_input_stats(tiny_model, ctx.batches(ctx.calibration))

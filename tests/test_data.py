@@ -2,12 +2,12 @@ import json
 
 import pytest
 import torch
+from conftest import SHARED_DATA, build_model
 
 from autocompress.cache import cache_root
 from autocompress.data.text import load_text
 from autocompress.errors import ConfigError
 from autocompress.recipe import TextSpec
-from conftest import SHARED_DATA, build_model
 
 SPEC = dict(seq_len=16, calibration_samples=3, eval_samples=2)
 

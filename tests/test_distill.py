@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+from conftest import build_model, make_context
 
 from autocompress.errors import ConfigError
 from autocompress.models.adapter import ModelAdapter
@@ -14,8 +15,6 @@ from autocompress.techniques import TECHNIQUES
 from autocompress.techniques.distill.loss import kd_loss, matched_layers
 from autocompress.techniques.distill.train import Interrupted
 from autocompress.threads import one_thread
-
-from conftest import build_model, make_context
 
 
 @pytest.fixture(autouse=True)

@@ -4,12 +4,12 @@ import copy
 
 import pytest
 import torch
+from conftest import make_context
 
 from autocompress.errors import ConfigError
 from autocompress.models.adapter import ModelAdapter
 from autocompress.techniques import TECHNIQUES
 from autocompress.techniques.early_exit import attach_early_exit, exit_policy, measure_exit_depth
-from conftest import make_context
 
 IDS = torch.randint(0, 320, (2, 24), generator=torch.Generator().manual_seed(1))
 

@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from conftest import CORPUS
 from typer.testing import CliRunner
 
 from autocompress.cli import app
@@ -16,7 +17,6 @@ from autocompress.models.adapter import ModelAdapter
 from autocompress.models.annotations import weight_grid
 from autocompress.pipeline import apply_recipe, open_session
 from autocompress.recipe import Recipe, TextSpec
-from conftest import CORPUS
 
 HAS_LLAMA = importlib.util.find_spec("llama_cpp") is not None
 needs_llama = pytest.mark.skipif(not HAS_LLAMA, reason="the [llamacpp] extra is not installed (CI installs it)")
@@ -111,8 +111,8 @@ def test_packed_sparse_weights_store_a_mask_and_the_non_zeros(tiny_checkpoints, 
 
 @needs_llama
 def test_llama_cpp_loads_the_export_and_agrees_with_torch(tiny_checkpoints, tmp_path, arch):
-    from autocompress.export.runtime import agreement, gguf_logits, open_gguf, torch_logits
     from autocompress.export.gguf_export import write_gguf
+    from autocompress.export.runtime import agreement, gguf_logits, open_gguf, torch_logits
 
     model, artifact = make_artifact(tiny_checkpoints[arch], tmp_path, GGUF_Q4)
     _, tokenizer = __import__("autocompress.export.deploy", fromlist=["x"]).load_artifact(artifact)
@@ -171,8 +171,9 @@ def test_job_export_settings_accept_a_flag_or_formats():
 
 @needs_llama
 def test_a_job_exports_and_measures_its_pareto_trials_into_their_runs(tmp_path, tiny_checkpoints):
-    from autocompress.backends import run_job
     from test_search import make_job, trial_runs
+
+    from autocompress.backends import run_job
 
     job = make_job(
         tmp_path,

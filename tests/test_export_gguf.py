@@ -6,6 +6,9 @@ import gguf
 import numpy as np
 import pytest
 import torch
+from conftest import build_model, make_context
+from test_quant import layer_problem, quantize
+from test_quant_grid import assert_exact_codes
 
 from autocompress.errors import ConfigError
 from autocompress.export.gguf_blocks import QUANTIZERS, pack
@@ -14,9 +17,6 @@ from autocompress.models.adapter import ModelAdapter
 from autocompress.techniques.quantize.awq import awq
 from autocompress.techniques.quantize.gptq import gptq
 from autocompress.techniques.quantize.grid import QuantFormat, rtn_grid
-from conftest import build_model, make_context
-from test_quant import layer_problem, quantize
-from test_quant_grid import assert_exact_codes
 
 
 @pytest.mark.parametrize("kind", sorted(QUANTIZERS))

@@ -12,9 +12,9 @@ from mlflow import MlflowClient
 from test_evaluators import write_piqa
 from test_search import make_job, trial_runs
 
-from autocompress.search.fidelity import near_front, spearman
-from autocompress.errors import ConfigError
 from autocompress.backends import run_job
+from autocompress.errors import ConfigError
+from autocompress.search.fidelity import near_front, spearman
 from autocompress.search.runner import JobRunner
 
 

@@ -9,20 +9,19 @@ import json
 import gguf
 import pytest
 import yaml
+from conftest import build_model
 from typer.testing import CliRunner
 
 from autocompress.cli import app
 from autocompress.errors import ConfigError
 from autocompress.export.gguf_export import write_gguf
-from autocompress.hosts import suites
-from autocompress.hosts.calibrate import Shape
-from autocompress.hosts import HOST_RUNTIMES, host_runtime, runtime_for_target
 from autocompress.hardware.profile import profile_model
 from autocompress.hardware.roofline import RooflineModel, Workload
 from autocompress.hardware.target import load_target
+from autocompress.hosts import HOST_RUNTIMES, host_runtime, runtime_for_target, suites
+from autocompress.hosts.calibrate import Shape
 from autocompress.models.adapter import ModelAdapter
 from autocompress.models.annotations import WeightFormat
-from conftest import build_model
 
 HAS_LLAMA = importlib.util.find_spec("llama_cpp") is not None
 needs_llama = pytest.mark.skipif(not HAS_LLAMA, reason="the [llamacpp] extra is not installed (CI installs it)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import TINY
 from transformers import Phi3Config, Phi3ForCausalLM
 
 from autocompress.hardware import Workload, list_targets, load_target
@@ -20,8 +21,6 @@ from autocompress.pipeline import (
 )
 from autocompress.recipe import Recipe, TextSpec
 from autocompress.techniques.prune_depth import PruneDepthParams, predict_depth
-
-from conftest import TINY
 
 CALIBRATION = {"seq_len": 32, "calibration_samples": 4, "eval_samples": 2}
 WORKLOAD = Workload(prompt_tokens=64, context_tokens=128)

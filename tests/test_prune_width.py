@@ -4,12 +4,12 @@ import copy
 
 import pytest
 import torch
+from conftest import make_context
 from transformers import AutoModelForCausalLM
 
 from autocompress.errors import ConfigError
 from autocompress.models.adapter import ModelAdapter
 from autocompress.techniques import TECHNIQUES
-from conftest import make_context
 
 
 def apply(model, tokenizer, **params):

@@ -4,16 +4,16 @@ import copy
 
 import pytest
 import torch
+from conftest import make_context
 
-from autocompress.inputs import InputStats
 from autocompress.errors import ConfigError
+from autocompress.inputs import InputStats
 from autocompress.models.adapter import ModelAdapter
 from autocompress.models.annotations import weight_format
 from autocompress.techniques import TECHNIQUES
 from autocompress.techniques.quantize.awq import awq, awq_scales
 from autocompress.techniques.quantize.gptq import gptq
 from autocompress.techniques.quantize.grid import QuantFormat, output_error, rtn
-from conftest import make_context
 
 
 def layer_problem(seed: int = 0, cols: int = 128) -> tuple[torch.Tensor, InputStats]:

@@ -4,6 +4,8 @@ import copy
 
 import pytest
 import torch
+from conftest import make_context
+from test_quant import cached_context, layer_problem, quantize
 
 from autocompress.export.grids import GRID_FILE, load_grids, model_grids, save_grids
 from autocompress.models.adapter import ModelAdapter
@@ -11,8 +13,6 @@ from autocompress.models.annotations import weight_grid
 from autocompress.techniques.quantize.awq import awq
 from autocompress.techniques.quantize.gptq import gptq
 from autocompress.techniques.quantize.grid import QuantFormat, rtn_grid
-from conftest import make_context
-from test_quant import cached_context, layer_problem, quantize
 
 
 def assert_exact_codes(weight: torch.Tensor, grid, bits: int) -> None:

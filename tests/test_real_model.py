@@ -7,8 +7,8 @@ import torch
 from mlflow import MlflowClient
 from transformers import AutoModelForCausalLM
 
-from autocompress.search.job import Job
 from autocompress.backends import run_job
+from autocompress.search.job import Job
 
 pytestmark = pytest.mark.slow
 

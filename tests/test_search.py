@@ -19,14 +19,14 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 from transformers import AutoModelForCausalLM
 
+from autocompress.backends import run_job
 from autocompress.cache import weights_digest
 from autocompress.export.checkpoint import read_record
 from autocompress.pipeline import apply_recipe, open_session
-from autocompress.recipe import Recipe
 from autocompress.pipeline.reproduce import load_provenance, reproduce
+from autocompress.recipe import Recipe
 from autocompress.search.front import dominates
 from autocompress.search.job import Job
-from autocompress.backends import run_job
 
 TESTS = Path(__file__).parent
 CALIBRATION = {"seq_len": 32, "calibration_samples": 4, "eval_samples": 4}

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import httpx
 import optuna
+import plugins_slow  # noqa: F401  (the 'wait' technique, for submissions validated in this process)
 import pytest
 import yaml
 from fastapi.testclient import TestClient
 from mlflow import MlflowClient
 from optuna.trial import TrialState
-import plugins_slow  # noqa: F401  (the 'wait' technique, for submissions validated in this process)
 from service_helpers import TESTS, free_port, launch, start_worker, stop, tiny_spec, wait_for
 from sqlalchemy import create_engine, text
 

@@ -2,16 +2,16 @@
 
 import pytest
 import torch
+from conftest import make_context
 
-from autocompress.inputs import InputStats, collect_input_stats
 from autocompress.errors import ConfigError
+from autocompress.inputs import InputStats, collect_input_stats
 from autocompress.models.adapter import ModelAdapter
 from autocompress.recipe import Recipe
 from autocompress.techniques import TECHNIQUES
 from autocompress.techniques.sparsify.masks import SparsityTarget
 from autocompress.techniques.sparsify.methods import wanda_prune
 from autocompress.techniques.sparsify.sparsegpt import sparsegpt_prune
-from conftest import make_context
 
 METHODS = ["magnitude", "wanda", "sparsegpt"]
 

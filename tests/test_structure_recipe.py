@@ -3,6 +3,7 @@
 import json
 
 import torch
+from conftest import CORPUS
 from transformers import AutoModelForCausalLM
 
 from autocompress.export.checkpoint import write_artifact
@@ -12,7 +13,6 @@ from autocompress.models.adapter import ModelAdapter
 from autocompress.pipeline import apply_recipe, evaluate_model, open_session
 from autocompress.recipe import Recipe, TextSpec
 from autocompress.techniques.early_exit import attach_early_exit
-from conftest import CORPUS
 
 
 def test_depth_width_sparsity_quantization_and_exit_compose(tiny_checkpoints, tmp_path, arch):

@@ -2,6 +2,7 @@ import copy
 
 import pytest
 import torch
+from conftest import make_context
 from transformers import AutoModelForCausalLM
 
 from autocompress.errors import ConfigError
@@ -11,7 +12,6 @@ from autocompress.techniques import TECHNIQUES
 from autocompress.techniques.prune_depth import block_influence
 from autocompress.techniques.quantize.grid import QuantFormat, rtn
 from autocompress.techniques.sparsify.masks import magnitude_mask
-from conftest import make_context
 
 
 def apply(model, technique, tokenizer, **params):

@@ -8,13 +8,13 @@ The caller picks the backend (``job.backend``) and starts it: the runner imports
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from rich.console import Console
 
 from autocompress.registry import Registry
-from autocompress.search.job import Job
 from autocompress.search.finish import JobResult
+from autocompress.search.job import Job
 from autocompress.search.runner import JobRunner
 
 Backend = Callable[[JobRunner, Callable[[], bool]], None]

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from autocompress.backends.base import register_backend
 from autocompress.errors import ConfigError
-from autocompress.search.job import Job
 from autocompress.search.attrs import TrialAttrs, write
 from autocompress.search.heartbeat import Heartbeat
+from autocompress.search.job import Job
 from autocompress.search.runner import JobRunner
 
 _RUNNERS: dict[str, Any] = {}  # per Ray worker process: the job's opened runner (model loaded once)

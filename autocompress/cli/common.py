@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from rich.console import Console
@@ -22,7 +22,7 @@ err = Console(stderr=True)
 _BUDGET = re.compile(r"^\s*([\w.\-]+)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
 
 
-def load_job(job_file: Optional[Path], overrides: dict[str, Any]) -> Job:
+def load_job(job_file: Path | None, overrides: dict[str, Any]) -> Job:
     from autocompress.search.job import Job
 
     data: dict[str, Any] = {}

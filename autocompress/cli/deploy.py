@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -21,9 +20,9 @@ FORMATS = ("gguf", "packed")
 def export_cmd(
     artifact: Path = typer.Argument(..., help="an artifact folder (pipeline run --out, or a job's pareto/trial-N)"),
     fmt: str = typer.Option("gguf", "--format", help="gguf (llama.cpp) or packed (bit-packed safetensors)"),
-    out_path: Optional[Path] = typer.Option(None, "--out", help="default: model.gguf / packed/ in the artifact"),
+    out_path: Path | None = typer.Option(None, "--out", help="default: model.gguf / packed/ in the artifact"),
     float_type: str = typer.Option("F16", help="GGUF type of unquantized weights: F16 or F32"),
-    embedding_type: Optional[str] = typer.Option(
+    embedding_type: str | None = typer.Option(
         None,
         help="GGUF type for an embedding the recipe left unquantized (e.g. Q8_0, as llama.cpp's quantizer stores it)",
     ),
@@ -64,10 +63,10 @@ def export_cmd(
 @app.command()
 def measure(
     artifact: Path = typer.Argument(..., help="an artifact folder"),
-    gguf: Optional[Path] = typer.Option(
+    gguf: Path | None = typer.Option(
         None, help="the GGUF to run (default: the artifact's model.gguf, exported if missing)"
     ),
-    text: Optional[str] = typer.Option(
+    text: str | None = typer.Option(
         None, help=".txt/.jsonl file or folder for the KL check (default: the recipe's evaluation text)"
     ),
     samples: int = typer.Option(4, min=1, help="held-out blocks for the KL check"),
@@ -75,8 +74,8 @@ def measure(
     prompt_tokens: int = typer.Option(128, min=1),
     decode_tokens: int = typer.Option(32, min=1),
     repeats: int = typer.Option(5, min=1),
-    threads: Optional[int] = typer.Option(None, min=1),
-    tracking_uri: Optional[str] = typer.Option(None, help="MLflow URI (default: the one the artifact records)"),
+    threads: int | None = typer.Option(None, min=1),
+    tracking_uri: str | None = typer.Option(None, help="MLflow URI (default: the one the artifact records)"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Load the GGUF in llama.cpp, check its next-token distributions against the torch model, and

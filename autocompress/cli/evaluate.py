@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -15,13 +14,13 @@ from autocompress.errors import ConfigError
 def evaluate(
     ref: str = typer.Argument(..., help="model (alias, folder, .gguf), recipe YAML, or exported checkpoint folder"),
     metric: list[str] = typer.Option([], help="kl, perplexity, top1_agreement, lm_eval:<task> (repeatable)"),
-    limit: Optional[int] = typer.Option(None, help="examples per lm-eval task (default 100)"),
-    data: Optional[str] = typer.Option(None, help="folder of local task files (default $AUTOCOMPRESS_DATA)"),
+    limit: int | None = typer.Option(None, help="examples per lm-eval task (default 100)"),
+    data: str | None = typer.Option(None, help="folder of local task files (default $AUTOCOMPRESS_DATA)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object keyed by metric name"),
 ) -> None:
     """Score a model on accuracy metrics; results are cached by weights hash."""
-    from autocompress.pipeline.evaluate import evaluate_ref
     from autocompress.evaluators import EvalSettings
+    from autocompress.pipeline.evaluate import evaluate_ref
 
     if limit is not None and limit < 1:
         raise ConfigError("--limit", f"{limit} must be at least 1")

@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
-
 
 app = typer.Typer(no_args_is_help=True, help="Hardware targets and their cost models.")
 out = Console()
@@ -98,7 +96,7 @@ def _measure(runtime, suite: str, repeats: int):
 
 @app.command()
 def calibrate(
-    out_path: Optional[Path] = typer.Option(
+    out_path: Path | None = typer.Option(
         None, "--out", help="default: your catalog, so the target's name (host, host-llamacpp) resolves to it"
     ),
     runtime: str = typer.Option(
@@ -111,8 +109,8 @@ def calibrate(
 ) -> None:
     """Micro-benchmark the host, measure real prefill/decode, fit the efficiency factors, write the target."""
     from autocompress.catalog import user_catalog_dir
-    from autocompress.hosts.calibrate import errors, fit
     from autocompress.hosts import host_runtime
+    from autocompress.hosts.calibrate import errors, fit
 
     start = time.perf_counter()
     host = host_runtime(runtime, model)
@@ -143,9 +141,9 @@ def validate(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Measure 20+ configurations the calibration did not see; print MAPE and the share within ±10%."""
-    from autocompress.hosts.calibrate import errors, predict_sample
-    from autocompress.hosts import runtime_for_target
     from autocompress.hardware.target import load_target
+    from autocompress.hosts import runtime_for_target
+    from autocompress.hosts.calibrate import errors, predict_sample
 
     start = time.perf_counter()
     loaded = load_target(target, "--target")

@@ -42,7 +42,6 @@ def pipeline_run(
     """Apply a recipe and write checkpoint, tokenizer, recipe.yaml and metrics.json."""
     from autocompress.pipeline.reproduce import Provenance
     from autocompress.pipeline.reproduce import reproduce as run_reproduce
-
     from autocompress.recipe import Recipe
 
     recipe = Recipe.from_file(recipe_file)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 def pareto(
     job_ref: str = typer.Argument(..., help="job YAML, or a job name with --workdir/--storage"),
     workdir: str = typer.Option("./runs"),
-    storage: Optional[str] = typer.Option(None),
+    storage: str | None = typer.Option(None),
     as_json: bool = typer.Option(False, "--json", help="print the front as JSON"),
 ) -> None:
     """Print the Pareto front of a job."""
@@ -40,7 +40,7 @@ def report(
     job_ref: str = typer.Argument(..., help="job YAML, or a job name with --workdir/--storage"),
     out_dir: Path = typer.Option(..., "--out", help="folder for the HTML/PNG charts and summary.json"),
     workdir: str = typer.Option("./runs"),
-    storage: Optional[str] = typer.Option(None),
+    storage: str | None = typer.Option(None),
 ) -> None:
     """Fronts per target, hypervolume over trials, parameter importances and the time split of a job."""
     import optuna
@@ -64,7 +64,7 @@ def report(
     out.print(f"wrote {out_dir}")
 
 
-def _job_from_storage(name: str, workdir: str, storage: Optional[str]) -> Job:
+def _job_from_storage(name: str, workdir: str, storage: str | None) -> Job:
     """Rebuild a job's definition from what the study recorded."""
     import optuna
 

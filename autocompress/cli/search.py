@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -12,20 +11,20 @@ from autocompress.cli.common import correlation_table, err, front_table, load_jo
 
 
 def search(
-    job_file: Optional[Path] = typer.Argument(None, help="job YAML; flags override its fields"),
-    name: Optional[str] = typer.Option(None, help="job name (resumes a job of this name)"),
-    model: Optional[str] = typer.Option(None, help="alias (smollm2-135m), checkpoint folder, .gguf file or hub id"),
-    space: Optional[str] = typer.Option(None, help="search space name in search_spaces/ or a YAML path"),
+    job_file: Path | None = typer.Argument(None, help="job YAML; flags override its fields"),
+    name: str | None = typer.Option(None, help="job name (resumes a job of this name)"),
+    model: str | None = typer.Option(None, help="alias (smollm2-135m), checkpoint folder, .gguf file or hub id"),
+    space: str | None = typer.Option(None, help="search space name in search_spaces/ or a YAML path"),
     target: list[str] = typer.Option([], help="hardware target (repeatable)"),
     objective: list[str] = typer.Option([], help="METRIC[:min|max] (repeatable)"),
     budget: list[str] = typer.Option([], help="'METRIC<=X' or 'METRIC>=X' (repeatable)"),
-    sampler: Optional[str] = typer.Option(None, help="nsga2, nsga3, tpe, gp or random"),
-    trials: Optional[int] = typer.Option(None, help="total finished trials wanted"),
-    timeout: Optional[float] = typer.Option(None, help="seconds for this invocation"),
-    seed: Optional[int] = typer.Option(None),
-    storage: Optional[str] = typer.Option(None, help="SQLAlchemy URL of the Optuna storage"),
-    tracking: Optional[str] = typer.Option(None, help="MLflow tracking URI, or 'none'"),
-    workdir: Optional[str] = typer.Option(None, help="where databases and artifacts go (default ./runs)"),
+    sampler: str | None = typer.Option(None, help="nsga2, nsga3, tpe, gp or random"),
+    trials: int | None = typer.Option(None, help="total finished trials wanted"),
+    timeout: float | None = typer.Option(None, help="seconds for this invocation"),
+    seed: int | None = typer.Option(None),
+    storage: str | None = typer.Option(None, help="SQLAlchemy URL of the Optuna storage"),
+    tracking: str | None = typer.Option(None, help="MLflow tracking URI, or 'none'"),
+    workdir: str | None = typer.Option(None, help="where databases and artifacts go (default ./runs)"),
     no_export: bool = typer.Option(False, "--no-export", help="do not write Pareto checkpoints"),
     quiet: bool = typer.Option(False, help="no progress bar"),
 ) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from autocompress.service.queue import JobQueue
 
 
-def _server_settings(database: Optional[str], workdir: str, allow_remote_code: bool) -> ServerSettings:
+def _server_settings(database: str | None, workdir: str, allow_remote_code: bool) -> ServerSettings:
     from autocompress.service.policy import ServerSettings
 
     root = Path(workdir).expanduser().resolve()
@@ -48,7 +48,7 @@ def _is_loopback(host: str) -> bool:
 def serve(
     host: str = typer.Option("127.0.0.1", help="address to bind; anything but loopback needs AUTOCOMPRESS_TOKEN"),
     port: int = typer.Option(8000),
-    database: Optional[str] = typer.Option(None, help="SQLAlchemy URL of the job queue (default sqlite in --workdir)"),
+    database: str | None = typer.Option(None, help="SQLAlchemy URL of the job queue (default sqlite in --workdir)"),
     workdir: str = typer.Option("./runs", help="every job writes under this folder"),
     no_worker: bool = typer.Option(False, "--no-worker", help="do not run an embedded worker"),
     allow_remote_code: bool = typer.Option(False, help="accept jobs with trust_remote_code: true"),
@@ -80,7 +80,7 @@ def worker(
     allow_remote_code: bool = typer.Option(False, help="run jobs with trust_remote_code: true"),
     heartbeat: float = typer.Option(5.0, help="seconds between beats; 3 missed beats = dead"),
     poll: float = typer.Option(2.0, help="seconds between looks for work when idle"),
-    max_jobs: Optional[int] = typer.Option(None, help="exit after handling this many claims"),
+    max_jobs: int | None = typer.Option(None, help="exit after handling this many claims"),
 ) -> None:
     """Claim queued jobs and run their trials until stopped (SIGINT/SIGTERM end after the current trial)."""
     import signal

@@ -2,8 +2,9 @@
 
 An evaluator class declares the metric names it measures (``kl``..., or a family such as
 ``lm_eval:<task>``), which of them can never be negative, and builds an instance per group of
-metrics it measures together; every list of accuracy metric names is built from these declarations. Each instance declares its ``cost`` (tokens
-forwarded through the model per evaluation), so a job can budget evaluation, and a ``fingerprint``
+metrics it measures together; every list of accuracy metric names is built from these declarations.
+Each instance declares its ``cost`` (tokens forwarded through the model per evaluation), so a job can
+budget evaluation, and a ``fingerprint``
 of everything besides the weights that its result depends on, so results can be cached.
 """
 
@@ -40,10 +41,10 @@ class Evaluator(ABC):
 
     @classmethod
     @abstractmethod
-    def create(cls, metric: str, settings: EvalSettings) -> "Evaluator":
+    def create(cls, metric: str, settings: EvalSettings) -> Evaluator:
         """The instance that measures ``metric`` (and its siblings)."""
 
-    def prepare(self) -> None:
+    def prepare(self) -> None:  # noqa: B027 - an optional hook: most evaluators have nothing to check early
         """Check what can be checked before any model loads (e.g. that data files exist)."""
 
     @abstractmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 from torch import nn
 
@@ -52,7 +52,7 @@ class LmEvalEvaluator(Evaluator):
         return [PREFIX + t for t in local_task_names()] + [PREFIX + "<task>"]
 
     @classmethod
-    def create(cls, metric: str, settings: EvalSettings) -> "LmEvalEvaluator":
+    def create(cls, metric: str, settings: EvalSettings) -> LmEvalEvaluator:
         return cls(metric[len(PREFIX) :], settings)
 
     @property
@@ -72,9 +72,8 @@ class LmEvalEvaluator(Evaluator):
 
     def evaluate(self, model: nn.Module, ctx: CompressionContext) -> dict[str, float]:
         from lm_eval import simple_evaluate
-        from lm_eval.tasks import TaskManager
-
         from lm_eval.models.huggingface import HFLM
+        from lm_eval.tasks import TaskManager
 
         with _quiet():
             task = build_task(self.source, self.settings.limit)

@@ -80,7 +80,7 @@ class NextTokenEvaluator(Evaluator):
         self.top_k = top_k
 
     @classmethod
-    def create(cls, metric: str, settings: EvalSettings) -> "NextTokenEvaluator":
+    def create(cls, metric: str, settings: EvalSettings) -> NextTokenEvaluator:
         return cls(settings.top_k)
 
     def cost(self, ctx: CompressionContext) -> float:

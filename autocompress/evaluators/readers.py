@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import bz2
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 Reader = Callable[[dict[str, Path]], list[dict]]
 READERS: dict[str, Reader] = {}

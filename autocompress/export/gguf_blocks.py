@@ -38,7 +38,7 @@ class BlockQuant:
             w = w + self.m[..., None]
         return w.reshape(self.codes.shape)
 
-    def rows(self, index: torch.Tensor) -> "BlockQuant":
+    def rows(self, index: torch.Tensor) -> BlockQuant:
         """The same quantized weight with its output rows reordered (llama.cpp's Q/K permutation)."""
         return BlockQuant(self.kind, self.codes[index], self.d[index], None if self.m is None else self.m[index])
 

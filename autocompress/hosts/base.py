@@ -8,15 +8,16 @@ calibrate/validate flow (:mod:`autocompress.cli.hardware`) is the same for all o
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable, ClassVar, Iterator, Literal
+from collections.abc import Callable, Iterator
+from typing import ClassVar, Literal
 
 from torch import nn
 
 from autocompress.errors import ConfigError
-from autocompress.hosts.calibrate import Errors
-from autocompress.hosts.measure import ModelTiming
 from autocompress.hardware.roofline import Workload
 from autocompress.hardware.target import HardwareTarget
+from autocompress.hosts.calibrate import Errors
+from autocompress.hosts.measure import ModelTiming
 from autocompress.models.loading import DEFAULT_MODEL
 from autocompress.registry import Registry
 

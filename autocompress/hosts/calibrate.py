@@ -15,10 +15,10 @@ import json
 import math
 import os
 import platform
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -26,10 +26,10 @@ from scipy.optimize import least_squares
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from autocompress.hosts.measure import ModelTiming, copy_bandwidth_gbps, gemm_gflops, op_overhead_us, time_model
 from autocompress.hardware.profile import ModelProfile, profile_model
 from autocompress.hardware.roofline import RooflineModel, Workload
 from autocompress.hardware.target import HardwareTarget
+from autocompress.hosts.measure import ModelTiming, copy_bandwidth_gbps, gemm_gflops, op_overhead_us, time_model
 
 
 @dataclass(frozen=True)

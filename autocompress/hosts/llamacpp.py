@@ -14,22 +14,22 @@ import json
 import os
 import platform
 import tempfile
+from collections.abc import Callable
 from datetime import date
 from functools import cached_property
 from itertools import chain
 from pathlib import Path
-from typing import Callable
 
 from torch import nn
 
 from autocompress.errors import ConfigError
-from autocompress.hosts import suites
-from autocompress.hosts.calibrate import Errors, physical_memory_gb
-from autocompress.hosts.base import HOST_RUNTIMES, Cases, HostRuntime, Suite
-from autocompress.hosts.measure import ModelTiming, copy_bandwidth_gbps
 from autocompress.hardware.profile import profile_model
 from autocompress.hardware.roofline import RooflineModel, Workload
 from autocompress.hardware.target import HardwareTarget, Precision
+from autocompress.hosts import suites
+from autocompress.hosts.base import HOST_RUNTIMES, Cases, HostRuntime, Suite
+from autocompress.hosts.calibrate import Errors, physical_memory_gb
+from autocompress.hosts.measure import ModelTiming, copy_bandwidth_gbps
 from autocompress.models.adapter import ModelAdapter
 from autocompress.models.annotations import weight_format, weight_grid
 from autocompress.models.loading import DEFAULT_MODEL, resolve_checkpoint

@@ -8,12 +8,12 @@ measure every shape in each GGUF format (F16, Q8_0, Q4_0), where bits do change 
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from torch import nn
 
-from autocompress.hosts.calibrate import Shape, synthetic_model
 from autocompress.hardware.roofline import Workload
+from autocompress.hosts.calibrate import Shape, synthetic_model
 from autocompress.models.adapter import ModelAdapter
 from autocompress.models.annotations import WeightFormat, set_weight_format
 from autocompress.models.loading import DEFAULT_MODEL, resolve_checkpoint

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import chain
-from typing import Callable
 
 from torch import nn
 
-from autocompress.hosts import suites
-from autocompress.hosts.calibrate import Errors, host_target, target_yaml, time_eager
-from autocompress.hosts.base import HOST_RUNTIMES, Cases, HostRuntime, Suite
-from autocompress.hosts.measure import ModelTiming
 from autocompress.hardware.roofline import Workload
 from autocompress.hardware.target import HardwareTarget
+from autocompress.hosts import suites
+from autocompress.hosts.base import HOST_RUNTIMES, Cases, HostRuntime, Suite
+from autocompress.hosts.calibrate import Errors, host_target, target_yaml, time_eager
+from autocompress.hosts.measure import ModelTiming
 
 
 @HOST_RUNTIMES.decorator()

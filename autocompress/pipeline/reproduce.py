@@ -11,10 +11,10 @@ from typing import Any
 import yaml
 
 from autocompress.errors import AutocompressError, ConfigError
+from autocompress.evaluators import default_metrics, known_metrics
 from autocompress.export.checkpoint import read_record, write_artifact
 from autocompress.hardware.roofline import Workload
 from autocompress.hardware.target import list_targets, load_target
-from autocompress.evaluators import default_metrics, known_metrics
 from autocompress.metrics import is_cost_metric, split_metric_name
 from autocompress.pipeline.session import apply_recipe, evaluate_model, open_session
 from autocompress.recipe import Recipe

@@ -18,8 +18,8 @@ from autocompress.export.deploy import export_gguf, measure
 from autocompress.export.packed import export_packed
 from autocompress.pipeline import Session, apply_recipe, measure_accuracy
 from autocompress.recipe import Recipe
-from autocompress.search.fidelity import proxy_correlation
 from autocompress.search.attrs import set_late_metrics
+from autocompress.search.fidelity import proxy_correlation
 from autocompress.search.front import TrialRecord, trial_records
 from autocompress.search.job import Job
 from autocompress.search.plots import write_front

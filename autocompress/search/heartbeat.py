@@ -26,7 +26,7 @@ class Heartbeat:
             except Exception:  # a database hiccup must not kill the trial; the next beat retries
                 pass
 
-    def __enter__(self) -> "Heartbeat":
+    def __enter__(self) -> Heartbeat:
         self.storage.record_heartbeat(self.trial_id)
         self._thread.start()
         return self

@@ -40,7 +40,7 @@ class Bound(BaseModel):
     min: float | None = None
 
     @model_validator(mode="after")
-    def _one_side(self) -> "Bound":
+    def _one_side(self) -> Bound:
         if self.max is None and self.min is None:
             raise ValueError("give max, min or both")
         if self.max is not None and self.min is not None and self.min > self.max:
@@ -113,7 +113,7 @@ class ExportSettings(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _consistent(self) -> "ExportSettings":
+    def _consistent(self) -> ExportSettings:
         if self.formats and not self.checkpoint:
             raise ValueError("formats: deployable files are written from the checkpoint; set checkpoint: true")
         if self.measure and "gguf" not in self.formats:
@@ -177,7 +177,7 @@ class Job(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _known_metrics(self) -> "Job":
+    def _known_metrics(self) -> Job:
         for i, objective in enumerate(self.objectives):
             self._check_metric(objective.metric, f"objectives[{i}].metric")
         if len({o.metric for o in self.objectives}) != len(self.objectives):
@@ -238,13 +238,13 @@ class Job(BaseModel):
         return list(dict.fromkeys([o.metric for o in self.objectives] + list(self.budgets)))
 
     @classmethod
-    def from_dict(cls, data: Any) -> "Job":
+    def from_dict(cls, data: Any) -> Job:
         if not isinstance(data, dict):
             raise ConfigError("job", "must be a YAML mapping")
         return parse(cls, data)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "Job":
+    def from_file(cls, path: str | Path) -> Job:
         path = Path(path)
         if not path.is_file():
             raise ConfigError("job", f"file {str(path)!r} does not exist")

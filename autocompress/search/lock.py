@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import NullPool
 
 from autocompress.errors import ConfigError
-
 
 STORAGE_WIDE = "*"  # a lock name no job can have (job names start with a letter or digit)
 

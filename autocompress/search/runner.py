@@ -12,8 +12,9 @@ from __future__ import annotations
 import gc
 import math
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -169,7 +170,7 @@ class JobRunner:
             self._reap(initial=True)
         self.session = self._session or self._open_session()
         if predicts_first(job):
-            self.session.base_profile  # measured once here, so that no trial pays for it
+            _ = self.session.base_profile  # measured once here, so that no trial pays for it
         self.objective = TrialObjective(job, self.space, self.session, self.targets, self.tracker)
         self.deadline = time.monotonic() + job.search.timeout if job.search.timeout else math.inf
 

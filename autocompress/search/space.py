@@ -45,7 +45,7 @@ class Distribution(BaseModel):
     log: bool = False
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "Distribution":
+    def _exactly_one(self) -> Distribution:
         given = [v for v in (self.choice, self.int_range, self.float_range) if v is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of {', '.join(_DISTRIBUTION_KEYS)}")
@@ -101,7 +101,7 @@ class SearchSpace(BaseModel):
     seeds: list[dict[str, Any]] = Field(default_factory=list, description="first trials: Optuna param -> value")
 
     @classmethod
-    def load(cls, ref: str, field: str = "space") -> "SearchSpace":
+    def load(cls, ref: str, field: str = "space") -> SearchSpace:
         path = catalog.resolve("search_spaces", ref, field)
         space = parse(cls, catalog.read_yaml(path, field), f"{field} ({path.name})")
         space._validate_against_techniques(f"{field} ({path.name})")

@@ -37,9 +37,9 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.pool import NullPool
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.pool import NullPool
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})

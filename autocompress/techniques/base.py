@@ -44,12 +44,10 @@ class Technique(ABC):
         return f"{cls.name}({changed})"
 
     @abstractmethod
-    def apply(self, model: nn.Module, params: BaseModel, ctx: "CompressionContext") -> nn.Module:
+    def apply(self, model: nn.Module, params: BaseModel, ctx: CompressionContext) -> nn.Module:
         """Compress ``model`` (in place where possible) and return it."""
 
-    def predict_profile(
-        self, profile: "ModelProfile", params: BaseModel, ctx: "CompressionContext"
-    ) -> "ModelProfile | None":
+    def predict_profile(self, profile: ModelProfile, params: BaseModel, ctx: CompressionContext) -> ModelProfile | None:
         """The profile of the model ``apply`` would leave, from the profile of the model it gets, without
         touching weights (cost prediction before the expensive work). None: only applying tells (the default;
         e.g. a depth measured on text). Must raise the errors ``apply`` raises for these params and shapes."""

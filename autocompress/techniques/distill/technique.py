@@ -20,8 +20,9 @@ seed), so an interrupted run resumes and a finished one is reused.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator, Literal
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field

@@ -8,8 +8,8 @@ run resumed from a checkpoint at step ``t`` continues exactly as an uninterrupte
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn

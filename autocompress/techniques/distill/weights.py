@@ -16,7 +16,7 @@ the grid, LoRA merged. Shapes never change (width-pruned linears stay narrow).
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -51,7 +51,7 @@ class LoRA(nn.Module):
         self.a = nn.Parameter(torch.randn(rank, in_features, generator=generator) / in_features**0.5)
         self.b = nn.Parameter(torch.zeros(out_features, rank))
 
-    def to_device_of(self, weight: torch.Tensor) -> "LoRA":
+    def to_device_of(self, weight: torch.Tensor) -> LoRA:
         return self.to(device=weight.device, dtype=weight.dtype)
 
     def delta(self) -> torch.Tensor:

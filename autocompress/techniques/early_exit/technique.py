@@ -35,7 +35,7 @@ class EarlyExitParams(BaseModel):
     exit_every: int | None = Field(None, ge=1, description="blocks between exits after the first (default 4)")
 
     @model_validator(mode="after")
-    def _one_placement(self) -> "EarlyExitParams":
+    def _one_placement(self) -> EarlyExitParams:
         if self.exit_layers and (self.first_exit is not None or self.exit_every is not None):
             raise ValueError("exit_layers: give either exit_layers or first_exit/exit_every, not both")
         return self

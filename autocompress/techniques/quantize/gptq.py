@@ -3,11 +3,10 @@ error onto the columns not yet quantized, weighted by the inverse input Hessian.
 
 from __future__ import annotations
 
-
 import torch
 
-from autocompress.threads import one_thread
 from autocompress.techniques.quantize.grid import QuantFormat, Quantized, fake_quant, format_grid, make_grid
+from autocompress.threads import one_thread
 
 
 def inverse_hessian_factor(hessian: torch.Tensor, damp: float) -> tuple[torch.Tensor, torch.Tensor]:

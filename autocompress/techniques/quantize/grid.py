@@ -36,7 +36,8 @@ class QuantFormat:
         return cols if self.group_size == 0 or self.group_size >= cols else self.group_size
 
     def label(self) -> str:
-        return f"w{self.bits}g{self.group_size}{'' if self.symmetric else 'a'}{'' if self.grid == 'default' else '-' + self.grid}"
+        grid = "" if self.grid == "default" else "-" + self.grid
+        return f"w{self.bits}g{self.group_size}{'' if self.symmetric else 'a'}{grid}"
 
 
 def check_format(fmt: QuantFormat, name: str, cols: int, field: str = "quantize.group_size") -> None:

@@ -87,7 +87,7 @@ class QuantizeParams(BaseModel):
     _proxy = field_validator("sensitivity_proxy")(_known_proxy)
 
     @model_validator(mode="after")
-    def _budget(self) -> "QuantizeParams":
+    def _budget(self) -> QuantizeParams:
         lo, hi = min(self.bit_choices), max(self.bit_choices)
         if self.latency_budget is not None and self.allocation != "sensitivity":
             raise ValueError("latency_budget: allocating bits under a latency budget needs allocation: sensitivity")

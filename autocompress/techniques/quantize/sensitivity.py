@@ -16,8 +16,8 @@ A table is computed once per (model, calibration data, proxy, choices) and store
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -25,8 +25,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from autocompress.cache import mark_used
-from autocompress.inputs import input_stats
 from autocompress.context import CompressionContext
+from autocompress.inputs import input_stats
 from autocompress.models.adapter import ModelAdapter
 from autocompress.registry import Registry
 from autocompress.techniques.quantize.grid import QuantFormat, output_error, rtn

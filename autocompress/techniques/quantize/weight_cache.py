@@ -29,7 +29,7 @@ class WeightCache:
     _ctx: CompressionContext | None = field(default=None, repr=False)
 
     @classmethod
-    def for_context(cls, ctx: CompressionContext) -> "WeightCache":
+    def for_context(cls, ctx: CompressionContext) -> WeightCache:
         return cls(ctx.cache_dir / "quant-weights" if ctx.model_digest else None, _ctx=ctx)
 
     def key(self, *parts: str) -> str:

@@ -9,7 +9,6 @@ The mask is chosen lazily per block of ``block`` columns (unstructured) or per g
 
 from __future__ import annotations
 
-
 import torch
 
 from autocompress.inputs import InputStats

@@ -15,10 +15,10 @@ import torch
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
-from autocompress.inputs import input_stats
 from autocompress.context import CompressionContext
 from autocompress.errors import ConfigError
 from autocompress.hardware.profile import ModelProfile
+from autocompress.inputs import input_stats
 from autocompress.models.adapter import ModelAdapter
 from autocompress.techniques.base import RuntimeSupport, Technique, register_technique
 from autocompress.techniques.selection import ModuleSelector
