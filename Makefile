@@ -30,6 +30,7 @@ check: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/python scripts/mypy_baseline.py
 
 test: check
 	$(BIN)/python -m pytest -q

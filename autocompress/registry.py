@@ -23,7 +23,7 @@ class Registry(Generic[T]):
         self._plugins_loaded = entry_point_group is None
 
     def register(self, obj: T, name: str | None = None) -> T:
-        key = name or obj.name
+        key = name or getattr(obj, "name")  # noqa: B009 - T declares no attribute; registered classes have one
         if key in self._entries:
             raise ValueError(f"{self.kind} {key!r} is registered twice")
         self._entries[key] = obj
@@ -34,12 +34,13 @@ class Registry(Generic[T]):
 
     def _load_plugins(self) -> None:
         """Entry points of installed packages, then modules named in ``$AUTOCOMPRESS_PLUGINS``."""
-        if self._plugins_loaded:
+        group = self._entry_point_group
+        if self._plugins_loaded or group is None:  # None: a registry without plugins (loaded from the start)
             return
         self._plugins_loaded = True
         for module in filter(None, os.environ.get("AUTOCOMPRESS_PLUGINS", "").split(",")):
             importlib.import_module(module.strip())  # registers itself on import
-        for ep in entry_points(group=self._entry_point_group):
+        for ep in entry_points(group=group):
             if ep.name not in self._entries:
                 self.register(ep.load(), ep.name)
 

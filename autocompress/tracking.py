@@ -237,7 +237,8 @@ class MlflowTracker:
 
     # ---- helpers -------------------------------------------------------------------------
     def _search(self, filter_string: str) -> list[Any]:
-        runs, token = [], None
+        runs: list[Any] = []
+        token = None
         while True:
             page = self.client.search_runs([self.experiment_id], filter_string, max_results=1000, page_token=token)
             runs.extend(page)

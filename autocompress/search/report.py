@@ -26,7 +26,7 @@ def time_split(study: optuna.Study) -> dict[str, float]:
     wall = 0.0
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         attrs = TrialAttrs.of(t)
-        if attrs.duplicate_of is not None or not t.datetime_complete:
+        if attrs.duplicate_of is not None or not t.datetime_complete or not t.datetime_start:
             continue
         wall += (t.datetime_complete - t.datetime_start).total_seconds()
         for stage, seconds in (attrs.seconds or {}).items():
@@ -41,7 +41,7 @@ def time_split(study: optuna.Study) -> dict[str, float]:
 
 def importances(study: optuna.Study, job: Job) -> dict[str, dict[str, float]]:
     """Optuna's parameter importances for each objective (empty when too few trials)."""
-    out = {}
+    out: dict[str, dict[str, float]] = {}
     complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
     if len({tuple(sorted(t.params.items())) for t in complete}) < 4:
         return out

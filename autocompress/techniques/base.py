@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel
 from torch import nn
@@ -26,8 +26,11 @@ class RuntimeSupport:
     lacks: list[str] = field(default_factory=list)
 
 
-class Technique(ABC):
-    """One compression transform. ``Params`` names everything it needs; ``apply`` edits in place."""
+P = TypeVar("P", bound=BaseModel)
+
+
+class Technique(ABC, Generic[P]):
+    """One compression transform. ``Params`` names everything it needs (``P``); ``apply`` edits in place."""
 
     name: ClassVar[str]
     Params: ClassVar[type[BaseModel]]
@@ -44,10 +47,10 @@ class Technique(ABC):
         return f"{cls.name}({changed})"
 
     @abstractmethod
-    def apply(self, model: nn.Module, params: BaseModel, ctx: CompressionContext) -> nn.Module:
+    def apply(self, model: nn.Module, params: P, ctx: CompressionContext) -> nn.Module:
         """Compress ``model`` (in place where possible) and return it."""
 
-    def predict_profile(self, profile: ModelProfile, params: BaseModel, ctx: CompressionContext) -> ModelProfile | None:
+    def predict_profile(self, profile: ModelProfile, params: P, ctx: CompressionContext) -> ModelProfile | None:
         """The profile of the model ``apply`` would leave, from the profile of the model it gets, without
         touching weights (cost prediction before the expensive work). None: only applying tells (the default;
         e.g. a depth measured on text). Must raise the errors ``apply`` raises for these params and shapes."""
@@ -60,7 +63,7 @@ class Technique(ABC):
         return RuntimeSupport(lacks=[f"{cls.name}: not known to the exporter"])
 
 
-TECHNIQUES: Registry[type[Technique]] = Registry("technique", "autocompress.techniques")
+TECHNIQUES: Registry[type[Technique[Any]]] = Registry("technique", "autocompress.techniques")
 
 # The one order in which the built-in techniques compose. Each step measures what it needs on the model
 # the earlier steps left: blocks are dropped first, then the remaining blocks are narrowed, the final shapes
@@ -82,5 +85,5 @@ def check_step_order(techniques: list[str], field: str = "steps") -> None:
             )
 
 
-def register_technique(cls: type[Technique]) -> type[Technique]:
+def register_technique(cls: type[Technique[Any]]) -> type[Technique[Any]]:
     return TECHNIQUES.register(cls)

@@ -97,7 +97,7 @@ def trainable_tensors(model: nn.Module, params: DistillParams, seed: int) -> tup
 
 
 @register_technique
-class Distill(Technique):
+class Distill(Technique[DistillParams]):
     name = "distill"
     Params = DistillParams
 

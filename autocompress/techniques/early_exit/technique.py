@@ -49,7 +49,7 @@ class EarlyExitParams(BaseModel):
 
 
 @register_technique
-class EarlyExit(Technique):
+class EarlyExit(Technique[EarlyExitParams]):
     name = "early_exit"
     Params = EarlyExitParams
 

@@ -55,7 +55,7 @@ class PruneDepthParams(BaseModel):
 
 
 @register_technique
-class PruneDepth(Technique):
+class PruneDepth(Technique[PruneDepthParams]):
     name = "prune_depth"
     Params = PruneDepthParams
 

@@ -101,7 +101,7 @@ def top(importance: torch.Tensor, keep: int) -> torch.Tensor:
 
 
 @register_technique
-class PruneWidth(Technique):
+class PruneWidth(Technique[PruneWidthParams]):
     name = "prune_width"
     Params = PruneWidthParams
 

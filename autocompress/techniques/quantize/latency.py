@@ -8,6 +8,7 @@ latency budget the same way it spends an average-bits budget.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,7 +28,7 @@ class LatencyBudget(BaseModel):
 
 
 def decode_costs(
-    model: nn.Module, budget: LatencyBudget, bit_choices: list[int], group_size: int, symmetric: bool = True
+    model: nn.Module, budget: LatencyBudget, bit_choices: Sequence[int], group_size: int, symmetric: bool = True
 ) -> tuple[dict[str, list[float]], float]:
     """Per-linear extra decode milliseconds at each of ``bit_choices`` (0 at the fewest bits), and the
     milliseconds left for those extras once every linear sits at the fewest bits."""
@@ -35,7 +36,7 @@ def decode_costs(
 
 
 def profile_decode_costs(
-    profile: ModelProfile, budget: LatencyBudget, bit_choices: list[int], group_size: int, symmetric: bool = True
+    profile: ModelProfile, budget: LatencyBudget, bit_choices: Sequence[int], group_size: int, symmetric: bool = True
 ) -> tuple[dict[str, list[float]], float] | None:
     """:func:`decode_costs` from a predicted profile; None on a target with sparse-unstructured kernels,
     which read the measured zeros a predicted profile does not know."""
@@ -53,7 +54,7 @@ def _decode_costs(
     profile: ModelProfile,
     target: HardwareTarget,
     budget: LatencyBudget,
-    bit_choices: list[int],
+    bit_choices: Sequence[int],
     group_size: int,
     symmetric: bool,
 ) -> tuple[dict[str, list[float]], float]:

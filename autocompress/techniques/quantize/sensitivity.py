@@ -16,7 +16,7 @@ A table is computed once per (model, calibration data, proxy, choices) and store
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -82,7 +82,9 @@ PROXIES.register(_gptq_proxy, "gptq")
 PROXIES.register(_fisher_proxy, "fisher")
 
 
-def _table_key(ctx: CompressionContext, bit_choices: list[int], group_size: int, symmetric: bool, proxy: str) -> str:
+def _table_key(
+    ctx: CompressionContext, bit_choices: Sequence[int], group_size: int, symmetric: bool, proxy: str
+) -> str:
     return ctx.cache_key("sensitivity", proxy, ",".join(map(str, bit_choices)), str(group_size), str(symmetric))
 
 
@@ -91,7 +93,7 @@ def _table_path(ctx: CompressionContext, key: str) -> Path:
 
 
 def cached_sensitivity(
-    ctx: CompressionContext, bit_choices: list[int], group_size: int, symmetric: bool, proxy: str = "gptq"
+    ctx: CompressionContext, bit_choices: Sequence[int], group_size: int, symmetric: bool, proxy: str = "gptq"
 ) -> dict[str, list[float]] | None:
     """:func:`layer_sensitivity` of the model at ``ctx.lineage`` if it is memoised or on disk, else None."""
     key = _table_key(ctx, bit_choices, group_size, symmetric, proxy)
@@ -109,7 +111,7 @@ def cached_sensitivity(
 def layer_sensitivity(
     model: nn.Module,
     ctx: CompressionContext,
-    bit_choices: list[int],
+    bit_choices: Sequence[int],
     group_size: int,
     symmetric: bool,
     proxy: str = "gptq",
@@ -132,7 +134,7 @@ def layer_sensitivity(
 
 
 def allocate_bits(
-    errors: dict[str, list[float]], bit_choices: list[int], budgets: list[tuple[dict[str, list[float]], float]]
+    errors: dict[str, list[float]], bit_choices: Sequence[int], budgets: list[tuple[dict[str, list[float]], float]]
 ) -> dict[str, int]:
     """Greedy allocation: start every layer at the fewest bits, then repeatedly take the upgrade
     (one step up in ``bit_choices``) that removes the most error per unit of cost, while every
@@ -165,6 +167,8 @@ def allocate_bits(
     return {name: bit_choices[order[i]] for name, i in level.items()}
 
 
-def bits_budget(sizes: dict[str, int], bit_choices: list[int], avg_bits: float) -> tuple[dict[str, list[float]], float]:
+def bits_budget(
+    sizes: dict[str, int], bit_choices: Sequence[int], avg_bits: float
+) -> tuple[dict[str, list[float]], float]:
     """The average-bits budget as costs: stored bits of each layer at each choice, and the total allowed."""
     return {n: [b * size for b in bit_choices] for n, size in sizes.items()}, avg_bits * sum(sizes.values())

@@ -35,7 +35,7 @@ from autocompress.techniques.quantize.sensitivity import (
 
 
 @register_technique
-class Quantize(Technique):
+class Quantize(Technique[QuantizeParams]):
     name = "quantize"
     Params = QuantizeParams
 

@@ -100,7 +100,7 @@ def always_2_4(target: SparsityTarget, in_features: int) -> bool:
 
 
 @register_technique
-class Sparsify(Technique):
+class Sparsify(Technique[SparsifyParams]):
     name = "sparsify"
     Params = SparsifyParams
 
