@@ -15,6 +15,10 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from autocompress.errors import ConfigError
 
+# gguf-py 0.19 lists Q8_1 as 40 bytes (float d, s); ggml-common.h's block_q8_1 holds ggml_half d, s
+# and 32 int8: 36 bytes, which libggml's ggml_type_size reports too (checked in tests/test_ggml.py).
+_BLOCK_BYTES_FIXES = {"Q8_1": 36}
+
 
 @dataclass(frozen=True)
 class GGMLType:
@@ -40,7 +44,7 @@ class GGMLType:
 
     @property
     def block_bytes(self) -> int:
-        return GGML_QUANT_SIZES[self.gguf][1]
+        return _BLOCK_BYTES_FIXES.get(self.name, GGML_QUANT_SIZES[self.gguf][1])
 
     @property
     def bits_per_weight(self) -> float:
