@@ -177,7 +177,7 @@ def quantize(
 
 def dequantize(packed: torch.Tensor, type: str | GGMLType, cols: int, threads: int | None = None) -> torch.Tensor:
     """Packed ``[rows, row_bytes]`` uint8 back to float32 ``[rows, cols]`` by llama.cpp's dequantizer."""
-    spec = ggml_type(type)
+    spec = ggml_type(type, weights_only=False)
     row_bytes = spec.row_bytes(cols)
     if not isinstance(packed, torch.Tensor) or packed.dtype != torch.uint8 or packed.dim() != 2:
         raise ConfigError("packed", "must be a 2-D uint8 torch tensor [rows, row_bytes]")
@@ -205,3 +205,24 @@ def fp32_to_fp16_row(x: np.ndarray) -> np.ndarray:
     out = np.empty(src.shape, dtype=np.float16)
     library().ggml_fp32_to_fp16_row(_ptr(src), _ptr(out), src.size)
     return out
+
+
+ROW_QUANTIZERS = {"ref": (library, "quantize_row_{}_ref"), "cpu": (cpu_library, "quantize_row_{}")}
+
+
+def quantize_rows(x: torch.Tensor, type: str | GGMLType, impl: str = "ref") -> torch.Tensor:
+    """Rows of ``x`` packed by ggml's per-row quantizer, as the CPU backend does to activations.
+
+    ``impl="ref"``: ggml-quants.c's reference code (libggml-base); ``impl="cpu"``: the host's SIMD
+    code in libggml-cpu (``quantize_row_q8_0`` ..., what a matrix product runs). uint8 ``[rows, row_bytes]``.
+    """
+    spec = ggml_type(type, weights_only=False)
+    if impl not in ROW_QUANTIZERS:
+        raise ConfigError("impl", f"unknown {impl!r}; allowed: {', '.join(ROW_QUANTIZERS)}")
+    src = _weight_array(x, spec)
+    rows, cols = src.shape
+    load, pattern = ROW_QUANTIZERS[impl]
+    fn = row_function(load(), pattern.format(c_name(spec)))
+    dst = np.empty((rows, spec.row_bytes(cols)), dtype=np.uint8)
+    fn(_ptr(src), _ptr(dst), rows * cols)
+    return torch.from_numpy(dst)
