@@ -34,16 +34,18 @@ class Grid:
         if not isinstance(packed, torch.Tensor) or packed.dtype != torch.uint8 or packed.dim() != 2:
             raise ConfigError("packed", "must be a 2-D uint8 torch tensor [rows, row_bytes]")
         if packed.shape[1] != row_bytes:
-            raise ConfigError("packed", f"rows of {packed.shape[1]} bytes; {cols} columns of {spec.name} take {row_bytes}")
+            raise ConfigError(
+                "packed", f"rows of {packed.shape[1]} bytes; {cols} columns of {spec.name} take {row_bytes}"
+            )
         self.rows, self.cols = packed.shape[0], cols
         self._blocks = packed.detach().cpu().numpy().reshape(-1, spec.block_bytes).copy()
         scale, offset = self.layout.params(self._blocks)
         self.scale = torch.from_numpy(np.ascontiguousarray(scale).reshape(self.rows, -1))
         self.offset = None if offset is None else torch.from_numpy(np.ascontiguousarray(offset).reshape(self.rows, -1))
-        self.levels = torch.from_numpy(self.layout.levels)
+        self.levels = torch.from_numpy(self.layout.levels)  # code -> level, float32
 
     @classmethod
-    def quantize(cls, weight: torch.Tensor, type: str | GGMLType, importance: torch.Tensor | None = None) -> "Grid":
+    def quantize(cls, weight: torch.Tensor, type: str | GGMLType, importance: torch.Tensor | None = None) -> Grid:
         """The grid llama.cpp's quantizer picks for ``weight`` (its scales; its codes in ``.codes``)."""
         return cls(native.quantize(weight, type, importance), type, weight.shape[1])
 
@@ -84,13 +86,14 @@ class Grid:
     def values(self, codes: torch.Tensor | None = None) -> torch.Tensor:
         """float32 ``[rows, cols]`` of ``codes`` (default: the stored ones), exactly as llama.cpp dequantizes."""
         codes = self.codes if codes is None else self._check_codes(codes)
-        scale, offset = self._expanded()
-        return self._value(self.levels[codes.long()], scale, offset)
+        scale, offset = self._grouped()
+        return self._value(self._levels_of(self._by_group(codes)), scale, offset).reshape(self.rows, self.cols)
 
     def nearest(self, values: torch.Tensor, column: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Codes (uint8) and quantized values (float32) nearest to ``values`` on this grid.
 
         ``column=j``: ``values`` is that column, ``[rows]``; ``column=None``: the whole ``[rows, cols]``.
+        Cheap per column (GPTQ's inner loop); run such loops under ``autocompress.threads.one_thread``.
         """
         shape = (self.rows,) if column is not None else (self.rows, self.cols)
         values = torch.as_tensor(values)
@@ -99,15 +102,19 @@ class Grid:
         values = values.detach().to(torch.float32)
         if not torch.isfinite(values).all():
             raise ConfigError("values", "has NaN or infinite values")
-        scale, offset = self.column(column) if column is not None else self._expanded()
+        if column is None:
+            scale, offset = self._grouped()
+            values = self._by_group(values)
+        else:
+            scale, offset = self.column(column)
         search = self._nearest_uniform if self.layout.uniform else self._nearest_codebook
-        codes = search(values, scale, offset)
-        return codes.to(torch.uint8), self._value(self.levels[codes], scale, offset)
+        codes, quantized = search(values, scale, offset)
+        return codes.to(torch.uint8).reshape(shape), quantized.reshape(shape)
 
     def encode(self, codes: torch.Tensor) -> torch.Tensor:
         """The packed bytes, uint8 ``[rows, row_bytes]``, holding ``codes`` with this grid's scales."""
-        codes = self._check_codes(codes).to(torch.uint8).numpy().reshape(-1, self.type.block)
-        return torch.from_numpy(pack_codes(self.layout, self._blocks, codes).reshape(self.rows, -1))
+        flat = self._check_codes(codes).to(torch.uint8).numpy().reshape(-1, self.type.block)
+        return torch.from_numpy(pack_codes(self.layout, self._blocks, flat).reshape(self.rows, -1))
 
     # ---- internals ------------------------------------------------------------------------------
 
@@ -117,9 +124,17 @@ class Grid:
         product = level * scale
         return product if offset is None else product + offset
 
-    def _expanded(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        scale = self.scale.repeat_interleave(self.group, dim=1)
-        return scale, None if self.offset is None else self.offset.repeat_interleave(self.group, dim=1)
+    def _by_group(self, t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(self.rows, -1, self.group)
+
+    def _grouped(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Scale and offset shaped ``[rows, groups, 1]``, to broadcast over ``_by_group`` tensors."""
+        return self.scale[..., None], None if self.offset is None else self.offset[..., None]
+
+    def _levels_of(self, codes: torch.Tensor) -> torch.Tensor:
+        if self.layout.uniform:
+            return codes.to(torch.float32) - self.layout.zero
+        return self.levels[codes.long()]
 
     def _check_codes(self, codes: torch.Tensor) -> torch.Tensor:
         codes = torch.as_tensor(codes)
@@ -129,31 +144,36 @@ class Grid:
             raise ConfigError("codes", f"must lie in 0..{self.n_codes - 1} for {self.type.name}")
         return codes
 
-    def _nearest_uniform(self, values: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor | None) -> torch.Tensor:
-        """Rounding by formula, then the neighbouring codes compared on the exact values."""
-        zero, top = self.layout.zero, self.n_codes - 1
+    def _nearest_uniform(self, values, scale, offset) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rounding by formula, then the neighbouring levels compared on their exact values."""
+        low, high = float(self.layout.levels[0]), float(self.layout.levels[-1])
         shifted = values if offset is None else values - offset
-        ratio = torch.where(scale != 0, shifted / torch.where(scale != 0, scale, 1.0), 0.0)
-        best = (torch.round(ratio) + zero).clamp(0, top).long()
-        best_err = (self._value(self.levels[best], scale, offset) - values).abs()
-        for step in (-1, 1):
-            cand = (best + step).clamp(0, top)
-            err = (self._value(self.levels[cand], scale, offset) - values).abs()
-            better = err < best_err
-            best, best_err = torch.where(better, cand, best), torch.where(better, err, best_err)
-        return best
+        level = torch.nan_to_num(shifted / scale).round_().clamp_(low, high).add_(0.0)  # no -0; scale 0: any level
+        best = self._value(level, scale, offset)
+        err = (best - values).abs_()
+        for step in (-1.0, 1.0):
+            cand_level = (level + step).clamp_(low, high)
+            cand = self._value(cand_level, scale, offset)
+            cand_err = (cand - values).abs_()
+            better = cand_err < err
+            level = torch.where(better, cand_level, level)
+            best = torch.where(better, cand, best)
+            err = torch.where(better, cand_err, err)
+        return level + self.layout.zero, best
 
-    def _nearest_codebook(self, values: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor | None) -> torch.Tensor:
+    def _nearest_codebook(self, values, scale, offset) -> tuple[torch.Tensor, torch.Tensor]:
         """Exhaustive search over the codebook, in chunks that bound the candidate matrix."""
+        scale, values = torch.broadcast_tensors(scale, values)
         flat_v, flat_s = values.reshape(-1), scale.reshape(-1)
-        flat_o = None if offset is None else offset.reshape(-1)
-        out = torch.empty(flat_v.shape, dtype=torch.long)
+        flat_o = None if offset is None else torch.broadcast_tensors(offset, values)[0].reshape(-1)
+        codes = torch.empty(flat_v.shape, dtype=torch.long)
         step = max(1, _CHUNK // self.n_codes)
         for start in range(0, flat_v.numel(), step):
             sl = slice(start, start + step)
             cand = self._value(self.levels[None, :], flat_s[sl, None], None if flat_o is None else flat_o[sl, None])
-            out[sl] = (cand - flat_v[sl, None]).abs().argmin(dim=1)
-        return out.reshape(values.shape)
+            codes[sl] = (cand - flat_v[sl, None]).abs_().argmin(dim=1)
+        codes = codes.reshape(scale.shape)
+        return codes, self._value(self.levels[codes], scale, None if flat_o is None else flat_o.reshape(scale.shape))
 
 
 def fixed_grid(weight: torch.Tensor, type: str | GGMLType, importance: torch.Tensor | None = None) -> Grid:
