@@ -6,15 +6,23 @@ calls), ``dequantize(packed, type, cols)`` runs ``dequantize_row_<type>``. Both 
 on a thread pool: ctypes releases the GIL for the duration of each foreign call. F16 and F32 are
 converted by torch (round to nearest even, as ggml's ``ggml_fp32_to_fp16_row``).
 
-Measured on this 2-core machine (both threads, median of 3; Q4_0 / Q4_K, no importance):
+Measured with ``python -m autocompress.ggml.bench`` on the 2-core dev machine while other jobs
+loaded it (load average 4-5, so +-50 %); 2 threads, median of 3, milliseconds:
 
-    shape          quantize Q4_0  Q4_K (imatrix)   dequantize Q4_0  Q4_K
-    576x576          1.6 ms   6 ms  (23 ms)        0.2 ms  0.3 ms
-    1536x576         4 ms    16 ms  (62 ms)        0.5 ms  0.7 ms
-    576x1536         4 ms    16 ms  (61 ms)        0.5 ms  0.7 ms
-    49152x576        0.13 s  0.52 s (2.0 s)        15 ms   21 ms
+    shape [rows x cols]  type     quantize  with imatrix  dequantize
+    576x576 (q, o)       Q4_0        0.6        37           0.5
+                         Q8_0        1.5         -           0.4
+                         IQ4_NL    108         134           0.3
+    1536x576 (gate, up)  Q4_0        6          38           0.7
+                         Q5_1        2.7       193           1.0
+    576x1536 (down)      Q4_K      119         176           0.9
+                         Q6_K       43          44           1.3
+    49152x576 (embed)    Q8_0      274           -         172
+                         Q4_0      132        1396          80
+                         Q4_1       88        2868          43
+                         IQ4_NL   6648        7100          23
 
-(see ``python -m autocompress.ggml.bench`` for every type.)
+The imatrix and IQ4_NL searches are llama.cpp's own cost (llama-quantize pays the same).
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import importlib.util
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +68,7 @@ def _declare(lib: ctypes.CDLL, name: str, restype, *argtypes) -> None:
 _P, _I64 = ctypes.c_void_p, ctypes.c_int64
 
 
-@lru_cache(maxsize=None)
+@cache
 def library() -> ctypes.CDLL:
     """libggml-base, loaded once, with the signatures this module calls declared."""
     try:
@@ -82,7 +90,7 @@ def c_name(spec: GGMLType) -> str:
     return library().ggml_type_name(spec.id).decode()
 
 
-@lru_cache(maxsize=None)
+@cache
 def cpu_library() -> ctypes.CDLL:
     """libggml-cpu: the host's SIMD activation quantizers (``quantize_row_q8_0`` ...), for checks."""
     library()  # its dependency, by the same path
