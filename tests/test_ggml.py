@@ -26,7 +26,8 @@ def bits(t: torch.Tensor) -> torch.Tensor:
 
 
 def test_block_sizes_come_from_gguf():
-    assert list(WEIGHT_TYPES) == "F32 F16 Q8_0 Q5_0 Q5_1 Q4_0 Q4_1 IQ4_NL Q2_K Q3_K Q4_K Q5_K Q6_K".split()
+    names = ["F32", "F16", "Q8_0", "Q5_0", "Q5_1", "Q4_0", "Q4_1", "IQ4_NL", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
+    assert list(WEIGHT_TYPES) == names
     for name, spec in WEIGHT_TYPES.items():
         assert spec.id == int(gguf.GGMLQuantizationType[name])
         assert (spec.block, spec.block_bytes) == gguf.GGML_QUANT_SIZES[spec.gguf]
@@ -120,12 +121,14 @@ def test_row_chunks_on_threads_give_the_same_bytes(monkeypatch):
     monkeypatch.setattr(native, "_CHUNK_WEIGHTS", 7 * COLS)  # 15 chunks of 7 rows, the last of 2
     for (name, imp), packed in zip(cases, whole):
         assert torch.equal(native.quantize(w, name, imp, threads=2), packed)
-        assert torch.equal(native.dequantize(packed, name, COLS, threads=2), native.dequantize(packed, name, COLS, threads=1))
+        one = native.dequantize(packed, name, COLS, threads=1)
+        assert torch.equal(native.dequantize(packed, name, COLS, threads=2), one)
 
 
 @needs_llama
 def test_f16_is_ggml_s_own_rounding():
-    x = torch.cat([torch.randn(4096), torch.randn(4096) * 1e-6, torch.randn(4096) * 3e4, torch.tensor([65519.0, 65520.0, -1e-8])])
+    edges = torch.tensor([65519.0, 65520.0, -1e-8])  # largest finite, first overflow, below the subnormals
+    x = torch.cat([torch.randn(4096), torch.randn(4096) * 1e-6, torch.randn(4096) * 3e4, edges])
     ours = native.quantize(x.reshape(1, -1), "F16").view(torch.float16).numpy()
     assert np.array_equal(ours.reshape(-1).view(np.uint16), native.fp32_to_fp16_row(x.numpy()).view(np.uint16))
 
@@ -145,6 +148,9 @@ def test_bad_input_gives_one_line_errors():
         native.dequantize(native.quantize(w, "Q4_0"), "Q4_1", COLS)
 
 
+EXTRA = r"pip install 'autocompress\[llamacpp\]'$"
+
+
 @pytest.fixture
 def fresh_library():
     native.library.cache_clear()
@@ -156,7 +162,7 @@ def fresh_library():
 
 def test_missing_llama_cpp_names_the_extra(monkeypatch, fresh_library):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
-    with pytest.raises(ConfigError, match=r"^llama_cpp: llama-cpp-python is not installed; pip install 'autocompress\[llamacpp\]'$"):
+    with pytest.raises(ConfigError, match="^llama_cpp: llama-cpp-python is not installed; " + EXTRA):
         native.quantize(weights(), "Q4_0")
     assert torch.equal(native.dequantize(native.quantize(weights(), "F16"), "F16", COLS), weights().half().float())
 
@@ -166,5 +172,5 @@ def test_missing_library_file_names_the_extra(monkeypatch, fresh_library, tmp_pa
     spec = importlib.machinery.ModuleSpec("llama_cpp", None, is_package=True)
     spec.submodule_search_locations = [str(tmp_path / "llama_cpp")]
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: spec)
-    with pytest.raises(ConfigError, match=r"^llama_cpp: libggml-base\.\w+ is missing from .*; pip install 'autocompress\[llamacpp\]'$"):
+    with pytest.raises(ConfigError, match=r"^llama_cpp: libggml-base\.\w+ is missing from .*; " + EXTRA):
         native.dequantize(torch.zeros(1, 18, dtype=torch.uint8), "Q4_0", 32)

@@ -18,8 +18,8 @@ that operand holds, float32, same shape as ``x``:
 from __future__ import annotations
 
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

@@ -12,9 +12,9 @@ The formats follow ggml-common.h's ``block_*`` structs and ggml-quants.c's dequa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Callable
 
 import numpy as np
 from gguf.quants import IQ4_NL as _GGUF_IQ4_NL
