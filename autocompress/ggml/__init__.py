@@ -1,0 +1,5 @@
+"""llama.cpp's weight types, exactly: sizes, llama.cpp's own (de)quantizers, fixed grids, activations."""
+
+from .types import TYPES, WEIGHT_TYPES, GGMLType, ggml_type, vec_dot_type
+
+__all__ = ["TYPES", "WEIGHT_TYPES", "GGMLType", "ggml_type", "vec_dot_type"]
