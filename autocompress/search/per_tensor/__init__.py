@@ -4,9 +4,14 @@ Built against :class:`LevelProblem` (tensors, levels, bytes, proxies, size targe
 from the space and the compressed-layer store and passes it with the seed.
 """
 
+from autocompress.search.per_tensor.allocate import AllocateSampler
+from autocompress.search.per_tensor.base import PerTensorSampler
+from autocompress.search.per_tensor.evopress import EvoPressSampler
 from autocompress.search.per_tensor.problem import LevelProblem, TensorChoice
 from autocompress.search.per_tensor.surrogate import SurrogateSampler
 
-PER_TENSOR_SAMPLERS = {"surrogate": SurrogateSampler}
+PER_TENSOR_SAMPLERS: dict[str, type[PerTensorSampler]] = {
+    "surrogate": SurrogateSampler, "evopress": EvoPressSampler, "allocate": AllocateSampler}
 
-__all__ = ["LevelProblem", "TensorChoice", "SurrogateSampler", "PER_TENSOR_SAMPLERS"]
+__all__ = ["AllocateSampler", "EvoPressSampler", "LevelProblem", "PER_TENSOR_SAMPLERS", "PerTensorSampler",
+           "SurrogateSampler", "TensorChoice"]

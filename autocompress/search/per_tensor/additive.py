@@ -36,6 +36,7 @@ from autocompress.search.per_tensor.problem import Encoding
 class ModelOptions:
     global_scale: float = 0.5          # r0: prior sd of the common proxy scale, relative
     tensor_scale: float = 0.5          # rd: prior sd of each tensor's proxy scale, relative
+    name_scale: float = 0.3            # rn: prior sd of each level name's proxy scale (shared by tensors)
     level_correction: float = 0.3      # rc: prior sd of each (tensor, level) correction, relative to its mean
     correction_floor: float = 0.02     # floor of that sd, relative to the mean per-tensor error
     noise: float = 0.05                # sd of the misfit relative to the measured KL
@@ -65,12 +66,15 @@ class AdditiveModel:
                         shape[t, l] = np.median(donors) if donors.size else np.nanmedian(enc.proxy[has])
             per_tensor = np.nanmean(np.where(enc.valid, shape, np.nan), axis=1)
             self.shape = np.where(enc.valid, shape / per_tensor.mean(), 0.0)
-            self.m = 1
-            self.global_table = self.shape[None]          # (m, T, L): global feature of each (t, l)
+            # global features of each (t, l): the proxy (common scale), the proxy per level name
+            names = [self.shape * (enc.name_id == k) for k in range(len(enc.names))] if options.name_scale > 0 else []
+            self.global_table = np.stack([self.shape, *names])
+            self.gsd = np.array([options.global_scale] + [options.name_scale] * len(names))
         else:
             self.shape = np.zeros((T, L))
-            self.m = len(enc.names)
-            self.global_table = np.stack([(enc.name_id == k).astype(float) for k in range(self.m)])
+            self.global_table = np.stack([(enc.name_id == k).astype(float) for k in range(len(enc.names))])
+            self.gsd = np.full(len(enc.names), options.global_scale)
+        self.m = len(self.global_table)
         self.rc = options.level_correction
         self.noise = options.noise
         cap = 64
@@ -85,7 +89,7 @@ class AdditiveModel:
         self.n_refit = 0
         self.chol = np.zeros((0, 0))
         self.Y = 1.0
-        self.coef = np.ones(self.m)                      # prior mean: Y * shape, or mu per level name
+        self.coef = np.eye(self.m)[0] if self.proxy_mode else np.ones(self.m)  # prior mean: Y shape, or mu per name
         self.floor_y = 0.0
 
     # ---- data -------------------------------------------------------------------------------------------
@@ -137,7 +141,7 @@ class AdditiveModel:
         o = self.opt
         x = self.X[i]
         rows = np.arange(self.T)
-        k = o.global_scale ** 2 * (self.G[:i + 1] @ self.G[i])
+        k = self.G[:i + 1] @ (self.gsd ** 2 * self.G[i])
         if self.proxy_mode:
             k += o.tensor_scale ** 2 * (self.Phi[:i + 1] @ self.Phi[i])
         k += (self.X[:i + 1] == x) @ c2[rows, x]
@@ -158,10 +162,11 @@ class AdditiveModel:
         typical = float(np.median(pos)) if pos.size else 1.0
         self.floor_y = 0.05 * typical
         w = 1.0 / np.maximum(y, self.floor_y)            # relative errors: the misfit scales with the KL
-        coef, _ = nnls(self.G[:n] * w[:, None], y * w)
         if self.proxy_mode:
+            coef, _ = nnls(self.G[:n, :1] * w[:, None], y * w)
             self.Y = float(coef[0]) if coef[0] > 0 else typical / max(float(self.G[:n, 0].mean()), 1e-300)
         else:
+            coef, _ = nnls(self.G[:n] * w[:, None], y * w)
             seen = self.G[:n].sum(axis=0) > 0
             known = coef[seen & (coef > 0)]
             # a level name no trial used yet: assume the worst seen (the search then tries it cautiously)
@@ -182,7 +187,7 @@ class AdditiveModel:
         n, o = self.n, self.opt
         y = self.y[:n]
         r = y - self._prior_mean(n)
-        base = o.global_scale ** 2 * (self.G[:n] @ self.G[:n].T)
+        base = (self.G[:n] * self.gsd ** 2) @ self.G[:n].T
         onehot = self.Psi[:n]
         f = o.correction_floor
         if self.proxy_mode:
@@ -237,8 +242,8 @@ class AdditiveModel:
     def _project(self, alpha: np.ndarray) -> np.ndarray:
         """k(f_tl, X) @ alpha for alpha (n, d): the (d, T, L) posterior correction of the table."""
         n, o = self.n, self.opt
-        ga = self.G[:n].T @ alpha                                   # (m, d)
-        out = o.global_scale ** 2 * np.einsum("mtl,md->dtl", self.global_table, ga)
+        ga = (self.G[:n].T @ alpha) * (self.gsd ** 2)[:, None]       # (m, d)
+        out = np.einsum("mtl,md->dtl", self.global_table, ga)
         if self.proxy_mode:
             pa = self.Phi[:n].T @ alpha                             # (T, d)
             out += o.tensor_scale ** 2 * self.shape[None] * pa.T[:, :, None]
@@ -264,7 +269,7 @@ class AdditiveModel:
         z0 = rng.standard_normal((d, self.m))
         zt = rng.standard_normal((d, T))
         u = rng.standard_normal((d, T, L))
-        f0 = prior[None] + self.Y * (o.global_scale * np.einsum("dm,mtl->dtl", z0, self.global_table)
+        f0 = prior[None] + self.Y * (np.einsum("dm,mtl->dtl", z0 * self.gsd, self.global_table)
                                      + self._c()[None] * u)
         if self.proxy_mode:
             f0 += self.Y * o.tensor_scale * zt[:, :, None] * self.shape[None]

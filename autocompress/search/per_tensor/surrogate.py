@@ -84,6 +84,7 @@ class SurrogateSampler(ModelMixin, PerTensorSampler):
         target_share: float = 0.5      # share of asks aimed at a size target (when the problem has any)
         grid: int = 24                 # budgets per draw for front candidates
         neighbours: int = 8            # measured front points whose single switches are candidates
+        exploration: float = 1.0       # posterior draws' spread around the mean (1: Thompson sampling)
         model: ModelOptions = field(default_factory=ModelOptions)
 
         def __post_init__(self) -> None:
@@ -102,6 +103,9 @@ class SurrogateSampler(ModelMixin, PerTensorSampler):
         if hist.n < startup or not np.isfinite(hist.y).any():
             return self._startup(model, budget, hist, rng)
         tables = model.draw_tables(rng, o.draws)
+        if o.exploration != 1.0:
+            mean = np.where(self.enc.valid, model.mean_table(), 0.0)
+            tables = np.where(self.enc.valid[None], mean[None] + o.exploration * (np.where(self.enc.valid[None], tables, 0.0) - mean[None]), np.inf)
         if at_target:
             x = self._best_under(tables, budget, hist, rng)
         else:
@@ -211,8 +215,8 @@ class Pool:
 
     def __init__(self, enc: Encoding, table: np.ndarray, configs: list[np.ndarray], bases: list[np.ndarray]):
         self.enc, self.configs = enc, configs
-        rows = np.arange(len(enc.params))
-        bytes_, value = [enc.bytes_of(np.array(configs).reshape(-1, len(rows)))], [enc.value_of(table, np.array(configs).reshape(-1, len(rows)))]
+        whole = np.array(configs, dtype=np.int16).reshape(-1, len(enc.params))
+        bytes_, value = [enc.bytes_of(whole)], [enc.value_of(table, whole)]
         self.switch_base, self.switch_t, self.switch_l = [], [], []
         for b, x in enumerate(bases):
             t, l = np.nonzero(enc.valid & (np.arange(enc.shape[1])[None] != x[:, None]))

@@ -68,9 +68,11 @@ class Synthetic:
 
 def make_problem(layers: int = 30, seed: int = 0, proxy_noise: float = 0.3, tensor_noise: float = 0.5,
                  interaction: float = 0.1, with_proxy: bool = True, levels: tuple[str, ...] = tuple(GGUF_LEVELS),
-                 targets: tuple[str, ...] = ("Q4_0", "Q5_0", "Q6_K"), uniform_q4_kl: float = 0.1) -> Synthetic:
+                 targets: tuple[str, ...] = ("Q4_0", "Q5_0", "Q6_K"), uniform_q4_kl: float = 0.1,
+                 all_levels: bool = False) -> Synthetic:
     """A SmolLM2-shaped synthetic problem (``layers`` x 7 roles + embedding); ``targets``: the uniform level
-    configurations whose sizes are the size targets (as llama.cpp presets)."""
+    configurations whose sizes are the size targets (as llama.cpp presets); ``all_levels``: every tensor
+    offers every level (no row-length rule, no embedding subset)."""
     rng = np.random.default_rng(seed)
     shapes = [(f"{i}.{role}", rows, cols, ROLE_SENSITIVITY[role] * (3.0 if i in (0, layers - 1) else 1.0))
               for i in range(layers) for role, (rows, cols) in SMOLLM2_ROLES.items()]
@@ -80,8 +82,8 @@ def make_problem(layers: int = 30, seed: int = 0, proxy_noise: float = 0.3, tens
     tensor_bias = rng.normal(0.0, tensor_noise, T)
     tensors, true_rows = [], []
     for t, (name, rows, cols, role_sens) in enumerate(shapes):
-        offered = [lv for lv in levels if not GGUF_LEVELS[lv][2] or cols % 256 == 0]
-        if name == "embedding":
+        offered = [lv for lv in levels if all_levels or not GGUF_LEVELS[lv][2] or cols % 256 == 0]
+        if name == "embedding" and not all_levels:
             offered = [lv for lv in offered if lv in ("Q8_0", "Q6_K", "Q5_0", "Q4_0")] or offered
         numel = rows * cols
         nbytes = tuple(numel * GGUF_LEVELS[lv][0] / 8 for lv in offered)
