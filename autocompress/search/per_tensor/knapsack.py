@@ -26,8 +26,9 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 class HullSweep:
     """Lagrangian sweep + greedy fill for one (T, L) value table; ``solve(cap)`` for any number of budgets."""
 
-    def __init__(self, values: np.ndarray, nbytes: np.ndarray, valid: np.ndarray):
+    def __init__(self, values: np.ndarray, nbytes: np.ndarray, valid: np.ndarray, critical: int = 4):
         T, L = values.shape
+        self.critical = critical
         self.V = np.where(valid, values, np.inf)
         self.W = np.where(valid, nbytes, np.inf)
         rows = np.arange(T)
@@ -69,22 +70,56 @@ class HullSweep:
             self.seg_t = self.seg_level = self.seg_pos = np.zeros(0, dtype=int)
             self.cum = np.zeros(0)
 
-    def solve(self, cap: float, fill: bool = True) -> np.ndarray | None:
-        """Levels within ``cap`` bytes (the chosen tensors' bytes only); None if even the cheapest exceeds it."""
+    def solve(self, cap: float, fill: bool = True, critical: int | None = None) -> np.ndarray | None:
+        """Levels within ``cap`` bytes (the chosen tensors' bytes only); None if even the cheapest exceeds it.
+
+        Besides the longest fitting prefix, the next ``critical`` segments that do not fit are each forced
+        in, paying for them with the prefix's least efficient segments of other tensors (a big tensor's
+        step -- the embedding is ~1/4 of SmolLM2's bytes -- can be worth many small ones); after the greedy
+        fill, the lowest value wins."""
         if cap < self.base * (1 - 1e-12):
             return None
-        k = int(np.searchsorted(self.cum, cap - self.base, side="right"))
-        x = self.start.astype(np.int64)
-        if k:
-            # the last segment taken per tensor is its hull position (prefixes respect per-tensor order)
-            taken_t, taken_level = self.seg_t[:k], self.seg_level[:k]
-            last = np.zeros(len(x), dtype=int) - 1
-            last[taken_t] = np.arange(k)  # later writes win: the furthest segment of each tensor
-            has = last >= 0
-            x[has] = taken_level[last[has]]
+        room = cap - self.base
+        k = int(np.searchsorted(self.cum, room, side="right"))
+        best = self._levels(np.arange(k))
         if fill:
-            x = self.fill(x, cap)
-        return x.astype(np.int16)
+            best = self.fill(best, cap)
+        if not fill or k >= len(self.cum):
+            return best.astype(np.int16)
+        rows = np.arange(len(best))
+        best_value = float(self.V[rows, best].sum())
+        db = np.diff(self.cum, prepend=0.0)
+        for j in range(k, min(k + (self.critical if critical is None else critical), len(self.cum))):
+            if db[j] > room:
+                continue
+            keep = np.ones(j + 1, dtype=bool)
+            other = np.flatnonzero(self.seg_t[:j] != self.seg_t[j])[::-1]  # least efficient first
+            excess = self.cum[j] - room
+            need = int(np.searchsorted(np.cumsum(db[other]), excess, side="left")) + 1
+            if need > len(other):
+                continue
+            keep[other[:need]] = False
+            # a tensor losing a segment loses its later ones too (they come later in the order)
+            lost = np.zeros(len(best), dtype=bool)
+            for t in np.unique(self.seg_t[other[:need]]):
+                pos = self.seg_pos[other[:need]][self.seg_t[other[:need]] == t].min()
+                lost[t] = True
+                keep &= ~((self.seg_t[: j + 1] == t) & (self.seg_pos[: j + 1] >= pos))
+            x = self.fill(self._levels(np.flatnonzero(keep)), cap)
+            value = float(self.V[rows, x].sum())
+            if value < best_value and float(self.W[rows, x].sum()) <= cap:
+                best, best_value = x, value
+        return best.astype(np.int16)
+
+    def _levels(self, taken: np.ndarray) -> np.ndarray:
+        """Levels after taking the given segments (indices into the order, per tensor a prefix of its hull)."""
+        x = self.start.astype(np.int64)
+        if len(taken):
+            last = np.full(len(x), -1)
+            last[self.seg_t[taken]] = taken  # later writes win: the furthest segment of each tensor
+            has = last >= 0
+            x[has] = self.seg_level[last[has]]
+        return x
 
     def fill(self, x: np.ndarray, cap: float) -> np.ndarray:
         """Greedy fill: while some single level switch fits the remaining bytes and lowers the value, take
@@ -121,7 +156,7 @@ def solve_exact(values: np.ndarray, nbytes: np.ndarray, valid: np.ndarray, cap: 
     one_each = sparse.csr_array((np.ones(len(idx)), (t_of, np.arange(len(idx)))), shape=(T, len(idx)))
     res = milp(v / vscale, integrality=np.ones(len(idx)), bounds=Bounds(0, 1),
                constraints=[LinearConstraint(one_each, 1, 1), LinearConstraint(w[None, :] / scale, -np.inf, head / scale)],
-               options={"time_limit": time_limit, "mip_rel_gap": 1e-9})
+               options={"time_limit": time_limit, "mip_rel_gap": 1e-6})
     if res.x is None:
         raise RuntimeError(f"solve_exact: HiGHS found no solution ({res.message})")
     chosen = idx[res.x > 0.5]

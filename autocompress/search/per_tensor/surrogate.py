@@ -84,7 +84,7 @@ class SurrogateSampler(ModelMixin, PerTensorSampler):
         target_share: float = 0.5      # share of asks aimed at a size target (when the problem has any)
         grid: int = 24                 # budgets per draw for front candidates
         neighbours: int = 8            # measured front points whose single switches are candidates
-        exploration: float = 1.0       # posterior draws' spread around the mean (1: Thompson sampling)
+        exploration: float = 0.5       # posterior draws' spread around the mean (1: Thompson sampling)
         model: ModelOptions = field(default_factory=ModelOptions)
 
         def __post_init__(self) -> None:
@@ -102,10 +102,11 @@ class SurrogateSampler(ModelMixin, PerTensorSampler):
         startup = max(o.min_startup, math.ceil(o.startup * len(self.enc.params)))
         if hist.n < startup or not np.isfinite(hist.y).any():
             return self._startup(model, budget, hist, rng)
-        tables = model.draw_tables(rng, o.draws)
-        if o.exploration != 1.0:
-            mean = np.where(self.enc.valid, model.mean_table(), 0.0)
-            tables = np.where(self.enc.valid[None], mean[None] + o.exploration * (np.where(self.enc.valid[None], tables, 0.0) - mean[None]), np.inf)
+        mean, tables = model.posterior(rng, o.draws)
+        if o.exploration != 1.0:  # tempered Thompson sampling: draws pulled toward the mean
+            valid = self.enc.valid[None]
+            m = np.where(valid, mean[None], 0.0)
+            tables = np.where(valid, m + o.exploration * (np.where(valid, tables, 0.0) - m), np.inf)
         if at_target:
             x = self._best_under(tables, budget, hist, rng)
         else:
@@ -124,7 +125,10 @@ class SurrogateSampler(ModelMixin, PerTensorSampler):
             for x in sorted(uniform_configs(self.enc), key=lambda x: abs(float(self.enc.bytes_of(x)) - budget)):
                 if key(x) not in hist.seen:
                     return x
-        for table in [model.mean_table(), *model.draw_tables(rng, 4)]:
+        x = HullSweep(model.mean_table(), self.enc.nbytes, self.enc.valid).solve(cap)
+        if x is not None and key(x) not in hist.seen:
+            return x
+        for table in model.draw_tables(rng, 4):  # the mean's allocation was tried: a posterior draw's
             x = HullSweep(table, self.enc.nbytes, self.enc.valid).solve(cap)
             if x is not None and key(x) not in hist.seen:
                 return x
@@ -166,7 +170,9 @@ class SurrogateSampler(ModelMixin, PerTensorSampler):
         best: tuple[float, np.ndarray | None] = (0.0, None)
         for table in tables:
             sweep = HullSweep(table, enc.nbytes, enc.valid)
-            xs = [x for b in budgets if (x := sweep.solve(self.clamp(b) - self.problem.fixed_bytes)) is not None]
+            # grid budgets: the plain sweep (critical segments only at the targets: 4x the time per solve)
+            xs = [x for b in budgets if (x := sweep.solve(self.clamp(b) - self.problem.fixed_bytes,
+                                                          critical=None if b in self.problem.size_targets else 0)) is not None]
             pool = Pool(enc, table, xs, bases)
             gain = hv_gain(fb, fk, (pool.bytes - lo) / span, np.log(np.maximum(pool.value, floor)), ref_b, ref_k)
             for i in np.argsort(-gain, kind="stable"):
