@@ -16,7 +16,7 @@ from autocompress.search.per_tensor import PER_TENSOR_SAMPLERS, EvoPressSampler,
 from autocompress.search.per_tensor.problem import LevelProblem, TensorChoice, best_uniform
 from autocompress.search.per_tensor.synthetic import make_problem
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
+optuna.logging.set_verbosity(optuna.logging.ERROR)
 NAMES = sorted(PER_TENSOR_SAMPLERS)
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,7 +56,7 @@ def test_seed_is_respected_and_no_configuration_repeats(name):
 SCRIPT = """
 import json, sys, optuna
 sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
-optuna.logging.set_verbosity(optuna.logging.WARNING)
+optuna.logging.set_verbosity(optuna.logging.ERROR)
 from test_per_tensor_samplers import params, run
 print(json.dumps({{n: params(run(n, 7, trials=16)) for n in {names!r}}}))
 """

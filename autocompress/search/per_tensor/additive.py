@@ -3,10 +3,11 @@
 Prior, per tensor t and level l (proxy shape ``s`` = the proxy normalised to a mean per-tensor error of 1,
 ``Y`` = the proxy-to-KL scale fitted by non-negative least squares)::
 
-    f_t(l) = Y * ( s_tl  +  r0 * z0 * s_tl  +  rd * z_t * s_tl  +  c_tl * u_tl ),   z0, z_t, u_tl ~ N(0, 1)
+    f_t(l) = Y * ( s_tl (1 + r0 z0 + rn z_name(l) + rd z_t)  +  c_tl u_tl ),   all z, u ~ N(0, 1)
 
-i.e. beta_t * proxy_t(l) with beta_t = Y (1 + r0 z0 + rd z_t) (a common and a per-tensor scale) plus a
-per-(tensor, level) correction with a ridge prior toward 0 (sd ``c_tl = rc * s_tl + floor``). Without proxies
+i.e. beta_t * proxy_t(l) with beta_t = Y (1 + r0 z0 + rd z_t) (a common and a per-tensor scale; ``rn``: a
+scale per level name shared by all tensors, for a proxy biased for one format) plus a per-(tensor, level)
+correction with a ridge prior toward 0 (sd ``c_tl = rc * s_tl + floor``). Without proxies
 the shape is "one-hot per level name with shrinkage": f_t(l) = mu_name(l) + Y * rc * u_tl, mu around its NNLS
 estimate. Noise: relative misfit ``noise * max(KL, floor)`` (interactions scale with the error).
 
