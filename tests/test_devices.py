@@ -10,8 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from autocompress.devices import (DEVICE_RUNNERS, DeviceAuthError, DeviceCommandError, DeviceDisconnectedError,
-                                  DeviceTimeoutError, DeviceUnreachableError, open_device)
+from autocompress.devices import (
+    DEVICE_RUNNERS,
+    DeviceAuthError,
+    DeviceCommandError,
+    DeviceDisconnectedError,
+    DeviceTimeoutError,
+    DeviceUnreachableError,
+    open_device,
+)
 from autocompress.devices.adb import AdbRunner
 from autocompress.devices.ssh import SshRunner
 from autocompress.errors import ConfigError
@@ -23,33 +30,39 @@ def test_runners_are_registered_by_scheme():
     assert DEVICE_RUNNERS.names() == ["adb", "local", "ssh"]
 
 
-@pytest.mark.parametrize("url,user,host,port", [
-    ("ssh://pi@raspberrypi.local", "pi", "raspberrypi.local", None),
-    ("ssh://pi@10.0.0.7:2222", "pi", "10.0.0.7", 2222),
-    ("ssh://my-pi5", None, "my-pi5", None),  # a Host alias of ~/.ssh/config
-    ("ssh://root@[::1]:22/", "root", "::1", 22),
-])
+@pytest.mark.parametrize(
+    "url,user,host,port",
+    [
+        ("ssh://pi@raspberrypi.local", "pi", "raspberrypi.local", None),
+        ("ssh://pi@10.0.0.7:2222", "pi", "10.0.0.7", 2222),
+        ("ssh://my-pi5", None, "my-pi5", None),  # a Host alias of ~/.ssh/config
+        ("ssh://root@[::1]:22/", "root", "::1", 22),
+    ],
+)
 def test_ssh_urls_parse(url, user, host, port):
     runner = open_device(url)
     assert isinstance(runner, SshRunner)
     assert (runner.target.user, runner.target.host, runner.target.port) == (user, host, port)
 
 
-@pytest.mark.parametrize("url,problem", [
-    ("ssh://pi:raspberry@pi.local", "passwords are not accepted"),
-    ("ssh://pi:@pi.local", "passwords are not accepted"),
-    ("ssh://", "host is missing"),
-    ("ssh://-oProxyCommand=touch%20x", "not a host name"),
-    ("ssh://pi@host:0", "port must be"),
-    ("ssh://pi@host:http", "port must be"),
-    ("ssh://pi@host/home/pi", "no path"),
-    ("ssh://pi;reboot@host", "not a user name"),
-    ("adb://", "serial"),
-    ("adb://-s", "serial"),
-    ("local://pi", "takes no host"),
-    ("telnet://pi", "unknown device"),
-    ("raspberrypi.local", "unknown device"),
-])
+@pytest.mark.parametrize(
+    "url,problem",
+    [
+        ("ssh://pi:raspberry@pi.local", "passwords are not accepted"),
+        ("ssh://pi:@pi.local", "passwords are not accepted"),
+        ("ssh://", "host is missing"),
+        ("ssh://-oProxyCommand=touch%20x", "not a host name"),
+        ("ssh://pi@host:0", "port must be"),
+        ("ssh://pi@host:http", "port must be"),
+        ("ssh://pi@host/home/pi", "no path"),
+        ("ssh://pi;reboot@host", "not a user name"),
+        ("adb://", "serial"),
+        ("adb://-s", "serial"),
+        ("local://pi", "takes no host"),
+        ("telnet://pi", "unknown device"),
+        ("raspberrypi.local", "unknown device"),
+    ],
+)
 def test_bad_urls_are_one_line_config_errors_naming_field_and_forms(url, problem):
     with pytest.raises(ConfigError) as err:
         open_device(url, field="targets[0].device")
@@ -77,6 +90,7 @@ def test_bad_options_are_config_errors():
 
 # --- local ------------------------------------------------------------------------------------------
 
+
 def test_local_put_run_get_and_cleanup(tmp_path):
     (tmp_path / "in.txt").write_text("hello device\n")
     with open_device("local") as device:
@@ -102,8 +116,11 @@ def test_local_scratch_is_removed_when_the_body_raises():
 def test_local_timeout_kills_the_command_and_its_children():
     with open_device("local") as device:
         start = time.monotonic()
-        with pytest.raises(DeviceTimeoutError, match=r"^local: `sh -c 'sleep 30; echo late'` did not finish "
-                                                     r"within 0.5 s and was killed$"):
+        with pytest.raises(
+            DeviceTimeoutError,
+            match=r"^local: `sh -c 'sleep 30; echo late'` did not finish "
+            r"within 0.5 s and was killed$",
+        ):
             device.run(["sh", "-c", "sleep 30; echo late"], timeout=0.5)
         assert time.monotonic() - start < 5
 
@@ -202,8 +219,11 @@ def test_adb_push_shell_pull_and_cleanup(fake_adb, tmp_path):
     assert made[2:] == ["shell", f"mkdir -m 700 {scratch}"]
     assert push[2:] == ["push", str(tmp_path / "model.gguf"), remote]
     assert size[2:] == ["shell", f"wc -c < {remote}"]
-    assert run[2] == "shell" and run[3].startswith("sh -c ") and run[3].endswith(
-        f"sh {scratch} 600 sh -c 'wc -c < model.gguf > size.txt; echo ran'")
+    assert (
+        run[2] == "shell"
+        and run[3].startswith("sh -c ")
+        and run[3].endswith(f"sh {scratch} 600 sh -c 'wc -c < model.gguf > size.txt; echo ran'")
+    )
     assert pull[2:4] == ["pull", f"{scratch}/size.txt"] and pull[4].startswith(str(tmp_path / ".size.txt.part"))
     assert remove[2:] == ["shell", f"rm -rf {scratch}"]
 
@@ -211,16 +231,20 @@ def test_adb_push_shell_pull_and_cleanup(fake_adb, tmp_path):
 def test_adb_timeout_is_enforced_on_the_device(fake_adb):
     with open_device("adb://emulator-5554") as device:
         start = time.monotonic()
-        with pytest.raises(DeviceTimeoutError, match="`sleep 30` did not finish within 1 s and was killed on the "
-                                                     "device"):
+        with pytest.raises(
+            DeviceTimeoutError, match="`sleep 30` did not finish within 1 s and was killed on the device"
+        ):
             device.run(["sleep", "30"], timeout=1)
         assert time.monotonic() - start < 6
 
 
 def test_adb_errors(fake_adb, monkeypatch, caplog):
     phone, calls = fake_adb
-    with pytest.raises(DeviceUnreachableError, match=r"^adb://R58M123: adb cannot reach the device \(adb: device "
-                                                     r"'R58M123' not found\); check `adb devices`"):
+    with pytest.raises(
+        DeviceUnreachableError,
+        match=r"^adb://R58M123: adb cannot reach the device \(adb: device "
+        r"'R58M123' not found\); check `adb devices`",
+    ):
         with open_device("adb://R58M123"):
             pass
     monkeypatch.setenv("FAKE_ADB_STATE", "unauthorized")

@@ -20,17 +20,32 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-import autocompress.devices.ssh as ssh_module
-from autocompress.devices import (DeviceAuthError, DeviceCommandError, DeviceDisconnectedError, DeviceError,
-                                  DeviceTimeoutError, DeviceUnreachableError, measure_speed, open_device, probe)
 from test_devices_llama import build_small_gguf, needs_llama_cpp, write_fake_llama_bench
 
-SSHD = shutil.which("sshd") or next((p for p in ("/usr/sbin/sshd", "/usr/local/sbin/sshd") if os.access(p, os.X_OK)),
-                                    None)
-MISSING = ("the OpenSSH server (sshd) is not installed; `make system-deps` (which .ci/run calls) installs Debian's "
-           "openssh-server" if SSHD is None else
-           "the OpenSSH client (ssh, ssh-keygen) is not installed" if not shutil.which("ssh-keygen") else None)
+import autocompress.devices.ssh as ssh_module
+from autocompress.devices import (
+    DeviceAuthError,
+    DeviceCommandError,
+    DeviceDisconnectedError,
+    DeviceError,
+    DeviceTimeoutError,
+    DeviceUnreachableError,
+    measure_speed,
+    open_device,
+    probe,
+)
+
+SSHD = shutil.which("sshd") or next(
+    (p for p in ("/usr/sbin/sshd", "/usr/local/sbin/sshd") if os.access(p, os.X_OK)), None
+)
+MISSING = (
+    "the OpenSSH server (sshd) is not installed; `make system-deps` (which .ci/run calls) installs Debian's "
+    "openssh-server"
+    if SSHD is None
+    else "the OpenSSH client (ssh, ssh-keygen) is not installed"
+    if not shutil.which("ssh-keygen")
+    else None
+)
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=str(MISSING))
 USER = getpass.getuser()
 
@@ -77,8 +92,21 @@ class Keys:
 def keys(tmp_path_factory) -> Keys:
     folder = tmp_path_factory.mktemp("ssh-keys")
     for name in ("host", "client", "wrong"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"autocompress-test-{name}",
-                        "-f", str(folder / name)], check=True)
+        subprocess.run(
+            [
+                "ssh-keygen",
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                f"autocompress-test-{name}",
+                "-f",
+                str(folder / name),
+            ],
+            check=True,
+        )
     return Keys(folder / "host", folder / "client", folder / "wrong")
 
 
@@ -116,11 +144,16 @@ StrictModes no
 LogLevel VERBOSE
 """)
             log = open(self.folder / "sshd.log", "ab")
-            self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self.folder / "sshd_config")],
-                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(
+                [SSHD, "-D", "-e", "-f", str(self.folder / "sshd_config")],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
             if self._ready():
                 (self.folder / "known_hosts").write_text(
-                    f"[127.0.0.1]:{self.port} {' '.join(self.keys.host.with_suffix('.pub').read_text().split()[:2])}\n")
+                    f"[127.0.0.1]:{self.port} {' '.join(self.keys.host.with_suffix('.pub').read_text().split()[:2])}\n"
+                )
                 return self
             self.stop()
         raise RuntimeError(f"sshd did not start:\n{(self.folder / 'sshd.log').read_text()}")
@@ -142,8 +175,16 @@ LogLevel VERBOSE
 
     def options(self, **changes) -> dict:
         """Runner options: the client key, this server's known_hosts, strict checking, no user ssh config."""
-        return dict(identity_file=self.keys.client, known_hosts_file=self.folder / "known_hosts",
-                    strict_host_key_checking="yes", config_file=os.devnull, connect_timeout_s=5) | changes
+        return (
+            dict(
+                identity_file=self.keys.client,
+                known_hosts_file=self.folder / "known_hosts",
+                strict_host_key_checking="yes",
+                config_file=os.devnull,
+                connect_timeout_s=5,
+            )
+            | changes
+        )
 
     def stop(self) -> None:
         """SIGKILL the server and every process under it (its sessions and their commands)."""
@@ -168,8 +209,9 @@ def test_put_run_get_and_cleanup_over_ssh(server, tmp_path, monkeypatch, caplog)
     caplog.set_level("DEBUG", logger="autocompress.devices")
     calls = []
     real = ssh_module.run_process
-    monkeypatch.setattr(ssh_module, "run_process",
-                        lambda argv, *a, **k: calls.append(list(argv)) or real(argv, *a, **k))
+    monkeypatch.setattr(
+        ssh_module, "run_process", lambda argv, *a, **k: calls.append(list(argv)) or real(argv, *a, **k)
+    )
     payload = bytes(range(256)) * 4096 + b"\n\0end"  # binary, 1 MiB
     (tmp_path / "in.bin").write_bytes(payload)
     with open_device(server.url, **server.options()) as device:
@@ -178,7 +220,7 @@ def test_put_run_get_and_cleanup_over_ssh(server, tmp_path, monkeypatch, caplog)
         assert scratch.stat().st_mode & 0o777 == 0o700
         remote = device.put(tmp_path / "in.bin", "in.bin")
         assert remote == f"{scratch}/in.bin" and Path(remote).read_bytes() == payload
-        done = device.run(["sh", "-c", "cp in.bin out.bin; echo \"it's here\"; echo warn >&2; exit 3"])
+        done = device.run(["sh", "-c", 'cp in.bin out.bin; echo "it\'s here"; echo warn >&2; exit 3'])
         assert (done.stdout, done.stderr, done.returncode) == ("it's here\n", "warn\n", 3)
         assert device.run(["printf", "%s|", "a b", "$HOME", "*"]).stdout == "a b|$HOME|*|"  # argv stays argv
         assert device.get("out.bin", tmp_path / "out.bin").read_bytes() == payload
@@ -188,8 +230,11 @@ def test_put_run_get_and_cleanup_over_ssh(server, tmp_path, monkeypatch, caplog)
     assert not scratch.exists() and not (tmp_path / "missing").exists()
     assert len(calls) == 9  # mkdir, put, 2 runs, get, 2 which, failed get, rm
     for argv in calls:  # batch mode, no password prompt possible, nothing secret on the command line
-        assert argv[0] == "ssh" and {"BatchMode=yes", "PasswordAuthentication=no",
-                                     "KbdInteractiveAuthentication=no"} <= set(argv)
+        assert argv[0] == "ssh" and {
+            "BatchMode=yes",
+            "PasswordAuthentication=no",
+            "KbdInteractiveAuthentication=no",
+        } <= set(argv)
         assert not any("sshpass" in a or "Password=" in a for a in argv)
     assert "PRIVATE KEY" not in caplog.text and "$ `printf '%s|' 'a b' '$HOME' '*'`" in caplog.text
 
@@ -218,8 +263,11 @@ def test_a_hanging_command_times_out_and_is_killed_on_the_device(server):
 
 
 def test_wrong_key_is_an_authentication_error(server):
-    with pytest.raises(DeviceAuthError, match=r"ssh authentication failed \(.*Permission denied \(publickey\)\); "
-                                              r"use a key the device accepts"):
+    with pytest.raises(
+        DeviceAuthError,
+        match=r"ssh authentication failed \(.*Permission denied \(publickey\)\); "
+        r"use a key the device accepts",
+    ):
         with open_device(server.url, **server.options(identity_file=server.keys.wrong)):
             pass
 
@@ -233,8 +281,11 @@ def test_untrusted_host_key_is_refused(server, tmp_path):
 
 def test_nothing_listening_is_unreachable(server):
     start = time.monotonic()
-    with pytest.raises(DeviceUnreachableError, match=r"cannot connect \(ssh: connect to host 127.0.0.1 port \d+: "
-                                                     r"Connection refused\); check the host, the port"):
+    with pytest.raises(
+        DeviceUnreachableError,
+        match=r"cannot connect \(ssh: connect to host 127.0.0.1 port \d+: "
+        r"Connection refused\); check the host, the port",
+    ):
         with open_device(f"ssh://{USER}@127.0.0.1:{free_port()}", **server.options()):
             pass
     assert time.monotonic() - start < 5
@@ -280,7 +331,11 @@ def test_llama_bench_given_by_path_runs_over_ssh(server, tmp_path):
         speed = measure_speed(device, tmp_path / "m.gguf", n_prompt=32, n_gen=8, repeats=1, threads=2, device=found)
         scratch = device.scratch
     assert (found.runtime, speed.tool, speed.build, speed.decode_tokens_per_s) == (
-        "llama-bench", "llama-bench", "b5c2a1f0 (5912)", 20.12)
+        "llama-bench",
+        "llama-bench",
+        "b5c2a1f0 (5912)",
+        20.12,
+    )
     assert calls() == [["-m", f"{scratch}/model.gguf", "-p", "32", "-n", "8", "-r", "1", "-t", "2", "-o", "json"]]
 
 
@@ -295,6 +350,7 @@ def test_a_device_without_llama_cpp_over_ssh(server, tmp_path):
 
 # --- end to end: the same probe and the same speed through ssh as locally ------------------------------------
 
+
 @needs_llama_cpp
 def test_probe_and_speed_through_ssh_agree_with_the_local_runner(server, tmp_path):
     """The same probe through ssh as locally, and the same speed within the machine's noise.
@@ -304,8 +360,10 @@ def test_probe_and_speed_through_ssh_agree_with_the_local_runner(server, tmp_pat
     of ssh's samples within 25 % of the local median, or within twice the local samples' interquartile
     spread if that is larger."""
     gguf = build_small_gguf(tmp_path / "small.gguf")
-    samples: dict[str, dict[str, list[float]]] = {"local": {"prefill": [], "decode": []},
-                                                  "ssh": {"prefill": [], "decode": []}}
+    samples: dict[str, dict[str, list[float]]] = {
+        "local": {"prefill": [], "decode": []},
+        "ssh": {"prefill": [], "decode": []},
+    }
     with open_device("local") as local, open_device(server.url, **server.options()) as remote:
         devices = {"local": local, "ssh": remote}
         probes = {name: probe(d, python=sys.executable) for name, d in devices.items()}
@@ -315,8 +373,9 @@ def test_probe_and_speed_through_ssh_agree_with_the_local_runner(server, tmp_pat
         for rnd in range(5):
             for name in ("local", "ssh") if rnd % 2 else ("ssh", "local"):  # alternate who goes first
                 device = devices[name]
-                speed = measure_speed(device, gguf, n_prompt=64, n_gen=32, repeats=3, threads=1,
-                                      python=sys.executable, device=found[name])
+                speed = measure_speed(
+                    device, gguf, n_prompt=64, n_gen=32, repeats=3, threads=1, python=sys.executable, device=found[name]
+                )
                 assert speed.tool == "llama-cpp-python" and speed.threads == 1
                 if rnd:  # round 0 warms caches up
                     samples[name]["prefill"] += speed.prefill_samples
@@ -326,6 +385,8 @@ def test_probe_and_speed_through_ssh_agree_with_the_local_runner(server, tmp_pat
         q1, _, q3 = statistics.quantiles(here, n=4)
         noise = max(0.25, 2 * (q3 / q1 - 1))
         ratio = statistics.median(there) / statistics.median(here)
-        print(f"{metric} tokens/s: local median {statistics.median(here):.0f} (IQR {q1:.0f}-{q3:.0f}), ssh median "
-              f"{statistics.median(there):.0f}; ssh/local {ratio:.3f}, allowed x/÷ {1 + noise:.2f}")
+        print(
+            f"{metric} tokens/s: local median {statistics.median(here):.0f} (IQR {q1:.0f}-{q3:.0f}), ssh median "
+            f"{statistics.median(there):.0f}; ssh/local {ratio:.3f}, allowed x/÷ {1 + noise:.2f}"
+        )
         assert 1 / (1 + noise) <= ratio <= 1 + noise, (metric, here, there)

@@ -46,8 +46,17 @@ def test_k_quants_fit_only_rows_that_are_multiples_of_256():
 
 
 def test_vec_dot_types_follow_ggml_cpu():
-    expect = {"Q8_0": "Q8_0", "Q5_0": "Q8_0", "Q4_0": "Q8_0", "IQ4_NL": "Q8_0", "Q4_1": "Q8_1", "Q5_1": "Q8_1",
-              "F16": "F16", "F32": "F32", **{f"Q{b}_K": "Q8_K" for b in range(2, 7)}}
+    expect = {
+        "Q8_0": "Q8_0",
+        "Q5_0": "Q8_0",
+        "Q4_0": "Q8_0",
+        "IQ4_NL": "Q8_0",
+        "Q4_1": "Q8_1",
+        "Q5_1": "Q8_1",
+        "F16": "F16",
+        "F32": "F32",
+        **{f"Q{b}_K": "Q8_K" for b in range(2, 7)},
+    }
     assert {name: vec_dot_type(name).name for name in WEIGHT_TYPES} == expect
 
 

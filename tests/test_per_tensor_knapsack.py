@@ -9,7 +9,7 @@ import pytest
 from autocompress.search.per_tensor.additive import AdditiveModel
 from autocompress.search.per_tensor.front import budget_schedule, hv_gain, pareto_indices, van_der_corput
 from autocompress.search.per_tensor.knapsack import HullSweep, solve_exact
-from autocompress.search.per_tensor.problem import Encoding, LevelProblem, TensorChoice, best_uniform, uniform_configs
+from autocompress.search.per_tensor.problem import LevelProblem, TensorChoice, best_uniform, uniform_configs
 from autocompress.search.per_tensor.synthetic import make_problem
 
 
@@ -87,8 +87,9 @@ def test_problem_validation_is_one_line_and_bytes_are_exact():
         TensorChoice("a", ("x", "y"), (1.0, 2.0), (0.1, -1.0))
     with pytest.raises(ValueError, match="parameter names repeat"):
         LevelProblem((TensorChoice("a", ("x",), (1.0,)), TensorChoice("a", ("y",), (1.0,))))
-    problem = LevelProblem((TensorChoice("a", ("x", "y"), (1.0, 2.0)), TensorChoice("b", ("y", "z"), (3.0, 5.0))),
-                           fixed_bytes=10)
+    problem = LevelProblem(
+        (TensorChoice("a", ("x", "y"), (1.0, 2.0)), TensorChoice("b", ("y", "z"), (3.0, 5.0))), fixed_bytes=10
+    )
     assert problem.total_bytes({"a": "y", "b": "z"}) == 17
     with pytest.raises(ValueError, match="b has no level 'x'"):
         problem.total_bytes({"a": "y", "b": "x"})
@@ -136,7 +137,7 @@ def test_additive_model_learns_an_additive_truth_and_ranks_held_out_configs():
     model.add(X[200:210], y[200:210])
     model.mean_table()
     assert model.n_refit == 200 and model.n_factored == 210
-    K = model.Y ** 2 * model.K0[:210, :210] + np.diag(model._noise_var(model.y[:210]))
+    K = model.Y**2 * model.K0[:210, :210] + np.diag(model._noise_var(model.y[:210]))
     np.testing.assert_allclose(model.chol @ model.chol.T, K, rtol=1e-8, atol=1e-12 * np.abs(K).max())
     draws = model.draw_tables(np.random.default_rng(1), 3)
     assert draws.shape == (3,) + enc.shape and np.isinf(draws[:, ~enc.valid]).all()

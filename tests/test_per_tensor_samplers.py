@@ -23,10 +23,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def objective_with_extras(syn):
     """The synthetic objective plus two parameters the per-tensor samplers leave to random sampling."""
+
     def objective(trial: optuna.Trial) -> tuple[float, float]:
         trial.suggest_categorical("kv_type", ["f16", "q8_0", "q4_0"])
         trial.suggest_int("prune_depth.drop_layers", 0, 2)
         return syn.objective(trial)
+
     return objective
 
 
@@ -154,10 +156,10 @@ def test_evopress_screens_offspring_in_steps_and_counts_the_calls():
     assert sampler.screen_calls == len(calls) and sampler.screen_tokens == sum(calls) and sampler.screen_seconds > 0
     # each child is a few level switches away from its parent: the best measured trial within its target
     enc = sampler.enc
-    for trial in study.trials[len(targets):]:
+    for trial in study.trials[len(targets) :]:
         budget = targets[trial.number % len(targets)]
         low = budget - 0.05 * (syn.problem.max_bytes - syn.problem.min_bytes)
-        earlier = [t for t in study.trials[:trial.number] if low <= syn.problem.total_bytes(t.params) <= budget]
+        earlier = [t for t in study.trials[: trial.number] if low <= syn.problem.total_bytes(t.params) <= budget]
         parent = min(earlier, key=lambda t: t.values[0])
         assert 1 <= int((enc.encode(trial.params) != enc.encode(parent.params)).sum()) <= 10
 
@@ -173,13 +175,26 @@ def test_sampler_without_proxies_starts_from_uniform_configurations():
 
 
 def test_small_problem_with_one_level_tensor():
-    tensors = (TensorChoice("a", ("F16",), (10.0,), (0.0,)),
-               TensorChoice("b", ("Q8_0", "Q4_0"), (8.5, 4.5), (0.01, 0.2)),
-               TensorChoice("c", ("Q8_0", "Q4_0"), (8.5, 4.5), (0.02, 0.1)))
+    tensors = (
+        TensorChoice("a", ("F16",), (10.0,), (0.0,)),
+        TensorChoice("b", ("Q8_0", "Q4_0"), (8.5, 4.5), (0.01, 0.2)),
+        TensorChoice("c", ("Q8_0", "Q4_0"), (8.5, 4.5), (0.02, 0.1)),
+    )
     problem = LevelProblem(tensors, size_targets=(20.0,))
     for name in NAMES:
-        study = optuna.create_study(directions=["minimize", "minimize"],
-                                    sampler=PER_TENSOR_SAMPLERS[name](problem, seed=0))
-        study.optimize(lambda t: (sum({"F16": 0, "Q8_0": 0.01, "Q4_0": 0.1}[t.suggest_categorical(p.param, list(p.levels))]
-                                      for p in tensors), 1.0), n_trials=5)
-        assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 4  # all 4 configs, then a repeat-free fallback
+        study = optuna.create_study(
+            directions=["minimize", "minimize"], sampler=PER_TENSOR_SAMPLERS[name](problem, seed=0)
+        )
+        study.optimize(
+            lambda t: (
+                sum(
+                    {"F16": 0, "Q8_0": 0.01, "Q4_0": 0.1}[t.suggest_categorical(p.param, list(p.levels))]
+                    for p in tensors
+                ),
+                1.0,
+            ),
+            n_trials=5,
+        )
+        assert (
+            len({tuple(sorted(t.params.items())) for t in study.trials}) == 4
+        )  # all 4 configs, then a repeat-free fallback

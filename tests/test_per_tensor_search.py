@@ -48,9 +48,13 @@ def test_rank_correlation_on_trials_the_model_was_not_fitted_on():
     held_out = []
     for _ in range(100):
         params = {t.param: t.levels[rng.integers(len(t.levels))] for t in syn.problem.tensors}
-        held_out.append(optuna.trial.create_trial(
-            params=params, distributions={t.param: CategoricalDistribution(t.levels) for t in syn.problem.tensors},
-            values=[syn.kl(params), syn.problem.total_bytes(params)]))
+        held_out.append(
+            optuna.trial.create_trial(
+                params=params,
+                distributions={t.param: CategoricalDistribution(t.levels) for t in syn.problem.tensors},
+                values=[syn.kl(params), syn.problem.total_bytes(params)],
+            )
+        )
     assert sampler.rank_correlation(held_out) > 0.8
 
 
@@ -63,9 +67,16 @@ def test_ask_time_with_211_tensors_8_levels_and_2000_trials():
     rng = np.random.default_rng(0)
     X = rng.integers(0, 8, (2000, 211))
     dists = {t.param: CategoricalDistribution(t.levels) for t in tensors}
-    study.add_trials([optuna.trial.create_trial(
-        params=(p := {t.param: t.levels[j] for t, j in zip(tensors, x)}), distributions=dists,
-        values=[syn.kl(p), syn.problem.total_bytes(p)]) for x in X])
+    study.add_trials(
+        [
+            optuna.trial.create_trial(
+                params=(p := {t.param: t.levels[j] for t, j in zip(tensors, x)}),
+                distributions=dists,
+                values=[syn.kl(p), syn.problem.total_bytes(p)],
+            )
+            for x in X
+        ]
+    )
     seconds = []
     for _ in range(6):
         t0 = time.perf_counter()

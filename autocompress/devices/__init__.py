@@ -8,13 +8,35 @@ probe what a device has and measure a GGUF's speed there with llama.cpp.
 
 from autocompress.devices import adb, local, ssh  # noqa: F401  (registers the runners)
 from autocompress.devices.base import DEVICE_RUNNERS, Completed, DeviceRunner, RunnerOptions, open_device
-from autocompress.devices.errors import (DeviceAuthError, DeviceCommandError, DeviceDisconnectedError, DeviceError,
-                                         DeviceTimeoutError, DeviceUnreachableError, LlamaBenchError)
+from autocompress.devices.errors import (
+    DeviceAuthError,
+    DeviceCommandError,
+    DeviceDisconnectedError,
+    DeviceError,
+    DeviceTimeoutError,
+    DeviceUnreachableError,
+    LlamaBenchError,
+)
 from autocompress.devices.llama_bench import LlamaSpeed, parse_llama_bench
 from autocompress.devices.probe import DeviceProbe, probe
 from autocompress.devices.speed import measure_speed
 
-__all__ = ["DEVICE_RUNNERS", "Completed", "DeviceAuthError", "DeviceCommandError", "DeviceDisconnectedError",
-           "DeviceError", "DeviceProbe", "DeviceRunner", "DeviceTimeoutError", "DeviceUnreachableError",
-           "LlamaBenchError", "LlamaSpeed", "RunnerOptions", "measure_speed", "open_device", "parse_llama_bench",
-           "probe"]
+__all__ = [
+    "DEVICE_RUNNERS",
+    "Completed",
+    "DeviceAuthError",
+    "DeviceCommandError",
+    "DeviceDisconnectedError",
+    "DeviceError",
+    "DeviceProbe",
+    "DeviceRunner",
+    "DeviceTimeoutError",
+    "DeviceUnreachableError",
+    "LlamaBenchError",
+    "LlamaSpeed",
+    "RunnerOptions",
+    "measure_speed",
+    "open_device",
+    "parse_llama_bench",
+    "probe",
+]

@@ -16,20 +16,35 @@ from typing import IO
 from pydantic import Field
 
 from autocompress.devices.base import DEVICE_RUNNERS, Completed, RunnerOptions, log, run_process, write_whole
-from autocompress.devices.errors import (DeviceAuthError, DeviceCommandError, DeviceDisconnectedError,
-                                         DeviceUnreachableError)
+from autocompress.devices.errors import (
+    DeviceAuthError,
+    DeviceCommandError,
+    DeviceDisconnectedError,
+    DeviceUnreachableError,
+)
 from autocompress.devices.shell import Failure, ShellRunner, classify
 
 SERIAL = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._:-]*")  # USB serials, emulator-5554, 192.168.1.7:5555
 
 FAILURES: list[Failure] = [
-    (re.compile(r"unauthorized"), DeviceAuthError,
-     "adb is not authorised on the device ({line}); unlock it and accept the USB debugging prompt"),
-    (re.compile(r"device '.*' not found|no devices/emulators found|device offline|failed to connect|"
-                r"cannot connect to daemon"),
-     DeviceUnreachableError, "adb cannot reach the device ({line}); check `adb devices` and the serial"),
-    (re.compile(r"error: closed|protocol fault|connection reset|device still connecting|broken pipe", re.I),
-     DeviceDisconnectedError, "the device went away while {what} ran ({line})"),
+    (
+        re.compile(r"unauthorized"),
+        DeviceAuthError,
+        "adb is not authorised on the device ({line}); unlock it and accept the USB debugging prompt",
+    ),
+    (
+        re.compile(
+            r"device '.*' not found|no devices/emulators found|device offline|failed to connect|"
+            r"cannot connect to daemon"
+        ),
+        DeviceUnreachableError,
+        "adb cannot reach the device ({line}); check `adb devices` and the serial",
+    ),
+    (
+        re.compile(r"error: closed|protocol fault|connection reset|device still connecting|broken pipe", re.I),
+        DeviceDisconnectedError,
+        "the device went away while {what} ran ({line})",
+    ),
 ]
 
 
@@ -61,16 +76,19 @@ class AdbRunner(ShellRunner):
             raise ValueError("the serial (as `adb devices` lists it) is missing or has odd characters")
         return cls(url, options, serial)
 
-    def _adb(self, args: list[str], timeout: float, what: str, stdin: IO | None = None,
-             stdout: IO | None = None) -> Completed:
+    def _adb(
+        self, args: list[str], timeout: float, what: str, stdin: IO | None = None, stdout: IO | None = None
+    ) -> Completed:
         """``adb -s SERIAL ARGS``; adb's own failures raise, anything else is returned."""
         argv = [self.options.adb, "-s", self.serial, *args]
         log.debug("%s $ %s", self.url, what)
         try:
             done = run_process(argv, timeout, stdin=stdin, stdout=stdout)
         except FileNotFoundError:
-            raise DeviceUnreachableError(self.url, f"{self.options.adb!r} is not installed here (Android "
-                                                   "platform-tools; Debian: apt-get install adb)") from None
+            raise DeviceUnreachableError(
+                self.url,
+                f"{self.options.adb!r} is not installed here (Android platform-tools; Debian: apt-get install adb)",
+            ) from None
         except TimeoutError:
             raise self._client_deadline(what, timeout) from None
         if not done.ok:
@@ -79,8 +97,9 @@ class AdbRunner(ShellRunner):
                 raise err
         return done
 
-    def _transport(self, line: str, timeout: float, what: str, stdin: IO | None = None,
-                   stdout: IO | None = None) -> Completed:
+    def _transport(
+        self, line: str, timeout: float, what: str, stdin: IO | None = None, stdout: IO | None = None
+    ) -> Completed:
         return self._adb(["shell", line], timeout, what, stdin=stdin, stdout=stdout)
 
     def _make_scratch(self) -> str:

@@ -15,9 +15,10 @@ import signal
 import subprocess
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable, ClassVar, Sequence
+from typing import IO, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -73,14 +74,25 @@ def check_name(name: str) -> str:
     return name
 
 
-def run_process(argv: Sequence[str], timeout: float, *, cwd: str | None = None, stdin: IO | int | None = None,
-                stdout: IO | None = None) -> Completed:
+def run_process(
+    argv: Sequence[str],
+    timeout: float,
+    *,
+    cwd: str | None = None,
+    stdin: IO | int | None = None,
+    stdout: IO | None = None,
+) -> Completed:
     """Run ``argv`` on this machine in its own process group; on timeout the whole group is killed and
     :class:`TimeoutError` raised. ``stdout`` (a binary file) takes the output instead of a pipe."""
     start = time.monotonic()
-    proc = subprocess.Popen(list(argv), cwd=cwd, stdin=subprocess.DEVNULL if stdin is None else stdin,
-                            stdout=stdout if stdout is not None else subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        list(argv),
+        cwd=cwd,
+        stdin=subprocess.DEVNULL if stdin is None else stdin,
+        stdout=stdout if stdout is not None else subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -17,8 +17,17 @@ from autocompress.devices.base import DeviceRunner
 from autocompress.devices.errors import LlamaBenchError
 
 # backends older llama-bench builds report as one boolean field each
-LEGACY_BACKENDS = {"cuda": "CUDA", "vulkan": "Vulkan", "kompute": "Kompute", "metal": "Metal", "sycl": "SYCL",
-                   "rpc": "RPC", "opencl": "OpenCL", "gpu_blas": "GPU BLAS", "blas": "BLAS"}
+LEGACY_BACKENDS = {
+    "cuda": "CUDA",
+    "vulkan": "Vulkan",
+    "kompute": "Kompute",
+    "metal": "Metal",
+    "sycl": "SYCL",
+    "rpc": "RPC",
+    "opencl": "OpenCL",
+    "gpu_blas": "GPU BLAS",
+    "blas": "BLAS",
+}
 
 
 class LlamaSpeed(BaseModel):
@@ -62,6 +71,7 @@ class BenchRecord(BaseModel):
 def parse_llama_bench(text: str, n_prompt: int, n_gen: int, device: str = "llama-bench") -> LlamaSpeed:
     """The prompt-processing test of ``n_prompt`` tokens and the generation test of ``n_gen`` tokens in
     llama-bench's JSON; anything else is a one-line :class:`LlamaBenchError`."""
+
     def bad(problem: str) -> LlamaBenchError:
         return LlamaBenchError(device, f"llama-bench output is not what `-o json` writes: {problem}")
 
@@ -69,7 +79,7 @@ def parse_llama_bench(text: str, n_prompt: int, n_gen: int, device: str = "llama
     if start < 0 or end < start:
         raise bad(f"no JSON list in {len(text)} characters of output")
     try:
-        raw = json.loads(text[start:end + 1])
+        raw = json.loads(text[start : end + 1])
     except json.JSONDecodeError as err:
         raise bad(f"invalid JSON ({err.msg} at character {err.pos})") from None
     if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
@@ -89,19 +99,38 @@ def parse_llama_bench(text: str, n_prompt: int, n_gen: int, device: str = "llama
         return found[0]
 
     pp, tg = find(n_prompt, 0), find(0, n_gen)
-    return LlamaSpeed(prefill_tokens_per_s=pp.avg_ts, decode_tokens_per_s=tg.avg_ts, prefill_samples=pp.samples_ts,
-                      decode_samples=tg.samples_ts, n_prompt=n_prompt, n_gen=n_gen, threads=pp.n_threads,
-                      build=f"{pp.build_commit}" + (f" ({pp.build_number})" if pp.build_number is not None else ""),
-                      backend=pp.backend(), tool="llama-bench", cpu_info=pp.cpu_info)
+    return LlamaSpeed(
+        prefill_tokens_per_s=pp.avg_ts,
+        decode_tokens_per_s=tg.avg_ts,
+        prefill_samples=pp.samples_ts,
+        decode_samples=tg.samples_ts,
+        n_prompt=n_prompt,
+        n_gen=n_gen,
+        threads=pp.n_threads,
+        build=f"{pp.build_commit}" + (f" ({pp.build_number})" if pp.build_number is not None else ""),
+        backend=pp.backend(),
+        tool="llama-bench",
+        cpu_info=pp.cpu_info,
+    )
 
 
-def run_llama_bench(runner: DeviceRunner, exe: str, model: str, n_prompt: int, n_gen: int, repeats: int,
-                    threads: int, timeout: float | None = None) -> LlamaSpeed:
+def run_llama_bench(
+    runner: DeviceRunner,
+    exe: str,
+    model: str,
+    n_prompt: int,
+    n_gen: int,
+    repeats: int,
+    threads: int,
+    timeout: float | None = None,
+) -> LlamaSpeed:
     """``exe -m model -p N -n N -r R -t T -o json`` on the device (``model``: a path there)."""
     if n_prompt <= 0 or n_gen <= 0 or repeats <= 0 or threads <= 0:
         raise ValueError("n_prompt, n_gen, repeats and threads must be positive")
-    done = runner.run([exe, "-m", model, "-p", str(n_prompt), "-n", str(n_gen), "-r", str(repeats),
-                       "-t", str(threads), "-o", "json"], timeout=timeout)
+    done = runner.run(
+        [exe, "-m", model, "-p", str(n_prompt), "-n", str(n_gen), "-r", str(repeats), "-t", str(threads), "-o", "json"],
+        timeout=timeout,
+    )
     if not done.ok:
         raise LlamaBenchError(runner.url, f"llama-bench failed ({done.last_error_line()})")
     return parse_llama_bench(done.stdout, n_prompt, n_gen, runner.url)

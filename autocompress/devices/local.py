@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from autocompress.devices.base import (DEVICE_RUNNERS, Completed, DeviceRunner, RunnerOptions, log, run_process,
-                                       shown, write_whole)
+from autocompress.devices.base import (
+    DEVICE_RUNNERS,
+    Completed,
+    DeviceRunner,
+    RunnerOptions,
+    log,
+    run_process,
+    shown,
+    write_whole,
+)
 from autocompress.devices.errors import DeviceCommandError, DeviceTimeoutError
 
 
@@ -57,8 +65,9 @@ class LocalRunner(DeviceRunner):
         try:
             return run_process(argv, limit, cwd=scratch)
         except TimeoutError:
-            raise DeviceTimeoutError(self.url, f"`{shown(argv)}` did not finish within {limit:g} s "
-                                               "and was killed") from None
+            raise DeviceTimeoutError(
+                self.url, f"`{shown(argv)}` did not finish within {limit:g} s and was killed"
+            ) from None
         except FileNotFoundError:  # as a shell would report it
             return Completed("", f"{argv[0]}: not found\n", 127, 0.0)
         except PermissionError:

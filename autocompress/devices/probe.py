@@ -43,9 +43,31 @@ v os "$os"
 v flags "$(field 'flags|Features')"
 """
 # CPU features llama.cpp's CPU kernels use, as Linux names them (x86 `flags`, Arm `Features`)
-KERNEL_FEATURES = ("sse3", "ssse3", "avx", "avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512bw", "avx512vl",
-                   "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16",
-                   "asimd", "asimdhp", "asimddp", "i8mm", "bf16", "sve", "sve2", "sme")
+KERNEL_FEATURES = (
+    "sse3",
+    "ssse3",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx_vnni",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+    "asimd",
+    "asimdhp",
+    "asimddp",
+    "i8mm",
+    "bf16",
+    "sve",
+    "sve2",
+    "sme",
+)
 
 ALIASES = {"pni": "sse3", "neon": "asimd"}  # x86 Linux calls SSE3 "pni"; 32-bit Arm kernels say "neon"
 
@@ -124,8 +146,9 @@ def find_llama_bench(runner: DeviceRunner, llama_bench: str | None) -> str | Non
     return found
 
 
-def probe(runner: DeviceRunner, llama_bench: str | None = None, python: str = "python3",
-          sample_gguf: Path | None = None) -> DeviceProbe:
+def probe(
+    runner: DeviceRunner, llama_bench: str | None = None, python: str = "python3", sample_gguf: Path | None = None
+) -> DeviceProbe:
     """Probe an entered runner. ``sample_gguf`` (a small model) lets a llama-bench reveal its build and backend."""
     info = _system(runner)
     py = _python(runner, python)
@@ -138,12 +161,23 @@ def probe(runner: DeviceRunner, llama_bench: str | None = None, python: str = "p
     flags = {ALIASES.get(f, f) for f in info.get("flags", "").split()}
     try:
         return DeviceProbe(
-            url=runner.url, probed_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            arch=info["arch"], kernel=info["kernel"], os=info.get("os") or "unknown",
-            cpu_model=info.get("cpu_model") or "unknown", board=info.get("board") or None, cores=int(info["cores"]),
-            memory_gb=round(int(info["mem_bytes"]) / 1e9, 2), cpu_features=[f for f in KERNEL_FEATURES if f in flags],
-            python=py.get("python"), python_path=py.get("path"), llama_cpp_python=py.get("llama_cpp"),
-            llama_cpp_features=llama_cpp_features(py.get("system_info")), llama_bench=bench,
-            llama_bench_build=build, llama_bench_backend=backend)
+            url=runner.url,
+            probed_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            arch=info["arch"],
+            kernel=info["kernel"],
+            os=info.get("os") or "unknown",
+            cpu_model=info.get("cpu_model") or "unknown",
+            board=info.get("board") or None,
+            cores=int(info["cores"]),
+            memory_gb=round(int(info["mem_bytes"]) / 1e9, 2),
+            cpu_features=[f for f in KERNEL_FEATURES if f in flags],
+            python=py.get("python"),
+            python_path=py.get("path"),
+            llama_cpp_python=py.get("llama_cpp"),
+            llama_cpp_features=llama_cpp_features(py.get("system_info")),
+            llama_bench=bench,
+            llama_bench_build=build,
+            llama_bench_backend=backend,
+        )
     except (KeyError, ValueError) as err:
         raise DeviceCommandError(runner.url, f"the system probe printed something unexpected ({err})") from None

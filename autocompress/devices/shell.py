@@ -12,8 +12,9 @@ import math
 import re
 import shlex
 from abc import abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Sequence
+from typing import IO
 
 from autocompress.devices.base import Completed, DeviceRunner, shown
 from autocompress.devices.errors import DeviceCommandError, DeviceDisconnectedError, DeviceError, DeviceTimeoutError
@@ -56,13 +57,15 @@ class ShellRunner(DeviceRunner):
     grace_s: float = 30.0  # the client's own deadline: the command's timeout plus this
 
     @abstractmethod
-    def _transport(self, line: str, timeout: float, what: str, stdin: IO | None = None,
-                   stdout: IO | None = None) -> Completed:
+    def _transport(
+        self, line: str, timeout: float, what: str, stdin: IO | None = None, stdout: IO | None = None
+    ) -> Completed:
         """Run a shell ``line`` on the device through the client; transport failures (unreachable,
         authentication, dropped connection, client deadline) raise; the line's exit status is returned."""
 
-    def _shell(self, line: str, timeout: float, what: str, stdin: IO | None = None,
-               stdout: IO | None = None) -> Completed:
+    def _shell(
+        self, line: str, timeout: float, what: str, stdin: IO | None = None, stdout: IO | None = None
+    ) -> Completed:
         """:meth:`_transport`, with a non-zero exit status raised as :class:`DeviceCommandError`."""
         done = self._transport(line, timeout, what, stdin=stdin, stdout=stdout)
         if not done.ok:
@@ -79,8 +82,7 @@ class ShellRunner(DeviceRunner):
         line = shlex.join(["sh", "-c", WATCHDOG, "sh", scratch, str(seconds), *argv])
         done = self._transport(line, seconds + self.grace_s, what)
         if done.returncode == TIMED_OUT and done.seconds >= seconds:
-            raise DeviceTimeoutError(self.url, f"{what} did not finish within {limit:g} s and was killed on "
-                                               "the device")
+            raise DeviceTimeoutError(self.url, f"{what} did not finish within {limit:g} s and was killed on the device")
         return done
 
     def _remove_scratch(self, scratch: str) -> None:
@@ -89,11 +91,14 @@ class ShellRunner(DeviceRunner):
         self._shell(f"rm -rf {shlex.quote(scratch)}", 60.0, "removing the scratch folder")
 
     def _client_deadline(self, what: str, timeout: float) -> DeviceError:
-        return DeviceTimeoutError(self.url, f"no answer from the device within {timeout:g} s while {what} ran; "
-                                            "the client was stopped")
+        return DeviceTimeoutError(
+            self.url, f"no answer from the device within {timeout:g} s while {what} ran; the client was stopped"
+        )
 
     def _check_size(self, what: str, local: Path, done: Completed) -> None:
         size = done.stdout.strip().split()[-1] if done.stdout.strip() else ""
         if size != str(local.stat().st_size):
-            raise DeviceDisconnectedError(self.url, f"{what}: the device holds {size or 'no'} bytes of "
-                                                    f"{local.stat().st_size}; the copy was cut short")
+            raise DeviceDisconnectedError(
+                self.url,
+                f"{what}: the device holds {size or 'no'} bytes of {local.stat().st_size}; the copy was cut short",
+            )

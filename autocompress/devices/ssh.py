@@ -18,8 +18,12 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, Field
 
 from autocompress.devices.base import DEVICE_RUNNERS, Completed, RunnerOptions, log, run_process, write_whole
-from autocompress.devices.errors import (DeviceAuthError, DeviceCommandError, DeviceDisconnectedError,
-                                         DeviceUnreachableError)
+from autocompress.devices.errors import (
+    DeviceAuthError,
+    DeviceCommandError,
+    DeviceDisconnectedError,
+    DeviceUnreachableError,
+)
 from autocompress.devices.shell import Failure, ShellRunner, classify
 
 HOST = re.compile(r"[A-Za-z0-9_:][A-Za-z0-9._%:-]*")  # no leading "-": never an ssh option
@@ -27,19 +31,34 @@ USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 SSH_ERROR = 255  # ssh's exit status for its own failures
 
 FAILURES: list[Failure] = [
-    (re.compile(r"Permission denied|Too many authentication failures|no mutual signature|Authentication failed"),
-     DeviceAuthError, "ssh authentication failed ({line}); use a key the device accepts (ssh-agent, "
-                      "~/.ssh/config or the identity_file option)"),
-    (re.compile(r"Host key verification failed|HOST IDENTIFICATION HAS CHANGED|host key for .* is not known"),
-     DeviceAuthError, "the device's host key is not trusted ({line}); connect once with `ssh` to check and "
-                      "record it in known_hosts"),
-    (re.compile(r"kex_exchange_identification|Connection refused|No route to host|Could not resolve hostname|"
-                r"Name or service not known|Network is unreachable|connect to host .* timed out|"
-                r"Connection timed out during banner"),
-     DeviceUnreachableError, "cannot connect ({line}); check the host, the port and that sshd runs there"),
-    (re.compile(r"closed by remote host|Connection closed by|Connection reset|Broken pipe|client_loop|"
-                r"not responding|Received disconnect"),
-     DeviceDisconnectedError, "the connection dropped while {what} ran ({line})"),
+    (
+        re.compile(r"Permission denied|Too many authentication failures|no mutual signature|Authentication failed"),
+        DeviceAuthError,
+        "ssh authentication failed ({line}); use a key the device accepts (ssh-agent, "
+        "~/.ssh/config or the identity_file option)",
+    ),
+    (
+        re.compile(r"Host key verification failed|HOST IDENTIFICATION HAS CHANGED|host key for .* is not known"),
+        DeviceAuthError,
+        "the device's host key is not trusted ({line}); connect once with `ssh` to check and record it in known_hosts",
+    ),
+    (
+        re.compile(
+            r"kex_exchange_identification|Connection refused|No route to host|Could not resolve hostname|"
+            r"Name or service not known|Network is unreachable|connect to host .* timed out|"
+            r"Connection timed out during banner"
+        ),
+        DeviceUnreachableError,
+        "cannot connect ({line}); check the host, the port and that sshd runs there",
+    ),
+    (
+        re.compile(
+            r"closed by remote host|Connection closed by|Connection reset|Broken pipe|client_loop|"
+            r"not responding|Received disconnect"
+        ),
+        DeviceDisconnectedError,
+        "the connection dropped while {what} ran ({line})",
+    ),
 ]
 
 
@@ -50,7 +69,8 @@ class SshOptions(RunnerOptions):
     identity_file: Path | None = Field(None, description="a private key to use instead of the agent's/config's")
     known_hosts_file: Path | None = Field(None, description="a known_hosts file instead of the user's")
     strict_host_key_checking: Literal["yes", "accept-new", "no"] | None = Field(
-        None, description="unset: as the user's ssh config says (OpenSSH's default: ask, i.e. refuse in batch mode)")
+        None, description="unset: as the user's ssh config says (OpenSSH's default: ask, i.e. refuse in batch mode)"
+    )
     config_file: Path | None = Field(None, description="an ssh config file instead of ~/.ssh/config")
     connect_timeout_s: int = Field(10, gt=0)
 
@@ -111,10 +131,29 @@ class SshRunner(ShellRunner):
     def ssh_argv(self, line: str) -> list[str]:
         """The client's argv for one remote shell ``line``: batch mode, no forwarding, keep-alives."""
         o = self.options
-        argv = [o.ssh] + (["-F", str(o.config_file)] if o.config_file else []) + [
-            "-T", "-o", "BatchMode=yes", "-o", "PasswordAuthentication=no", "-o", "KbdInteractiveAuthentication=no",
-            "-o", f"ConnectTimeout={o.connect_timeout_s}", "-o", "ServerAliveInterval=5",
-            "-o", "ServerAliveCountMax=3", "-o", "ClearAllForwardings=yes", "-o", "LogLevel=ERROR"]
+        argv = (
+            [o.ssh]
+            + (["-F", str(o.config_file)] if o.config_file else [])
+            + [
+                "-T",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "PasswordAuthentication=no",
+                "-o",
+                "KbdInteractiveAuthentication=no",
+                "-o",
+                f"ConnectTimeout={o.connect_timeout_s}",
+                "-o",
+                "ServerAliveInterval=5",
+                "-o",
+                "ServerAliveCountMax=3",
+                "-o",
+                "ClearAllForwardings=yes",
+                "-o",
+                "LogLevel=ERROR",
+            ]
+        )
         if o.identity_file:
             argv += ["-i", str(o.identity_file), "-o", "IdentitiesOnly=yes"]
         if o.known_hosts_file:
@@ -125,14 +164,17 @@ class SshRunner(ShellRunner):
             argv += ["-p", str(self.target.port)]
         return argv + ["--", self.target.destination, line]
 
-    def _transport(self, line: str, timeout: float, what: str, stdin: IO | None = None,
-                   stdout: IO | None = None) -> Completed:
+    def _transport(
+        self, line: str, timeout: float, what: str, stdin: IO | None = None, stdout: IO | None = None
+    ) -> Completed:
         log.debug("%s $ %s", self.url, what)
         try:
             done = run_process(self.ssh_argv(line), timeout, stdin=stdin, stdout=stdout)
         except FileNotFoundError:
-            raise DeviceUnreachableError(self.url, f"the ssh client {self.options.ssh!r} is not installed here "
-                                                   "(Debian: apt-get install openssh-client)") from None
+            raise DeviceUnreachableError(
+                self.url,
+                f"the ssh client {self.options.ssh!r} is not installed here (Debian: apt-get install openssh-client)",
+            ) from None
         except TimeoutError:
             raise self._client_deadline(what, timeout) from None
         if done.returncode == SSH_ERROR:
@@ -153,8 +195,12 @@ class SshRunner(ShellRunner):
         what = f"copying {local.name} to the device"
         log.debug("%s: put %s -> %s", self.url, local, dest)
         with open(local, "rb") as source:
-            done = self._shell(f"cat > {shlex.quote(dest)} && wc -c < {shlex.quote(dest)}",
-                               self._timeout(timeout, transfer=True), what, stdin=source)
+            done = self._shell(
+                f"cat > {shlex.quote(dest)} && wc -c < {shlex.quote(dest)}",
+                self._timeout(timeout, transfer=True),
+                what,
+                stdin=source,
+            )
         self._check_size(what, local, done)
         return dest
 

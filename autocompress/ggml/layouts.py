@@ -150,20 +150,20 @@ def _high_bits32(at: int) -> Field:
 
 def _k_pairs(at: int) -> Field:
     """Q2_K/Q3_K low bits: per 128 weights, 32 bytes; weight 32j+l in bits 2j of byte l."""
-    n, j, l = _E256 // 128, (_E256 % 128) // 32, _E256 % 32
-    return Field(at + 32 * n + l, 2 * j, 2)
+    n, j, lane = _E256 // 128, (_E256 % 128) // 32, _E256 % 32
+    return Field(at + 32 * n + lane, 2 * j, 2)
 
 
 def _k_nibbles(at: int) -> Field:
     """Q4_K/Q5_K low bits: per 64 weights, 32 bytes; low nibbles first, then high nibbles."""
-    jj, half, l = _E256 // 64, (_E256 % 64) // 32, _E256 % 32
-    return Field(at + 32 * jj + l, 4 * half, 4)
+    jj, half, lane = _E256 // 64, (_E256 % 64) // 32, _E256 % 32
+    return Field(at + 32 * jj + lane, 4 * half, 4)
 
 
 def _q6_k_fields() -> tuple[Field, Field]:
-    n, k, l = _E256 // 128, (_E256 % 128) // 32, _E256 % 32
-    low = Field(64 * n + l + 32 * (k % 2), 4 * (k // 2), 4)
-    high = Field(128 + 32 * n + l, 2 * k, 2, code_shift=4)
+    n, k, lane = _E256 // 128, (_E256 % 128) // 32, _E256 % 32
+    low = Field(64 * n + lane + 32 * (k % 2), 4 * (k // 2), 4)
+    high = Field(128 + 32 * n + lane, 2 * k, 2, code_shift=4)
     return low, high
 
 
@@ -171,19 +171,30 @@ def _layouts() -> dict[str, Layout]:
     t = ggml_type
     iq4nl = np.asarray(_GGUF_IQ4_NL.kvalues, dtype=np.float32)
     layouts = [
-        Layout(t("Q8_0"), (Field(2 + _E32, np.zeros(32, int), 8, flip=0x80),), _int_levels(-128, 127), 32,
-               _scale_only(0)),
+        Layout(
+            t("Q8_0"), (Field(2 + _E32, np.zeros(32, int), 8, flip=0x80),), _int_levels(-128, 127), 32, _scale_only(0)
+        ),
         Layout(t("Q5_0"), (_nibbles32(6), _high_bits32(2)), _int_levels(-16, 15), 32, _scale_only(0)),
         Layout(t("Q5_1"), (_nibbles32(8), _high_bits32(4)), _int_levels(0, 31), 32, _scale_min(0, 2)),
         Layout(t("Q4_0"), (_nibbles32(2),), _int_levels(-8, 7), 32, _scale_only(0)),
         Layout(t("Q4_1"), (_nibbles32(4),), _int_levels(0, 15), 32, _scale_min(0, 2)),
         Layout(t("IQ4_NL"), (_nibbles32(2),), iq4nl, 32, _scale_only(0), uniform=False),
         Layout(t("Q2_K"), (_k_pairs(16),), _int_levels(0, 3), 16, _q2_k_params),
-        Layout(t("Q3_K"), (_k_pairs(32), Field(_E256 % 32, 4 * (_E256 // 128) + (_E256 % 128) // 32, 1, 2)),
-               _int_levels(-4, 3), 16, _q3_k_params),
+        Layout(
+            t("Q3_K"),
+            (_k_pairs(32), Field(_E256 % 32, 4 * (_E256 // 128) + (_E256 % 128) // 32, 1, 2)),
+            _int_levels(-4, 3),
+            16,
+            _q3_k_params,
+        ),
         Layout(t("Q4_K"), (_k_nibbles(16),), _int_levels(0, 15), 32, _q45_k_params),
-        Layout(t("Q5_K"), (_k_nibbles(48), Field(16 + _E256 % 32, _E256 // 32, 1, code_shift=4)),
-               _int_levels(0, 31), 32, _q45_k_params),
+        Layout(
+            t("Q5_K"),
+            (_k_nibbles(48), Field(16 + _E256 % 32, _E256 // 32, 1, code_shift=4)),
+            _int_levels(0, 31),
+            32,
+            _q45_k_params,
+        ),
         Layout(t("Q6_K"), _q6_k_fields(), _int_levels(-32, 31), 16, _q6_k_params),
     ]
     return {layout.type.name: layout for layout in layouts}

@@ -39,8 +39,16 @@ def info() -> dict:
 def bench(model: str, n_prompt: int, n_gen: int, repeats: int, threads: int) -> dict:
     import llama_cpp
 
-    llm = llama_cpp.Llama(model_path=model, n_ctx=max(n_prompt, n_gen) + 8, n_batch=max(n_prompt, n_gen, 8),
-                          n_threads=threads, n_threads_batch=threads, n_gpu_layers=0, verbose=False, seed=0)
+    llm = llama_cpp.Llama(
+        model_path=model,
+        n_ctx=max(n_prompt, n_gen) + 8,
+        n_batch=max(n_prompt, n_gen, 8),
+        n_threads=threads,
+        n_threads_batch=threads,
+        n_gpu_layers=0,
+        verbose=False,
+        seed=0,
+    )
     rnd = random.Random(0)
     vocab = llm.n_vocab()
     prompt = [rnd.randrange(vocab) for _ in range(n_prompt)]
@@ -59,8 +67,14 @@ def bench(model: str, n_prompt: int, n_gen: int, repeats: int, threads: int) -> 
             llm.eval([token])
         return n_gen / (time.perf_counter() - start)
 
-    out = {"n_prompt": n_prompt, "n_gen": n_gen, "threads": threads, "prefill_ts": [], "decode_ts": [],
-           "llama_cpp": str(getattr(llama_cpp, "__version__", "unknown"))}
+    out = {
+        "n_prompt": n_prompt,
+        "n_gen": n_gen,
+        "threads": threads,
+        "prefill_ts": [],
+        "decode_ts": [],
+        "llama_cpp": str(getattr(llama_cpp, "__version__", "unknown")),
+    }
     for key, phase, n in (("prefill_ts", prefill, n_prompt), ("decode_ts", decode, n_gen)):
         if n > 0:
             phase()  # warm-up

@@ -11,7 +11,17 @@ from autocompress.search.per_tensor.problem import LevelProblem, TensorChoice
 from autocompress.search.per_tensor.surrogate import SurrogateSampler
 
 PER_TENSOR_SAMPLERS: dict[str, type[PerTensorSampler]] = {
-    "surrogate": SurrogateSampler, "evopress": EvoPressSampler, "allocate": AllocateSampler}
+    "surrogate": SurrogateSampler,
+    "evopress": EvoPressSampler,
+    "allocate": AllocateSampler,
+}
 
-__all__ = ["AllocateSampler", "EvoPressSampler", "LevelProblem", "PER_TENSOR_SAMPLERS", "PerTensorSampler",
-           "SurrogateSampler", "TensorChoice"]
+__all__ = [
+    "AllocateSampler",
+    "EvoPressSampler",
+    "LevelProblem",
+    "PER_TENSOR_SAMPLERS",
+    "PerTensorSampler",
+    "SurrogateSampler",
+    "TensorChoice",
+]

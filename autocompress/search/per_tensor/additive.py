@@ -35,17 +35,17 @@ from autocompress.search.per_tensor.problem import Encoding
 
 @dataclass(frozen=True)
 class ModelOptions:
-    global_scale: float = 0.5          # r0: prior sd of the common proxy scale, relative
-    tensor_scale: float = 0.5          # rd: prior sd of each tensor's proxy scale, relative
-    name_scale: float = 0.3            # rn: prior sd of each level name's proxy scale (shared by tensors)
-    level_correction: float = 0.3      # rc: prior sd of each (tensor, level) correction, relative to its mean
-    correction_floor: float = 0.02     # floor of that sd, relative to the mean per-tensor error
-    noise: float = 0.05                # sd of the misfit relative to the measured KL
+    global_scale: float = 0.5  # r0: prior sd of the common proxy scale, relative
+    tensor_scale: float = 0.5  # rd: prior sd of each tensor's proxy scale, relative
+    name_scale: float = 0.3  # rn: prior sd of each level name's proxy scale (shared by tensors)
+    level_correction: float = 0.3  # rc: prior sd of each (tensor, level) correction, relative to its mean
+    correction_floor: float = 0.02  # floor of that sd, relative to the mean per-tensor error
+    noise: float = 0.05  # sd of the misfit relative to the measured KL
     noise_grid: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
     correction_grid: tuple[float, ...] = (0.1, 0.3, 1.0)
-    evidence_max_n: int = 400          # choose (noise, rc) by marginal likelihood while n is at most this
-    growth: float = 1.5                # re-estimate scale and mean when the data grow by this factor
-    max_trials: int = 3000             # beyond it, keep the most recent 3/4 (memory: ~9 n^2 bytes)
+    evidence_max_n: int = 400  # choose (noise, rc) by marginal likelihood while n is at most this
+    growth: float = 1.5  # re-estimate scale and mean when the data grow by this factor
+    max_trials: int = 3000  # beyond it, keep the most recent 3/4 (memory: ~9 n^2 bytes)
 
 
 class AdditiveModel:
@@ -62,9 +62,9 @@ class AdditiveModel:
             shape = enc.proxy.copy()
             if not has.all():  # impute a missing tensor's proxy by its level name's median among the others
                 for t in np.flatnonzero(~has):
-                    for l in range(enc.counts[t]):
-                        donors = enc.proxy[has][enc.name_id[has] == enc.name_id[t, l]]
-                        shape[t, l] = np.median(donors) if donors.size else np.nanmedian(enc.proxy[has])
+                    for lv in range(enc.counts[t]):
+                        donors = enc.proxy[has][enc.name_id[has] == enc.name_id[t, lv]]
+                        shape[t, lv] = np.median(donors) if donors.size else np.nanmedian(enc.proxy[has])
             per_tensor = np.nanmean(np.where(enc.valid, shape, np.nan), axis=1)
             self.shape = np.where(enc.valid, shape / per_tensor.mean(), 0.0)
             # global features of each (t, l): the proxy (common scale), the proxy per level name
@@ -126,7 +126,7 @@ class AdditiveModel:
             raise ValueError("AdditiveModel.add: errors must be finite")
         if self.n + len(y) > self.opt.max_trials:
             keep = max(self.opt.max_trials * 3 // 4 - len(y), 0)
-            Xk, yk = self.X[self.n - keep:self.n].copy(), self.y[self.n - keep:self.n].copy()
+            Xk, yk = self.X[self.n - keep : self.n].copy(), self.y[self.n - keep : self.n].copy()
             self.n = self.n_factored = self.n_refit = 0
             self.add(Xk, yk)
         self._grow(self.n + len(y))
@@ -140,17 +140,17 @@ class AdditiveModel:
             self.Psi[i] = 0.0
             self.Psi[i, rows * self.L + x] = 1.0
             self.n = i + 1
-            self.K0[i, :i + 1] = self._k0_row(i, c2)
-            self.K0[:i + 1, i] = self.K0[i, :i + 1]
+            self.K0[i, : i + 1] = self._k0_row(i, c2)
+            self.K0[: i + 1, i] = self.K0[i, : i + 1]
 
     def _k0_row(self, i: int, c2: np.ndarray) -> np.ndarray:
         o = self.opt
         x = self.X[i]
         rows = np.arange(self.T)
-        k = self.G[:i + 1] @ (self.gsd ** 2 * self.G[i])
+        k = self.G[: i + 1] @ (self.gsd**2 * self.G[i])
         if self.proxy_mode:
-            k += o.tensor_scale ** 2 * (self.Phi[:i + 1] @ self.Phi[i])
-        k += (self.X[:i + 1] == x) @ c2[rows, x]
+            k += o.tensor_scale**2 * (self.Phi[: i + 1] @ self.Phi[i])
+        k += (self.X[: i + 1] == x) @ c2[rows, x]
         return k
 
     # ---- fit --------------------------------------------------------------------------------------------
@@ -167,7 +167,7 @@ class AdditiveModel:
         pos = y[y > 0]
         typical = float(np.median(pos)) if pos.size else 1.0
         self.floor_y = 0.05 * typical
-        w = 1.0 / np.maximum(y, self.floor_y)            # relative errors: the misfit scales with the KL
+        w = 1.0 / np.maximum(y, self.floor_y)  # relative errors: the misfit scales with the KL
         if self.proxy_mode:
             coef, _ = nnls(self.G[:n, :1] * w[:, None], y * w)
             self.Y = float(coef[0]) if coef[0] > 0 else typical / max(float(self.G[:n, 0].mean()), 1e-300)
@@ -180,7 +180,7 @@ class AdditiveModel:
             self.Y = float(self.coef.mean())
         if 4 <= n <= self.opt.evidence_max_n:
             self._choose_hyperparameters()
-        K = self.Y ** 2 * self.K0[:n, :n] + np.diag(self._noise_var(y))
+        K = self.Y**2 * self.K0[:n, :n] + np.diag(self._noise_var(y))
         cap = len(self.Lc)
         self.Lc[:, :] = 0.0
         self.Lc[:n, :n] = self._cholesky(K)
@@ -196,22 +196,22 @@ class AdditiveModel:
         n, o = self.n, self.opt
         y = self.y[:n]
         r = y - self._prior_mean(n)
-        base = (self.G[:n] * self.gsd ** 2) @ self.G[:n].T
+        base = (self.G[:n] * self.gsd**2) @ self.G[:n].T
         onehot = self.Psi[:n]
         f = o.correction_floor
         if self.proxy_mode:
-            base += o.tensor_scale ** 2 * (self.Phi[:n] @ self.Phi[:n].T)
+            base += o.tensor_scale**2 * (self.Phi[:n] @ self.Phi[:n].T)
             s = self.shape.reshape(-1)
-            M2, M1, M0 = ((onehot * s ** p) @ onehot.T for p in (2, 1, 0))
-            match = lambda rc: rc ** 2 * M2 + 2 * rc * f * M1 + f ** 2 * M0  # noqa: E731  c = rc s + f
+            M2, M1, M0 = ((onehot * s**p) @ onehot.T for p in (2, 1, 0))
+            match = lambda rc: rc**2 * M2 + 2 * rc * f * M1 + f**2 * M0  # noqa: E731  c = rc s + f
         else:
             M0 = onehot @ onehot.T
-            match = lambda rc: rc ** 2 * M0  # noqa: E731
+            match = lambda rc: rc**2 * M0  # noqa: E731
         best = (-math.inf, self.noise, self.rc)
         for rc, noise in itertools.product(o.correction_grid, o.noise_grid):
             self.noise = noise
             try:
-                L = self._cholesky(self.Y ** 2 * (base + match(rc)) + np.diag(self._noise_var(y)))
+                L = self._cholesky(self.Y**2 * (base + match(rc)) + np.diag(self._noise_var(y)))
             except np.linalg.LinAlgError:
                 continue
             a = solve_triangular(L, r, lower=True, check_finite=False)
@@ -231,7 +231,7 @@ class AdditiveModel:
         if self.n_factored == n:
             return
         k = self.n_factored
-        Knew = self.Y ** 2 * self.K0[k:n, :n]
+        Knew = self.Y**2 * self.K0[k:n, :n]
         Knew[:, k:] += np.diag(self._noise_var(self.y[k:n]))
         # block extension: [L 0; B C] with B = Knew[:, :k] L^-T and C C^T = Knew[:, k:] - B B^T
         # (rows >= k of the padded factor are still identity rows, so the padded solve gives L^-1 on top)
@@ -266,14 +266,14 @@ class AdditiveModel:
     def _project(self, alpha: np.ndarray) -> np.ndarray:
         """k(f_tl, X) @ alpha for alpha (n, d): the (d, T, L) posterior correction of the table."""
         n, o = self.n, self.opt
-        ga = (self.G[:n].T @ alpha) * (self.gsd ** 2)[:, None]       # (m, d)
+        ga = (self.G[:n].T @ alpha) * (self.gsd**2)[:, None]  # (m, d)
         out = np.einsum("mtl,md->dtl", self.global_table, ga)
         if self.proxy_mode:
-            pa = self.Phi[:n].T @ alpha                             # (T, d)
-            out += o.tensor_scale ** 2 * self.shape[None] * pa.T[:, :, None]
+            pa = self.Phi[:n].T @ alpha  # (T, d)
+            out += o.tensor_scale**2 * self.shape[None] * pa.T[:, :, None]
         oa = (self.Psi[:n].T @ alpha).T.reshape(-1, self.T, self.L)  # one-hot sums
         out += (self._c() ** 2)[None] * oa
-        return self.Y ** 2 * out
+        return self.Y**2 * out
 
     def mean_table(self) -> np.ndarray:
         """(T, L) posterior mean of the per-(tensor, level) errors (the prior mean before any trial)."""
@@ -288,7 +288,7 @@ class AdditiveModel:
         o, T, L = self.opt, self.T, self.L
         self._factor()
         prior = self._prior_table()
-        f0 = np.repeat(prior[None], d + 1, axis=0)          # [mean, draw 1, ..., draw d]
+        f0 = np.repeat(prior[None], d + 1, axis=0)  # [mean, draw 1, ..., draw d]
         if d:
             assert rng is not None
             z0 = rng.standard_normal((d, self.m))
@@ -300,7 +300,7 @@ class AdditiveModel:
         if self.n:
             n = self.n
             rows = np.arange(T)
-            F0 = f0[:, rows, self.X[:n]].sum(axis=2).T            # (n, d + 1)
+            F0 = f0[:, rows, self.X[:n]].sum(axis=2).T  # (n, d + 1)
             noise = np.zeros((n, d + 1))
             if d:
                 assert rng is not None

@@ -27,9 +27,9 @@ class AllocateSampler(PerTensorSampler):
 
     @dataclass(frozen=True)
     class Options:
-        exact: bool = True            # HiGHS; False: the Lagrangian sweep + greedy fill
-        time_limit: float = 30.0      # seconds per exact solve
-        max_budgets: int = 512        # budgets tried per ask before falling back to random switches
+        exact: bool = True  # HiGHS; False: the Lagrangian sweep + greedy fill
+        time_limit: float = 30.0  # seconds per exact solve
+        max_budgets: int = 512  # budgets tried per ask before falling back to random switches
 
     def __init__(self, problem: LevelProblem, seed: int | None = None, **options: Any):
         super().__init__(problem, seed, **options)
@@ -50,8 +50,11 @@ class AllocateSampler(PerTensorSampler):
     def allocation(self, budget: float) -> np.ndarray | None:
         if budget not in self._solved:
             cap = budget - self.problem.fixed_bytes
-            self._solved[budget] = (solve_exact(self._table, self.enc.nbytes, self.enc.valid, cap, self.options.time_limit)
-                                    if self.options.exact else self._sweep.solve(cap))
+            self._solved[budget] = (
+                solve_exact(self._table, self.enc.nbytes, self.enc.valid, cap, self.options.time_limit)
+                if self.options.exact
+                else self._sweep.solve(cap)
+            )
         return self._solved[budget]
 
     def propose(self, study: optuna.Study, trial: FrozenTrial, hist: History, rng: np.random.Generator) -> np.ndarray:

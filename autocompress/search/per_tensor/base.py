@@ -9,11 +9,13 @@ and the study's history, not on the process or on how many asks it served.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import math
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import numpy as np
 import optuna
@@ -22,7 +24,6 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from autocompress.search.per_tensor.problem import Encoding, LevelProblem, key
-
 
 _controller: Any = None
 
@@ -37,6 +38,7 @@ def one_blas_thread() -> Iterator[None]:
     if _controller is None:
         try:
             from threadpoolctl import ThreadpoolController
+
             _controller = ThreadpoolController()
         except ImportError:
             _controller = False
@@ -52,11 +54,11 @@ class History:
     """The study's trials as arrays: finite-accuracy completed trials to fit on, and every configuration
     any trial holds (complete, running, queued, failed) so that none is proposed twice."""
 
-    X: np.ndarray                       # (n, T) level indices of finite completed trials, by trial number
-    y: np.ndarray                       # (n,) their accuracy objective
-    numbers: np.ndarray                 # (n,) their trial numbers
-    bytes: np.ndarray                   # (n,) their total bytes
-    seen: set[bytes] = field(default_factory=set)
+    X: np.ndarray  # (n, T) level indices of finite completed trials, by trial number
+    y: np.ndarray  # (n,) their accuracy objective
+    numbers: np.ndarray  # (n,) their trial numbers
+    bytes: np.ndarray  # (n,) their total bytes
+    seen: set[builtins.bytes] = field(default_factory=set)
 
     @property
     def n(self) -> int:
@@ -79,10 +81,10 @@ class PerTensorSampler(optuna.samplers.BaseSampler):
         unknown = sorted(set(options) - known)
         if unknown:
             raise ValueError(f"{self.name}: unknown option(s) {unknown}; known: {sorted(known)}")
-        self.options = self.Options(**options)
+        self.options: Any = self.Options(**options)
         self.problem = problem
         self.enc = Encoding(problem)
-        self.seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else int(seed)
+        self.seed = int(np.random.SeedSequence().entropy) % 2**63 if seed is None else int(seed)  # type: ignore[arg-type]
         self._random = optuna.samplers.RandomSampler(seed=self.seed)
         self.lo, self.hi = problem.min_bytes, problem.max_bytes  # the range budgets are spread over
         self._space = {t.param: CategoricalDistribution(t.levels) for t in problem.tensors}
@@ -93,8 +95,9 @@ class PerTensorSampler(optuna.samplers.BaseSampler):
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
         return dict(self._space)
 
-    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
-                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
         if not search_space:
             return {}
         fixed = trial.system_attrs.get("fixed_params", {})
@@ -105,8 +108,9 @@ class PerTensorSampler(optuna.samplers.BaseSampler):
             x = self.propose(study, trial, self.history(study), self.rng(trial))
         return {p: v for p, v in self.enc.decode(x).items() if p in search_space}
 
-    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
-                           param_distribution: BaseDistribution) -> Any:
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
         return self._random.sample_independent(study, trial, param_name, param_distribution)
 
     def reseed_rng(self) -> None:
@@ -122,7 +126,9 @@ class PerTensorSampler(optuna.samplers.BaseSampler):
     def _check(self, study: optuna.Study) -> None:
         k = self.problem.accuracy_objective
         if k >= len(study.directions):
-            raise ValueError(f"{self.name}: accuracy_objective {k} but the study has {len(study.directions)} objective(s)")
+            raise ValueError(
+                f"{self.name}: accuracy_objective {k} but the study has {len(study.directions)} objective(s)"
+            )
         if study.directions[k] != StudyDirection.MINIMIZE:
             raise ValueError(f"{self.name}: objective {k} (accuracy) must be minimised")
 
@@ -143,14 +149,24 @@ class PerTensorSampler(optuna.samplers.BaseSampler):
                 value = float(t.values[k])
             self._parsed[t.number] = (t.state, key(x) if x is not None else None, x, value)
         numbers = sorted(self._parsed)
-        fit = [i for i in numbers if self._parsed[i][0] == TrialState.COMPLETE and self._parsed[i][2] is not None
-               and math.isfinite(self._parsed[i][3])]
+        fit = [
+            i
+            for i in numbers
+            if self._parsed[i][0] == TrialState.COMPLETE
+            and self._parsed[i][2] is not None
+            and math.isfinite(self._parsed[i][3])
+        ]
         T = len(self.enc.params)
         X = np.array([self._parsed[i][2] for i in fit], dtype=np.int16).reshape(-1, T)
         y = np.array([self._parsed[i][3] for i in fit], dtype=float)
-        seen = {self._parsed[i][1] for i in numbers if self._parsed[i][1] is not None}
-        return History(X=X, y=y, numbers=np.array(fit, dtype=int), bytes=self.enc.bytes_of(X) if len(fit) else np.zeros(0),
-                       seen=seen)  # type: ignore[arg-type]
+        seen = {cfg for i in numbers if (cfg := self._parsed[i][1]) is not None}
+        return History(
+            X=X,
+            y=y,
+            numbers=np.array(fit, dtype=int),
+            bytes=self.enc.bytes_of(X) if len(fit) else np.zeros(0),
+            seen=seen,
+        )
 
     def clamp(self, budget: float) -> float:
         return min(max(budget, self.lo), self.hi)

@@ -77,12 +77,19 @@ def main(argv: list[str] | None = None) -> None:
     for spec in args.specs:
         rows = [run(spec, problems[s], s, args.trials) for s in args.seeds]
         ratios = np.mean([r["ratios"] for r in rows], axis=0)
-        out = {"spec": spec, "ratios": [round(float(r), 3) for r in ratios],
-               "ask_median_ms": round(1000 * float(np.median([r["ask_median_s"] for r in rows])), 1),
-               "ask_max_ms": round(1000 * float(np.max([r["ask_max_s"] for r in rows])), 1)}
-        print(json.dumps(out) if args.json else
-              f"{spec:40s} ratio at targets {out['ratios']}  ask {out['ask_median_ms']} ms (max {out['ask_max_ms']})",
-              flush=True)
+        out = {
+            "spec": spec,
+            "ratios": [round(float(r), 3) for r in ratios],
+            "ask_median_ms": round(1000 * float(np.median([r["ask_median_s"] for r in rows])), 1),
+            "ask_max_ms": round(1000 * float(np.max([r["ask_max_s"] for r in rows])), 1),
+        }
+        print(
+            json.dumps(out)
+            if args.json
+            else f"{spec:40s} ratio at targets {out['ratios']}  "
+            f"ask {out['ask_median_ms']} ms (max {out['ask_max_ms']})",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

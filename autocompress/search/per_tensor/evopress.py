@@ -2,7 +2,8 @@
 
 One parent per target: the best measured trial within it and close to it (``window``; elitist: an
 offspring replaces the parent when its full evaluation is better), or at first the best uniform
-configuration under it (or the proxy allocation). Each ask serves the next target in turn: ``offspring`` children by level-switch mutation that
+configuration under it (or the proxy allocation). Each ask serves the next target in turn: ``offspring``
+children by level-switch mutation that
 keeps the budget (raise 1-3 tensors one level -- or switch to another level of the same size -- then lower
 random other tensors one level, preferring steps close to the bytes still over, until within the budget;
 children with more than ``max_changes`` switches or that give back much more than they took are redrawn),
@@ -15,8 +16,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import optuna
@@ -38,13 +40,13 @@ class EvoPressSampler(ModelMixin, PerTensorSampler):
     class Options:
         offspring: int = 16
         stages: tuple[tuple[int, int], ...] = ((512, 4), (2048, 1))  # (tokens, survivors) per selection step
-        max_flips: int = 3               # raises per child: min of two uniform draws in [1, max_flips]
-        lateral: float = 0.2             # chance a raise is a switch to another level of the same size
+        max_flips: int = 3  # raises per child: min of two uniform draws in [1, max_flips]
+        lateral: float = 0.2  # chance a raise is a switch to another level of the same size
         max_changes: int = 10
-        min_fill: float = 0.8            # bytes raised / bytes lowered below this: redraw the child
-        init: str = "uniform"            # first parent: "uniform" (best uniform level) or "proxy" (allocation)
-        budgets: int = 4                 # spread budgets to evolve at when the problem has no size targets
-        window: float = 0.05             # parents: trials within the budget and this share of the range below
+        min_fill: float = 0.8  # bytes raised / bytes lowered below this: redraw the child
+        init: str = "uniform"  # first parent: "uniform" (best uniform level) or "proxy" (allocation)
+        budgets: int = 4  # spread budgets to evolve at when the problem has no size targets
+        window: float = 0.05  # parents: trials within the budget and this share of the range below
         model: ModelOptions = field(default_factory=ModelOptions)
 
         def __post_init__(self) -> None:
@@ -52,14 +54,18 @@ class EvoPressSampler(ModelMixin, PerTensorSampler):
                 object.__setattr__(self, "model", ModelOptions(**self.model))
             object.__setattr__(self, "stages", tuple(tuple(int(v) for v in s) for s in self.stages))
             if not self.stages or self.stages[-1][1] != 1 or any(s[0] <= 0 or s[1] <= 0 for s in self.stages):
-                raise ValueError(f"evopress: stages must be (tokens > 0, survivors > 0) pairs ending in 1 survivor, got {self.stages}")
+                raise ValueError(
+                    "evopress: stages must be (tokens > 0, survivors > 0) pairs ending in 1 survivor, "
+                    f"got {self.stages}"
+                )
             if self.init not in ("uniform", "proxy"):
                 raise ValueError(f"evopress: init must be 'uniform' or 'proxy', got {self.init!r}")
             if self.offspring < 1 or self.max_flips < 1 or self.max_changes < 1:
                 raise ValueError("evopress: offspring, max_flips and max_changes must be >= 1")
 
-    def __init__(self, problem: LevelProblem, seed: int | None = None, screener: Screener | None = None,
-                 **options: Any):
+    def __init__(
+        self, problem: LevelProblem, seed: int | None = None, screener: Screener | None = None, **options: Any
+    ):
         super().__init__(problem, seed, **options)
         self.screener = screener
         self.screen_calls = 0
@@ -73,13 +79,13 @@ class EvoPressSampler(ModelMixin, PerTensorSampler):
         self._same: list[list[list[int]]] = []
         for t in range(len(enc.params)):
             sizes = sorted(set(W[t, : enc.counts[t]].tolist()))
-            by_size = {s: [l for l in range(enc.counts[t]) if W[t, l] == s] for s in sizes}
+            by_size = {s: [lv for lv in range(enc.counts[t]) if W[t, lv] == s] for s in sizes}
             up, down, same = [], [], []
-            for l in range(enc.counts[t]):
-                i = sizes.index(W[t, l])
+            for lv in range(enc.counts[t]):
+                i = sizes.index(W[t, lv])
                 up.append(by_size[sizes[i + 1]] if i + 1 < len(sizes) else [])
                 down.append(by_size[sizes[i - 1]] if i > 0 else [])
-                same.append([m for m in by_size[W[t, l]] if m != l])
+                same.append([m for m in by_size[W[t, lv]] if m != lv])
             self._up.append(up)
             self._down.append(down)
             self._same.append(same)
@@ -123,7 +129,9 @@ class EvoPressSampler(ModelMixin, PerTensorSampler):
         x = HullSweep(table, enc.nbytes, enc.valid).solve(budget - self.problem.fixed_bytes)
         return x if x is not None else enc.min_config.copy()
 
-    def _offspring(self, parent: np.ndarray, budget: float, hist: History, rng: np.random.Generator) -> list[np.ndarray]:
+    def _offspring(
+        self, parent: np.ndarray, budget: float, hist: History, rng: np.random.Generator
+    ) -> list[np.ndarray]:
         o = self.options
         children: list[np.ndarray] = []
         keys = {key(parent)}
@@ -187,8 +195,8 @@ class EvoPressSampler(ModelMixin, PerTensorSampler):
             return children[int(np.argmin(scores))]
         alive = children
         for tokens, survivors in self.options.stages:
-            scores = [self._screen(x, tokens) for x in alive]
-            order = np.argsort(scores, kind="stable")[:survivors]
+            screened = [self._screen(x, tokens) for x in alive]
+            order = np.argsort(screened, kind="stable")[:survivors]
             alive = [alive[i] for i in order]
         return alive[0]
 

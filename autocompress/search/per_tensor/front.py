@@ -43,14 +43,15 @@ def pareto_indices(b: np.ndarray, k: np.ndarray) -> np.ndarray:
     return np.array(keep, dtype=int)
 
 
-def hv_gain(front_b: np.ndarray, front_k: np.ndarray, cand_b: np.ndarray, cand_k: np.ndarray,
-            ref_b: float, ref_k: float) -> np.ndarray:
+def hv_gain(
+    front_b: np.ndarray, front_k: np.ndarray, cand_b: np.ndarray, cand_k: np.ndarray, ref_b: float, ref_k: float
+) -> np.ndarray:
     """Hypervolume each candidate alone adds to a front (minimised axes, reference point (ref_b, ref_k)).
 
     ``front_*`` must be non-dominated and sorted by bytes ascending (see :func:`pareto_indices`)."""
     fb = np.asarray(front_b, dtype=float)
     fk = np.minimum(np.asarray(front_k, dtype=float), ref_k)
-    lo = np.concatenate(([-np.inf], fb))                 # staircase intervals [lo_j, hi_j) at level s_j
+    lo = np.concatenate(([-np.inf], fb))  # staircase intervals [lo_j, hi_j) at level s_j
     hi = np.concatenate((fb, [np.inf]))
     level = np.concatenate(([ref_k], fk))
     cb = np.asarray(cand_b, dtype=float)[:, None]

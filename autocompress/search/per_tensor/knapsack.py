@@ -40,8 +40,8 @@ class HullSweep:
         active = np.ones(T, dtype=bool)
         prev = np.full(T, np.inf)
         for pos in range(L):
-            dv = self.V[rows, cur][:, None] - self.V          # value saved by moving to each level
-            db = self.W - self.W[rows, cur][:, None]          # bytes it costs
+            dv = self.V[rows, cur][:, None] - self.V  # value saved by moving to each level
+            db = self.W - self.W[rows, cur][:, None]  # bytes it costs
             with np.errstate(divide="ignore", invalid="ignore"):
                 slope = np.where((db > 0) & (dv > 0) & np.isfinite(self.V), dv / db, -np.inf)
             best = np.minimum(slope.max(axis=1), prev)  # convex: slopes never rise (rounding of collinear points)
@@ -62,10 +62,11 @@ class HullSweep:
         self.start = start.astype(np.int16)
         self.base = float(self.W[rows, start].sum())
         if seg_t:
-            t, lvl, db, slope, pos = (np.concatenate(a) for a in (seg_t, seg_level, seg_db, seg_slope, seg_pos))
-            order = np.lexsort((pos, t, -slope))  # steepest first; ties by tensor, then hull position
-            self.seg_t, self.seg_level, self.seg_pos = t[order], lvl[order], pos[order]
-            self.cum = np.cumsum(db[order])
+            seg = [np.concatenate(a) for a in (seg_t, seg_level, seg_db, seg_slope, seg_pos)]
+            t_all, lvl, db_all, slope_all, pos_all = seg
+            order = np.lexsort((pos_all, t_all, -slope_all))  # steepest first; ties by tensor, then hull position
+            self.seg_t, self.seg_level, self.seg_pos = t_all[order], lvl[order], pos_all[order]
+            self.cum = np.cumsum(db_all[order])
         else:
             self.seg_t = self.seg_level = self.seg_pos = np.zeros(0, dtype=int)
             self.cum = np.zeros(0)
@@ -138,8 +139,9 @@ class HullSweep:
         return x
 
 
-def solve_exact(values: np.ndarray, nbytes: np.ndarray, valid: np.ndarray, cap: float,
-                time_limit: float = 60.0) -> np.ndarray | None:
+def solve_exact(
+    values: np.ndarray, nbytes: np.ndarray, valid: np.ndarray, cap: float, time_limit: float = 60.0
+) -> np.ndarray | None:
     """The optimum by HiGHS' branch and bound (``scipy.optimize.milp``); None if nothing fits ``cap``."""
     T, L = values.shape
     idx = np.flatnonzero(valid.ravel())
@@ -154,9 +156,13 @@ def solve_exact(values: np.ndarray, nbytes: np.ndarray, valid: np.ndarray, cap: 
     v = values.ravel()[idx]
     vscale = max(float(np.abs(v).max()), 1e-300)
     one_each = sparse.csr_array((np.ones(len(idx)), (t_of, np.arange(len(idx)))), shape=(T, len(idx)))
-    res = milp(v / vscale, integrality=np.ones(len(idx)), bounds=Bounds(0, 1),
-               constraints=[LinearConstraint(one_each, 1, 1), LinearConstraint(w[None, :] / scale, -np.inf, head / scale)],
-               options={"time_limit": time_limit, "mip_rel_gap": 1e-6})
+    res = milp(
+        v / vscale,
+        integrality=np.ones(len(idx)),
+        bounds=Bounds(0, 1),
+        constraints=[LinearConstraint(one_each, 1, 1), LinearConstraint(w[None, :] / scale, -np.inf, head / scale)],
+        options={"time_limit": time_limit, "mip_rel_gap": 1e-6},
+    )
     if res.x is None:
         raise RuntimeError(f"solve_exact: HiGHS found no solution ({res.message})")
     chosen = idx[res.x > 0.5]

@@ -9,8 +9,8 @@ knapsack solvers and the additive model work on.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import numpy as np
 
@@ -55,7 +55,9 @@ class LevelProblem:
             raise ValueError("LevelProblem: no tensors")
         names = [t.param for t in self.tensors]
         if len(set(names)) != len(names):
-            raise ValueError(f"LevelProblem: parameter names repeat: {sorted(n for n in set(names) if names.count(n) > 1)}")
+            raise ValueError(
+                f"LevelProblem: parameter names repeat: {sorted(n for n in set(names) if names.count(n) > 1)}"
+            )
         if not (math.isfinite(self.fixed_bytes) and self.fixed_bytes >= 0):
             raise ValueError(f"LevelProblem: fixed_bytes must be finite and >= 0, got {self.fixed_bytes}")
         if self.accuracy_objective < 0:
@@ -92,12 +94,12 @@ class Encoding:
     """
 
     problem: LevelProblem
-    nbytes: np.ndarray = field(init=False)      # (T, L) float64
-    proxy: np.ndarray = field(init=False)       # (T, L) float64, NaN where unknown
-    valid: np.ndarray = field(init=False)       # (T, L) bool
-    counts: np.ndarray = field(init=False)      # (T,) levels per tensor
+    nbytes: np.ndarray = field(init=False)  # (T, L) float64
+    proxy: np.ndarray = field(init=False)  # (T, L) float64, NaN where unknown
+    valid: np.ndarray = field(init=False)  # (T, L) bool
+    counts: np.ndarray = field(init=False)  # (T,) levels per tensor
     names: tuple[str, ...] = field(init=False)  # distinct level names, sorted
-    name_id: np.ndarray = field(init=False)     # (T, L) index into names, -1 where invalid
+    name_id: np.ndarray = field(init=False)  # (T, L) index into names, -1 where invalid
 
     def __post_init__(self) -> None:
         tensors = self.problem.tensors
@@ -122,7 +124,7 @@ class Encoding:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.nbytes.shape  # type: ignore[return-value]
+        return self.nbytes.shape
 
     @property
     def has_proxy(self) -> np.ndarray:
@@ -132,7 +134,8 @@ class Encoding:
         """Level indices of a parameter dict; None if a tensor parameter is missing or not one of its levels."""
         x = np.empty(len(self.params), dtype=np.int16)
         for i, (name, lookup) in enumerate(zip(self.params, self._lookup)):
-            j = lookup.get(params.get(name))  # type: ignore[arg-type]
+            value = params.get(name)
+            j = lookup.get(value) if isinstance(value, str) else None
             if j is None:
                 return None
             x[i] = j
@@ -161,7 +164,9 @@ def key(x: np.ndarray) -> bytes:
 def uniform_configs(enc: Encoding) -> list[np.ndarray]:
     """One configuration per level name: tensors offering it take it, the others the level whose share of
     their largest size is closest to that name's median share (llama.cpp-style "every tensor at TYPE")."""
-    share = np.where(enc.valid, enc.nbytes, np.nan) / np.where(enc.valid, enc.nbytes, -np.inf).max(axis=1, keepdims=True)
+    share = np.where(enc.valid, enc.nbytes, np.nan) / np.where(enc.valid, enc.nbytes, -np.inf).max(
+        axis=1, keepdims=True
+    )
     configs = []
     for n in range(len(enc.names)):
         has = enc.name_id == n

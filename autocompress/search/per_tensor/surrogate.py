@@ -21,8 +21,9 @@ per-level database view (arXiv 2410.14649) and AMQ's predictor-screened candidat
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import optuna
@@ -44,15 +45,16 @@ class ModelMixin:
 
     def model(self, hist: History, options: ModelOptions) -> AdditiveModel:
         if getattr(self, "_model_key", None) != self._study_key:
-            self._model, self._fed, self._model_key = AdditiveModel(self.enc, options), set(), self._study_key
+            self._model, self._fed, self._model_key = AdditiveModel(self.enc, options), set[int](), self._study_key
         new = [i for i, number in enumerate(hist.numbers) if number not in self._fed]
         if new:
             self._model.add(hist.X[new], hist.y[new])
             self._fed.update(int(hist.numbers[i]) for i in new)
         return self._model
 
-    def rank_correlation(self, held_out_trials: Sequence[FrozenTrial],
-                         fit_on: Sequence[FrozenTrial] | None = None) -> float:
+    def rank_correlation(
+        self, held_out_trials: Sequence[FrozenTrial], fit_on: Sequence[FrozenTrial] | None = None
+    ) -> float:
         """Spearman rho of the model's predicted vs the measured accuracy objective on ``held_out_trials``
         (trials the model was not fitted on): by default the model as of the last ask; with ``fit_on``, a
         fresh model fitted on those trials only."""
@@ -68,8 +70,14 @@ class ModelMixin:
 
     def _arrays(self, trials: Sequence[FrozenTrial]) -> tuple[np.ndarray, np.ndarray]:
         k = self.problem.accuracy_objective
-        rows = [(x, float(t.values[k])) for t in trials if t.values is not None and len(t.values) > k
-                and math.isfinite(t.values[k]) and (x := self.enc.encode(t.params)) is not None]
+        rows = [
+            (x, float(t.values[k]))
+            for t in trials
+            if t.values is not None
+            and len(t.values) > k
+            and math.isfinite(t.values[k])
+            and (x := self.enc.encode(t.params)) is not None
+        ]
         X = np.array([r[0] for r in rows], dtype=np.int16).reshape(-1, len(self.enc.params))
         return X, np.array([r[1] for r in rows])
 
@@ -79,13 +87,13 @@ class SurrogateSampler(ModelMixin, PerTensorSampler):
 
     @dataclass(frozen=True)
     class Options:
-        startup: float = 0.2           # model-free (proxy) asks: this x tensors finished trials
+        startup: float = 0.2  # model-free (proxy) asks: this x tensors finished trials
         min_startup: int = 4
-        draws: int = 1                 # posterior draws per ask
-        target_share: float = 0.5      # share of asks aimed at a size target (when the problem has any)
-        grid: int = 24                 # budgets per draw for front candidates
-        neighbours: int = 8            # measured front points whose single switches are candidates
-        exploration: float = 0.5       # posterior draws' spread around the mean (1: Thompson sampling)
+        draws: int = 1  # posterior draws per ask
+        target_share: float = 0.5  # share of asks aimed at a size target (when the problem has any)
+        grid: int = 24  # budgets per draw for front candidates
+        neighbours: int = 8  # measured front points whose single switches are candidates
+        exploration: float = 0.5  # posterior draws' spread around the mean (1: Thompson sampling)
         model: ModelOptions = field(default_factory=ModelOptions)
 
         def __post_init__(self) -> None:
@@ -135,7 +143,9 @@ class SurrogateSampler(ModelMixin, PerTensorSampler):
                 return x
         return self._fallback(budget, hist, rng)
 
-    def _best_under(self, tables: np.ndarray, budget: float, hist: History, rng: np.random.Generator) -> np.ndarray | None:
+    def _best_under(
+        self, tables: np.ndarray, budget: float, hist: History, rng: np.random.Generator
+    ) -> np.ndarray | None:
         """The lowest predicted error within ``budget`` among the draws' optima and their single switches."""
         cap = budget - self.problem.fixed_bytes
         cands, scores = [], []
@@ -147,7 +157,7 @@ class SurrogateSampler(ModelMixin, PerTensorSampler):
                 cands.append(x)
                 scores.append(float(self.enc.value_of(table, x)))
                 continue
-            bases = [x] + [hist.X[i] for i in self._front(hist) if hist.bytes[i] <= budget][-self.options.neighbours:]
+            bases = [x] + [hist.X[i] for i in self._front(hist) if hist.bytes[i] <= budget][-self.options.neighbours :]
             nx, ns = self._switches(bases, table, hist, budget)
             if nx is not None:
                 cands.append(nx)
@@ -164,16 +174,28 @@ class SurrogateSampler(ModelMixin, PerTensorSampler):
         fb = (hist.bytes[front] - lo) / span
         fk = np.log(np.maximum(hist.y[front], floor))
         ref_b, ref_k = 1.0 + 1e-9, float(np.log(max(hist.y.max(), floor))) + math.log(2.0)
-        budgets = np.concatenate([lo + span * (np.arange(self.options.grid) + rng.random()) / self.options.grid,
-                                  np.array(sorted(self.problem.size_targets))])
+        budgets = np.concatenate(
+            [
+                lo + span * (np.arange(self.options.grid) + rng.random()) / self.options.grid,
+                np.array(sorted(self.problem.size_targets)),
+            ]
+        )
         picks = sorted(rng.permutation(len(front))[: self.options.neighbours])
         bases = [hist.X[front[i]] for i in picks]
         best: tuple[float, np.ndarray | None] = (0.0, None)
         for table in tables:
             sweep = HullSweep(table, enc.nbytes, enc.valid)
             # grid budgets: the plain sweep (critical segments only at the targets: 4x the time per solve)
-            xs = [x for b in budgets if (x := sweep.solve(self.clamp(b) - self.problem.fixed_bytes,
-                                                          critical=None if b in self.problem.size_targets else 0)) is not None]
+            xs = [
+                x
+                for b in budgets
+                if (
+                    x := sweep.solve(
+                        self.clamp(b) - self.problem.fixed_bytes, critical=None if b in self.problem.size_targets else 0
+                    )
+                )
+                is not None
+            ]
             pool = Pool(enc, table, xs, bases)
             gain = hv_gain(fb, fk, (pool.bytes - lo) / span, np.log(np.maximum(pool.value, floor)), ref_b, ref_k)
             for i in np.argsort(-gain, kind="stable"):
@@ -188,8 +210,9 @@ class SurrogateSampler(ModelMixin, PerTensorSampler):
     def _front(self, hist: History) -> np.ndarray:
         return pareto_indices(hist.bytes, hist.y)
 
-    def _switches(self, bases: list[np.ndarray], table: np.ndarray, hist: History,
-                  budget: float) -> tuple[np.ndarray | None, float]:
+    def _switches(
+        self, bases: list[np.ndarray], table: np.ndarray, hist: History, budget: float
+    ) -> tuple[np.ndarray | None, float]:
         """The best untried single-level switch of the bases within ``budget`` by ``table``."""
         pool = Pool(self.enc, table, [], bases)
         score = np.where(pool.bytes <= budget, pool.value, np.inf)
@@ -205,7 +228,8 @@ class SurrogateSampler(ModelMixin, PerTensorSampler):
         """Everything the model suggests was tried: random level switches of the cheapest config until new."""
         enc = self.enc
         x = HullSweep(np.where(enc.valid, -enc.nbytes, np.inf), enc.nbytes, enc.valid).solve(
-            budget - self.problem.fixed_bytes)
+            budget - self.problem.fixed_bytes
+        )
         x = enc.min_config.copy() if x is None else x
         for _ in range(1000):
             if key(x) not in hist.seen:
@@ -224,18 +248,20 @@ class Pool:
         self.enc, self.configs = enc, configs
         whole = np.array(configs, dtype=np.int16).reshape(-1, len(enc.params))
         bytes_, value = [enc.bytes_of(whole)], [enc.value_of(table, whole)]
-        self.switch_base, self.switch_t, self.switch_l = [], [], []
+        switch_base: list[np.ndarray] = []
+        switch_t: list[np.ndarray] = []
+        switch_l: list[np.ndarray] = []
         for b, x in enumerate(bases):
-            t, l = np.nonzero(enc.valid & (np.arange(enc.shape[1])[None] != x[:, None]))
-            bytes_.append(enc.bytes_of(x) - enc.nbytes[t, x[t]] + enc.nbytes[t, l])
-            value.append(enc.value_of(table, x) - table[t, x[t]] + table[t, l])
-            self.switch_base.append(np.full(len(t), b))
-            self.switch_t.append(t)
-            self.switch_l.append(l)
+            t, lv = np.nonzero(enc.valid & (np.arange(enc.shape[1])[None] != x[:, None]))
+            bytes_.append(enc.bytes_of(x) - enc.nbytes[t, x[t]] + enc.nbytes[t, lv])
+            value.append(enc.value_of(table, x) - table[t, x[t]] + table[t, lv])
+            switch_base.append(np.full(len(t), b))
+            switch_t.append(t)
+            switch_l.append(lv)
         self.bases = bases
         self.bytes, self.value = np.concatenate(bytes_), np.concatenate(value)
         cat = lambda a: np.concatenate(a) if a else np.zeros(0, dtype=int)  # noqa: E731
-        self.switch_base, self.switch_t, self.switch_l = cat(self.switch_base), cat(self.switch_t), cat(self.switch_l)
+        self.switch_base, self.switch_t, self.switch_l = cat(switch_base), cat(switch_t), cat(switch_l)
 
     def config(self, i: int) -> np.ndarray:
         if i < len(self.configs):

@@ -20,24 +20,42 @@ from autocompress.search.per_tensor.problem import Encoding, LevelProblem, Tenso
 
 # name: (bits per weight as stored, effective bits of its error, needs row % 256 == 0)
 GGUF_LEVELS = {
-    "Q8_0": (8.5, 8.3, False), "Q6_K": (6.5625, 6.4, True), "Q5_1": (6.0, 5.6, False),
-    "Q5_0": (5.5, 5.3, False), "Q4_K": (4.5, 4.6, True), "IQ4_NL": (4.5, 4.55, False),
-    "Q4_0": (4.5, 4.3, False), "Q3_K": (3.4375, 3.3, True),
+    "Q8_0": (8.5, 8.3, False),
+    "Q6_K": (6.5625, 6.4, True),
+    "Q5_1": (6.0, 5.6, False),
+    "Q5_0": (5.5, 5.3, False),
+    "Q4_K": (4.5, 4.6, True),
+    "IQ4_NL": (4.5, 4.55, False),
+    "Q4_0": (4.5, 4.3, False),
+    "Q3_K": (3.4375, 3.3, True),
 }
 SMOLLM2_ROLES = {  # role: (rows, row length), hidden 576, intermediate 1536, 3 kv heads x 64
-    "attn.q": (576, 576), "attn.k": (192, 576), "attn.v": (192, 576), "attn.o": (576, 576),
-    "mlp.gate": (1536, 576), "mlp.up": (1536, 576), "mlp.down": (576, 1536),
+    "attn.q": (576, 576),
+    "attn.k": (192, 576),
+    "attn.v": (192, 576),
+    "attn.o": (576, 576),
+    "mlp.gate": (1536, 576),
+    "mlp.up": (1536, 576),
+    "mlp.down": (576, 1536),
 }
-ROLE_SENSITIVITY = {"attn.q": 0.5, "attn.k": 0.5, "attn.v": 2.0, "attn.o": 1.0, "mlp.gate": 0.7,
-                    "mlp.up": 0.7, "mlp.down": 2.0, "embedding": 1.0}
+ROLE_SENSITIVITY = {
+    "attn.q": 0.5,
+    "attn.k": 0.5,
+    "attn.v": 2.0,
+    "attn.o": 1.0,
+    "mlp.gate": 0.7,
+    "mlp.up": 0.7,
+    "mlp.down": 2.0,
+    "embedding": 1.0,
+}
 
 
 @dataclass
 class Synthetic:
     problem: LevelProblem
-    true: np.ndarray            # (T, L) true additive error per (tensor, level); inf where no level
+    true: np.ndarray  # (T, L) true additive error per (tensor, level); inf where no level
     interaction: float
-    phase: np.ndarray           # (T, L) phases of the non-additive part
+    phase: np.ndarray  # (T, L) phases of the non-additive part
 
     def __post_init__(self) -> None:
         self.enc = Encoding(self.problem)
@@ -66,16 +84,27 @@ class Synthetic:
         return x, float(self.kl_of(x)[0])
 
 
-def make_problem(layers: int = 30, seed: int = 0, proxy_noise: float = 0.3, tensor_noise: float = 0.5,
-                 interaction: float = 0.1, with_proxy: bool = True, levels: tuple[str, ...] = tuple(GGUF_LEVELS),
-                 targets: tuple[str, ...] = ("Q4_0", "Q5_0", "Q6_K"), uniform_q4_kl: float = 0.1,
-                 all_levels: bool = False) -> Synthetic:
+def make_problem(
+    layers: int = 30,
+    seed: int = 0,
+    proxy_noise: float = 0.3,
+    tensor_noise: float = 0.5,
+    interaction: float = 0.1,
+    with_proxy: bool = True,
+    levels: tuple[str, ...] = tuple(GGUF_LEVELS),
+    targets: tuple[str, ...] = ("Q4_0", "Q5_0", "Q6_K"),
+    uniform_q4_kl: float = 0.1,
+    all_levels: bool = False,
+) -> Synthetic:
     """A SmolLM2-shaped synthetic problem (``layers`` x 7 roles + embedding); ``targets``: the uniform level
     configurations whose sizes are the size targets (as llama.cpp presets); ``all_levels``: every tensor
     offers every level (no row-length rule, no embedding subset)."""
     rng = np.random.default_rng(seed)
-    shapes = [(f"{i}.{role}", rows, cols, ROLE_SENSITIVITY[role] * (3.0 if i in (0, layers - 1) else 1.0))
-              for i in range(layers) for role, (rows, cols) in SMOLLM2_ROLES.items()]
+    shapes = [
+        (f"{i}.{role}", rows, cols, ROLE_SENSITIVITY[role] * (3.0 if i in (0, layers - 1) else 1.0))
+        for i in range(layers)
+        for role, (rows, cols) in SMOLLM2_ROLES.items()
+    ]
     shapes.append(("embedding", 49152, 576, ROLE_SENSITIVITY["embedding"]))
     T = len(shapes)
     sens = rng.lognormal(0.0, 1.0, T)
@@ -90,13 +119,19 @@ def make_problem(layers: int = 30, seed: int = 0, proxy_noise: float = 0.3, tens
         err = np.array([sens[t] * role_sens * numel * 4.0 ** -GGUF_LEVELS[lv][1] for lv in offered])
         err *= rng.lognormal(0.0, 0.2, len(offered))
         proxy = err * np.exp(tensor_bias[t] + rng.normal(0.0, proxy_noise, len(offered)))
-        tensors.append(TensorChoice(f"tensor_levels.{name}", tuple(f"imatrix/{lv}" for lv in offered), nbytes,
-                                    tuple(float(p) for p in proxy) if with_proxy else None))
+        tensors.append(
+            TensorChoice(
+                f"tensor_levels.{name}",
+                tuple(f"imatrix/{lv}" for lv in offered),
+                nbytes,
+                tuple(float(p) for p in proxy) if with_proxy else None,
+            )
+        )
         true_rows.append(err)
     L = max(len(r) for r in true_rows)
     true = np.full((T, L), np.inf)
     for t, r in enumerate(true_rows):
-        true[t, :len(r)] = r
+        true[t, : len(r)] = r
     fixed = float(layers * 2 * 576 * 4 + 576 * 4)  # norms in F32
     problem = LevelProblem(tuple(tensors), fixed_bytes=fixed)
     enc = Encoding(problem)
