@@ -63,11 +63,11 @@ class _Accumulator:
 def collect_input_stats(model: nn.Module, batches: list[torch.Tensor]) -> dict[str, InputStats]:
     """Statistics of the input of every decoder linear, keyed by module name."""
     forwards = [partial(model, input_ids=ids) for ids in batches]
-    return _collect(ModelAdapter(model).linear_sites(), forwards)
+    return collect_site_stats(ModelAdapter(model).linear_sites(), forwards)
 
 
 @torch.no_grad()
-def _collect(sites: list[LinearSite], forwards: list[Callable[[], object]]) -> dict[str, InputStats]:
+def collect_site_stats(sites: list[LinearSite], forwards: list[Callable[[], object]]) -> dict[str, InputStats]:
     """Statistics of the inputs of ``sites`` while each of ``forwards`` runs once."""
     accumulators: dict[str, _Accumulator] = {}
     alias: dict[str, str] = {}  # module name -> name of the module whose input it shares
@@ -123,7 +123,7 @@ class LayerInputs:
         self._advance_to(layer)
         block = self.adapter.layers[layer]
         sites = [s for s in self.adapter.linear_sites() if s.layer == layer]
-        return _collect(sites, [partial(block, *args, **kwargs) for args, kwargs in self._calls])
+        return collect_site_stats(sites, [partial(block, *args, **kwargs) for args, kwargs in self._calls])
 
     def _advance_to(self, layer: int) -> None:
         if layer < self._layer:

@@ -112,3 +112,7 @@ def ggml_type(name: str | GGMLType, field: str = "type", *, weights_only: bool =
 def vec_dot_type(weight: str | GGMLType) -> GGMLType:
     """The activation type llama.cpp's CPU matrix product uses with a weight of this type."""
     return TYPES[ggml_type(weight).vec_dot]
+
+
+# llama.cpp's KV-cache types (``--cache-type-k/-v``) and the ggml type each stores K and V rows in.
+KV_CACHE_TYPES = {"f16": "F16", "q8_0": "Q8_0", "q4_0": "Q4_0"}

@@ -7,14 +7,17 @@ written by hand (for a model too large to load) or read from a model with :func:
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from autocompress.models.adapter import LinearSite, ModelAdapter
+from autocompress.ggml import ggml_type
+from autocompress.models.adapter import LinearSite, ModelAdapter, layer_origin
 from autocompress.models.annotations import kv_bits as recorded_kv_bits
-from autocompress.models.annotations import weight_format
+from autocompress.models.annotations import kv_type as recorded_kv_type
+from autocompress.models.annotations import packed_weight, weight_format
 
 SCALE_BYTES = 2  # one fp16 scale per quantisation group
 ZERO_BYTES = 2  # and, for an asymmetric format, one fp16 zero point (or minimum) per group
@@ -48,6 +51,7 @@ class LinearProfile:
     symmetric: bool = True  # no zero point stored
     sparsity: float = 0.0  # measured fraction of exact zeros
     sparse_2_4: bool = False  # every 4 consecutive inputs hold at least 2 zeros
+    ggml_type: str | None = None  # stored in this llama.cpp type (bytes exact, scales included)
 
     @property
     def params(self) -> int:
@@ -60,6 +64,8 @@ class LinearProfile:
     @property
     def dense_bytes(self) -> float:
         """Stored bytes without exploiting sparsity."""
+        if self.ggml_type is not None:
+            return float(ggml_type(self.ggml_type).tensor_bytes(self.out_features, self.in_features))
         return stored_bytes(
             self.params, self.out_features, self.in_features, self.bits, self.group_size, self.symmetric
         )
@@ -86,6 +92,13 @@ class ModelProfile:
     exit_head_reads: float = 0.0
     embedding_group_size: int | None = None
     embedding_symmetric: bool = True
+    embedding_ggml_type: str | None = None
+    kv_type: str | None = None  # a llama.cpp cache type (f16, q8_0, q4_0); priced at its bytes
+    layer_origin: tuple[int, ...] | None = None  # each block's index in the unpruned model (None: its own)
+
+    def origin(self, layer: int) -> int:
+        """Block ``layer``'s index in the unpruned model."""
+        return layer if self.layer_origin is None else self.layer_origin[layer]
 
     @property
     def lm_head(self) -> LinearProfile | None:
@@ -101,6 +114,8 @@ class ModelProfile:
 
     @property
     def embedding_bytes(self) -> float:
+        if self.embedding_ggml_type is not None:
+            return float(ggml_type(self.embedding_ggml_type).tensor_bytes(self.vocab_size, self.hidden_size))
         return stored_bytes(
             self.embedding_params,
             self.vocab_size,
@@ -122,9 +137,9 @@ class ModelProfile:
         linears = sum(lin.dense_bytes for lin in self.linears)
         return linears + (0.0 if self.tied_embeddings and self.lm_head else self.embedding_bytes)
 
-    def kv_cache_bytes(self, tokens: int, batch: int = 1, kv_bits: int | None = None) -> float:
+    def kv_cache_bytes(self, tokens: int, batch: int = 1, kv_bits: float | None = None) -> float:
         """K and V of every layer for ``tokens`` positions."""
-        bits = self.kv_bits if kv_bits is None else kv_bits
+        bits: float = self.kv_bits if kv_bits is None else kv_bits
         return 2 * self.num_layers * self.num_kv_heads * self.head_dim * tokens * batch * bits / 8
 
     @property
@@ -145,22 +160,33 @@ def _is_2_4(weight: torch.Tensor) -> bool:
     return bool((zeros >= 2).all())
 
 
+def nominal_bits(type_name: str) -> int:
+    """The bit width a ggml type is named for (Q5_K -> 5, IQ4_NL -> 4, F16 -> 16): its arithmetic class."""
+    digits = re.search(r"\d+", type_name)
+    return int(digits.group()) if digits else 16
+
+
 @torch.no_grad()
-def _linear_profile(site: LinearSite) -> LinearProfile:
+def _linear_profile(site: LinearSite, stored_as: nn.Module | None = None) -> LinearProfile:
+    """``stored_as``: the module whose recorded storage the weight shares (the embedding of a tied head)."""
     weight = site.module.weight
-    fmt = weight_format(site.module)
-    sparsity = float((weight == 0).float().mean()) if weight.numel() else 0.0
+    fmt = weight_format(stored_as or site.module)
+    packed = packed_weight(stored_as or site.module)
+    # packed ggml blocks store every code, zero or not: their zeros save nothing
+    sparsity = float((weight == 0).float().mean()) if weight.numel() and packed is None else 0.0
+    bits = fmt.bits if packed is None else nominal_bits(packed.type)
     return LinearProfile(
         name=site.name,
         role=site.role,
         layer=site.layer,
         in_features=site.module.in_features,
         out_features=site.module.out_features,
-        bits=fmt.bits,
+        bits=bits,
         group_size=fmt.group_size,
         symmetric=fmt.symmetric,
         sparsity=sparsity,
         sparse_2_4=sparsity >= 0.5 and _is_2_4(weight),
+        ggml_type=None if packed is None else packed.type,
     )
 
 
@@ -178,8 +204,13 @@ def profile_model(
     defaults to what the model records (``quantize`` with ``kv_bits``), else 16."""
     kv_bits = recorded_kv_bits(model) if kv_bits is None else kv_bits
     adapter = ModelAdapter(model)
-    linears = tuple(_linear_profile(site) for site in adapter.linear_sites(include_lm_head=True))
+    tied = adapter.input_embedding if adapter.tied_embeddings else None
+    linears = tuple(
+        _linear_profile(site, tied if site.role == "lm_head" else None)
+        for site in adapter.linear_sites(include_lm_head=True)
+    )
     emb_fmt = weight_format(adapter.input_embedding)
+    emb_packed = packed_weight(adapter.input_embedding)
     return ModelProfile(
         num_layers=adapter.num_layers,
         hidden_size=adapter.hidden_size,
@@ -189,11 +220,14 @@ def profile_model(
         intermediate_size=_intermediate_size(adapter, linears),
         vocab_size=adapter.vocab_size,
         linears=linears,
-        embedding_bits=emb_fmt.bits,
+        embedding_bits=emb_fmt.bits if emb_packed is None else nominal_bits(emb_packed.type),
         embedding_group_size=emb_fmt.group_size,
         embedding_symmetric=emb_fmt.symmetric,
         tied_embeddings=adapter.tied_embeddings,
         kv_bits=kv_bits,
         avg_exit_layer=avg_exit_layer,
         exit_head_reads=exit_head_reads,
+        embedding_ggml_type=None if emb_packed is None else emb_packed.type,
+        kv_type=recorded_kv_type(model),
+        layer_origin=tuple(layer_origin(model)),
     )

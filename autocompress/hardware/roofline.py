@@ -13,7 +13,8 @@ Rules (kept deliberately simple; each is one line in the code below):
   ``sparse_unstructured`` a weight is stored as ``nnz * bits/8`` plus a 1-bit-per-weight bitmap,
   with ``sparse_2_4`` (for a 2:4 pattern) as half the weights plus 2 index bits per kept weight;
   either only when that is smaller than dense. FLOPs scale by the density only in that case.
-* **KV cache.** ``kv_bits < 16`` counts (as 8 bits) only on targets with ``kv_int8``.
+* **KV cache.** ``kv_bits < 16`` counts (as 8 bits) only on targets with ``kv_int8``; a llama.cpp cache type
+  (``kv_type`` q8_0, q4_0) counts at its real bytes (8.5, 4.5 bits) on targets that list it in ``kv_types``.
 * **Runtime width.** A target with ``runtime_bits`` (e.g. torch eager on the host, 32) stores and
   computes every weight and the KV cache at that width: quantization saves nothing there.
 * **Energy** per decoded token = decode time x the target's ``power_w``.
@@ -36,6 +37,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
 from typing import ClassVar, Literal
 
+from autocompress.ggml import KV_CACHE_TYPES, ggml_type
 from autocompress.hardware.profile import LinearProfile, ModelProfile
 from autocompress.hardware.target import Feature, HardwareTarget, Precision
 from autocompress.registry import Registry
@@ -145,9 +147,15 @@ class RooflineModel(HardwareModel):
             return 1.0
         return 0.5 if lin.sparse_2_4 and self.target.has("sparse_2_4") else lin.nnz / lin.params
 
-    def kv_bits(self, profile: ModelProfile) -> int:
+    def kv_bits(self, profile: ModelProfile) -> float:
         if self.target.runtime_bits is not None:
             return self.target.runtime_bits
+        if profile.kv_type is not None:  # a llama.cpp cache type: its real bytes where the runtime has it
+            return (
+                ggml_type(KV_CACHE_TYPES[profile.kv_type]).bits_per_weight
+                if profile.kv_type in self.target.kv_types
+                else 16
+            )
         if profile.kv_bits >= 16:
             return profile.kv_bits
         return max(profile.kv_bits, 8) if self.target.has("kv_int8") else 16

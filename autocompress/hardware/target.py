@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from autocompress.catalog import catalog_names, display_name, looks_like_path, read_yaml, resolve
 from autocompress.errors import ConfigError
+from autocompress.ggml import KV_CACHE_TYPES, ggml_type
 from autocompress.validation import parse
 
 CATALOG = "targets"
@@ -44,6 +45,10 @@ class HardwareTarget(BaseModel, extra="forbid", frozen=True):
         description="the runtime stores and computes every weight and the KV cache at this width, whatever "
         "the quantization (e.g. 32 for torch eager running fake-quantized fp32 weights)",
     )
+    weight_types: tuple[str, ...] = Field(
+        (), description="llama.cpp weight types the runtime executes (empty: the target prices bits and groups)"
+    )
+    kv_types: tuple[str, ...] = Field((), description="llama.cpp KV-cache types the runtime offers (f16, q8_0, q4_0)")
     uncertainty: float = Field(
         0.3,
         ge=0,
@@ -51,6 +56,23 @@ class HardwareTarget(BaseModel, extra="forbid", frozen=True):
         description="relative error of predictions (from validation "
         "where measured): the upper bound is value * (1 + this)",
     )
+
+    @field_validator("weight_types")
+    @classmethod
+    def _known_types(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(ggml_type(name, "weight_types").name for name in value)
+
+    @field_validator("kv_types")
+    @classmethod
+    def _known_kv(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [v for v in value if v not in KV_CACHE_TYPES]
+        if unknown:
+            raise ValueError(f"unknown KV-cache type {unknown[0]!r}; allowed: {', '.join(KV_CACHE_TYPES)}")
+        return value
+
+    def runs(self, weight_type: str) -> bool:
+        """Whether the runtime executes weights of this ggml type (any, when the target names none)."""
+        return not self.weight_types or weight_type in self.weight_types
 
     def has(self, feature: Feature) -> bool:
         return feature in self.features

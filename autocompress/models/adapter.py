@@ -7,6 +7,7 @@ This is the only module that knows attribute paths. Everything else asks an adap
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -70,6 +71,15 @@ def _role(path_in_block: str) -> str:
     if canonical and (family is None or canonical.startswith(family)):
         return canonical
     return f"{family or 'other'}.{leaf}"
+
+
+_ORIGIN_ATTR = "_autocompress_layer_origin"
+
+
+def layer_origin(model: nn.Module) -> list[int]:
+    """For each decoder block now in ``model``, its index in the model it was pruned from."""
+    config: Any = model.config
+    return list(getattr(model, _ORIGIN_ATTR, range(config.num_hidden_layers)))
 
 
 class ModelAdapter:
@@ -191,6 +201,8 @@ class ModelAdapter:
     def keep_layers(self, keep: list[int]) -> None:
         """Keep only the given decoder blocks (in order) and make config and caches agree."""
         kept = [self.layers[i] for i in sorted(keep)]
+        origin = layer_origin(self.model)
+        setattr(self.model, _ORIGIN_ATTR, [origin[i] for i in sorted(keep)])
         for new_index, block in enumerate(kept):
             for module in block.modules():
                 if hasattr(module, "layer_idx"):

@@ -98,3 +98,35 @@ def set_weight_grid(module: nn.Module, grid: WeightGrid | None) -> None:
 
 def weight_grid(module: nn.Module) -> WeightGrid | None:
     return getattr(module, _GRID_ATTR, None)
+
+
+_PACKED_ATTR = "_autocompress_ggml_packed"
+
+
+@dataclass(frozen=True, eq=False)
+class PackedWeight:
+    """A weight stored in a llama.cpp type: its packed bytes are what a GGUF file holds, and the module's
+    float weight is exactly their dequantization (``autocompress.ggml.native.dequantize``)."""
+
+    type: str  # ggml type name, e.g. "Q4_K"
+    packed: torch.Tensor  # uint8 [rows, row_bytes]
+
+
+def set_packed_weight(module: nn.Module, packed: PackedWeight | None) -> None:
+    setattr(module, _PACKED_ATTR, packed)
+
+
+def packed_weight(module: nn.Module) -> PackedWeight | None:
+    return getattr(module, _PACKED_ATTR, None)
+
+
+_KV_TYPE_ATTR = "_autocompress_kv_type"
+
+
+def set_kv_type(model: nn.Module, kv_type: str | None) -> None:
+    """Record the llama.cpp KV-cache type (f16, q8_0, q4_0) the model is meant to run with."""
+    setattr(model, _KV_TYPE_ATTR, kv_type)
+
+
+def kv_type(model: nn.Module) -> str | None:
+    return getattr(model, _KV_TYPE_ATTR, None)

@@ -34,6 +34,7 @@ class Technique(ABC, Generic[P]):
 
     name: ClassVar[str]
     Params: ClassVar[type[BaseModel]]
+    excludes: ClassVar[tuple[str, ...]] = ()  # techniques a recipe with this one may not contain
 
     @classmethod
     def parse_params(cls, params: dict[str, Any], field: str) -> BaseModel:
@@ -71,11 +72,15 @@ TECHNIQUES: Registry[type[Technique[Any]]] = Registry("technique", "autocompress
 # stay zero), distillation then recovers accuracy under all of those constraints at once (shapes, masks,
 # quantization grids: one training run, QAT included), and early exit is decided last, on the final
 # weights, where its exit depth is measured. Techniques not listed (plugins) may go anywhere.
-STEP_ORDER = ("prune_depth", "prune_width", "sparsify", "quantize", "distill", "early_exit")
+STEP_ORDER = ("prune_depth", "prune_width", "sparsify", "quantize", "tensor_levels", "distill", "early_exit")
 
 
 def check_step_order(techniques: list[str], field: str = "steps") -> None:
     """A ConfigError naming the first step that comes after one it must precede."""
+    for i, name in enumerate(techniques):
+        excluded = sorted(set(TECHNIQUES[name].excludes) & set(techniques)) if name in TECHNIQUES else []
+        if excluded:
+            raise ConfigError(f"{field}[{i}].technique", f"{name!r} cannot be combined with {excluded[0]!r}")
     ranked = [(i, STEP_ORDER.index(name)) for i, name in enumerate(techniques) if name in STEP_ORDER]
     for (_, rank_a), (i, rank_b) in zip(ranked, ranked[1:]):
         if rank_b < rank_a:

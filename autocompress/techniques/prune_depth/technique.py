@@ -72,15 +72,26 @@ class PruneDepth(Technique[PruneDepthParams]):
         check_drop(params.drop_layers, adapter.num_layers)
         if params.drop_layers == 0:
             return model
-        influence = ctx.memo("block_influence", lambda: block_influence(model, ctx.batches(ctx.calibration)))
-        drop = set(torch.argsort(influence, stable=True)[: params.drop_layers].tolist())
-        adapter.keep_layers([i for i in range(adapter.num_layers) if i not in drop])
+        adapter.keep_layers(kept_blocks(model, params, ctx))
         return model
 
     def predict_profile(
         self, profile: ModelProfile, params: PruneDepthParams, ctx: CompressionContext
     ) -> ModelProfile | None:
-        return predict_depth(profile, params)
+        """As :func:`predict_depth`; on the base model (the first step) the kept blocks are known exactly
+        (block influence is measured once, on the base model), so the profile also says which blocks remain."""
+        predicted = predict_depth(profile, params)
+        if predicted is None or params.drop_layers == 0 or ctx.lineage:
+            return predicted
+        kept = kept_blocks(ctx.base_model, params, ctx)
+        return replace(predicted, layer_origin=tuple(profile.origin(i) for i in kept))
+
+
+def kept_blocks(model: nn.Module, params: PruneDepthParams, ctx: CompressionContext) -> list[int]:
+    """The blocks that stay: all but the ``drop_layers`` of lowest influence on the model entering the step."""
+    influence = ctx.memo("block_influence", lambda: block_influence(model, ctx.batches(ctx.calibration)))
+    drop = set(torch.argsort(influence, stable=True)[: params.drop_layers].tolist())
+    return [i for i in range(len(influence)) if i not in drop]
 
 
 def check_drop(drop_layers: int, num_layers: int) -> None:
