@@ -486,7 +486,7 @@ def test_steps_out_of_the_canonical_order_are_refused() -> None:
         exc,
         "steps[1].technique",
         "'sparsify' must come before 'quantize'",
-        "prune_depth -> prune_width -> sparsify -> quantize -> distill -> early_exit",
+        "prune_depth -> prune_width -> sparsify -> quantize -> tensor_levels -> distill -> early_exit",
     )
 
 
